@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian 12 machine (as root) to build, test and demo
+# flannel-udp: the network tools the namespace testbed drives, then the npm
+# dependencies and the build. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+packages=(iproute2 iperf3 iputils-ping procps ethtool tcpdump)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+if [[ "$(id -u)" -ne 0 ]]; then
+  say "must run as root (it installs packages; the testbed creates network namespaces)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  # iperf3's postinst asks whether to start a system-wide daemon; answer no up front so it never prompts.
+  say "preseeding iperf3/start_daemon=false"
+  echo 'iperf3 iperf3/start_daemon boolean false' | debconf-set-selections
+  say "apt-get update"
+  apt-get update -q
+  say "installing: ${missing[*]}"
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages present: ${packages[*]}"
+fi
+
+if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  say "Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+cd "$repo"
+say "npm ci in $repo"
+npm ci --no-audit --no-fund
+say "npm run build"
+npm run build
+say "done"

@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+// The project's job end to end on its default setup: two nodes whose pods talk
+// through the flannel-udp agent, measured with ping and iperf3.
+//
+//   node dist/src/testbed/demo.js [--backend udp|host-gw|kernel-vxlan] [--workers N] [--seconds S]
+//
+// host-gw and kernel-vxlan run the same measurements over the kernel's own
+// data planes, as a reference for what the agent achieves.
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { agentCliPath, checkPrerequisites, createCluster, type Dataplane } from './cluster.js';
+import { run } from './exec.js';
+import { iperf3Tcp, ping, type PingResult } from './measure.js';
+
+const BACKENDS: Record<string, Dataplane> = { udp: 'agent', 'host-gw': 'host-gw', 'kernel-vxlan': 'kernel-vxlan' };
+const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|host-gw|kernel-vxlan] [--workers N] [--seconds S]';
+
+function parseCommandLine() {
+  const { values } = parseArgs({
+    options: {
+      backend: { type: 'string', default: 'udp' },
+      workers: { type: 'string', default: '1' },
+      seconds: { type: 'string', default: '5' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const dataplane = BACKENDS[values.backend!];
+  const workers = Number(values.workers);
+  const seconds = Number(values.seconds);
+  if (!dataplane) throw new UsageError(`unknown backend '${values.backend}'`);
+  if (!Number.isInteger(workers) || workers < 1) throw new UsageError(`--workers must be a positive integer`);
+  if (!Number.isFinite(seconds) || seconds < 1) throw new UsageError(`--seconds must be at least 1`);
+  return { backend: values.backend!, dataplane, workers, seconds };
+}
+
+class UsageError extends Error {}
+
+/** Everything missing at once, each with what to do about it. */
+async function missingPrerequisites(dataplane: Dataplane): Promise<string[]> {
+  const missing: string[] = [];
+  try {
+    await checkPrerequisites();
+  } catch (err) {
+    missing.push((err as Error).message);
+  }
+  for (const [tool, args] of [['iperf3', ['--version']], ['ping', ['-V']]] as const) {
+    try {
+      await run(tool, args, { timeoutMs: 10_000 });
+    } catch {
+      missing.push(`${tool} is not installed (scripts/setup.sh installs it)`);
+    }
+  }
+  if (dataplane === 'agent' && !existsSync(agentCliPath)) {
+    missing.push(`the agent is not built: ${agentCliPath} is missing (npm run build)`);
+  }
+  return missing;
+}
+
+function formatPing(label: string, r: PingResult): string {
+  const rtt = Number.isNaN(r.rttAvgMs) ? 'no replies' : `rtt min/avg/max ${r.rttMinMs}/${r.rttAvgMs}/${r.rttMaxMs} ms`;
+  return `  ping ${label}: ${r.received}/${r.sent} replies, ${r.lossPct.toFixed(0)}% loss, ${rtt}`;
+}
+
+async function main(): Promise<number> {
+  let args;
+  try {
+    args = parseCommandLine();
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const missing = await missingPrerequisites(args.dataplane);
+  if (missing.length) {
+    console.error(`cannot run the demo:\n${missing.map((m) => `  - ${m}`).join('\n')}`);
+    return 2;
+  }
+
+  console.log(`building a 2-node cluster with backend '${args.backend}'...`);
+  const cluster = await createCluster({ nodes: 2, dataplane: args.dataplane, workers: args.workers });
+  try {
+    console.log(cluster.describe());
+    const [pod1, pod2] = [cluster.pod(1), cluster.pod(2)];
+    console.log('\nmeasuring:');
+    const there = await ping(cluster, pod1.ns, pod2.ip, { count: 5, intervalS: 0.2 });
+    console.log(formatPing(`pod1 ${pod1.ip} -> pod2 ${pod2.ip}`, there));
+    const back = await ping(cluster, pod2.ns, pod1.ip, { count: 5, intervalS: 0.2 });
+    console.log(formatPing(`pod2 ${pod2.ip} -> pod1 ${pod1.ip}`, back));
+
+    let bitsPerSecond = 0;
+    try {
+      const tcp = await iperf3Tcp(cluster, pod2.ns, pod2.ip, pod1.ns, { seconds: args.seconds, streams: 1 });
+      bitsPerSecond = tcp.bitsPerSecond;
+      console.log(`  iperf3 TCP pod1 -> pod2, ${args.seconds} s: ${(tcp.bitsPerSecond / 1e9).toFixed(3)} Gbit/s, ${tcp.retransmits} retransmits`);
+    } catch (err) {
+      console.log(`  iperf3 TCP pod1 -> pod2 failed: ${(err as Error).message}`);
+    }
+
+    const ok = there.lossPct === 0 && back.lossPct === 0 && bitsPerSecond > 0;
+    if (!ok && args.dataplane === 'agent') {
+      for (const node of cluster.nodes()) {
+        console.log(`\nagent output on node ${node.index} (last lines):\n${cluster.agent(node.index)?.log.tail(20) ?? '(none)'}`);
+      }
+    }
+    console.log(ok ? '\nresult: OK (no ping loss, TCP moved data)' : '\nresult: FAILED (ping loss or no TCP data)');
+    return ok ? 0 : 1;
+  } finally {
+    await cluster.destroy();
+    console.log(`testbed ${cluster.id} removed`);
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  },
+);
