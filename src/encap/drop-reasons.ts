@@ -14,12 +14,16 @@ export const DropReason = {
   TooBig: 9, // larger than the MTU / slot
   SendFailed: 10, // the kernel refused the send (e.g. socket buffer full)
   TunWriteFailed: 11,
-  IcmpSuppressed: 12, // no lease, but RFC 792 forbids answering (ICMP error, non-first fragment)
+  // Outer UDP datagram checks (udp-frame.ts: captures, raw injection, fuzzing).
+  NotUdp: 13, // outer IPv4 protocol is not 17
+  BadUdpLength: 14, // UDP length < 8, beyond the IP payload, or the datagram is a fragment
+  BadUdpChecksum: 15,
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];
 
+/** Names for logs and metrics, kebab-case ("not-ipv4", "no-lease"), indexed by code. */
 export const dropReasonNames: readonly string[] = Object.keys(DropReason).map((k) =>
-  k.replace(/[A-Z]/g, (c, i) => (i ? '-' : '') + c.toLowerCase()),
+  k.replace(/IPv4/g, 'Ipv4').replace(/[A-Z]/g, (c, i) => (i ? '-' : '') + c.toLowerCase()),
 );
 export const DROP_REASON_COUNT = dropReasonNames.length;
