@@ -1,0 +1,184 @@
+// One node's agent: reads this node's subnet, learns the peers' leases,
+// creates and configures the TUN device, and runs the data plane until it is
+// told to stop. Setup is all-or-nothing: if any step fails, everything made
+// so far is undone before the error is reported.
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
+import { formatCidr, formatIPv4, parseIPv4 } from './control/ipv4-address.js';
+import type { Lease } from './control/lease.js';
+import type { LeaseSource } from './control/lease-source.js';
+import { LeasesFileSource } from './control/leases-file.js';
+import { buildLeaseTableSnapshot } from './control/lease-table.js';
+import { configureTun } from './control/routes.js';
+import { DataPlane } from './dataplane/data-plane.js';
+import type { WorkerStatsSnapshot } from './dataplane/worker-stats.js';
+
+export const UDP_ENCAP_OVERHEAD = 28; // outer IPv4 (20) + UDP (8)
+export const READY_LINE = 'flannel-udp agent ready';
+
+export interface AgentOptions {
+  subnetFile: string;
+  leasesFile: string;
+  /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
+  watchLeases: boolean;
+  publicIp?: string;
+  iface?: string;
+  port: number;
+  workers: number;
+  tunName: string;
+  batchSize: number;
+  socketBufferBytes: number;
+}
+
+export type Log = (line: string) => void;
+
+/** A problem the user must fix (bad flag, bad file): printed without a stack trace, exit code 2. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export class Agent {
+  private dataPlane?: DataPlane;
+  private leaseSource?: LeaseSource;
+  private leaseVersion = 0;
+  private leases: Lease[] = [];
+  subnet!: SubnetConfig;
+  publicIp = 0;
+
+  constructor(
+    private readonly opts: AgentOptions,
+    private readonly log: Log,
+  ) {}
+
+  async start(): Promise<void> {
+    const { opts, log } = this;
+    this.subnet = await readSubnetFile(opts.subnetFile);
+    for (const note of this.subnet.unsupported) log(`warning: ${note}`);
+    this.publicIp = resolvePublicIp(opts);
+    this.warnOnMtu();
+
+    // Leases before the device: a broken leases file must not leave a TUN behind.
+    this.leaseSource = new LeasesFileSource(opts.leasesFile, { ownSubnet: this.subnet.subnet, watch: opts.watchLeases });
+    await this.leaseSource.start({
+      onLeases: (leases) => this.setLeases(leases),
+      onError: (err) => log(`leases: ${err.message}; keeping the last good leases`),
+    });
+
+    const { subnet, network, mtu } = this.subnet;
+    this.dataPlane = new DataPlane(
+      {
+        tunName: opts.tunName,
+        workers: opts.workers,
+        bindAddress: this.publicIp,
+        port: opts.port,
+        mtu,
+        batchSize: opts.batchSize,
+        socketBufferBytes: opts.socketBufferBytes,
+        ownNetwork: subnet.network,
+        ownMask: subnet.mask,
+        log,
+      },
+      this.snapshot(),
+    );
+    try {
+      await this.dataPlane.start();
+      log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
+      await configureTun({ tunName: opts.tunName, subnet, network, mtu }, log);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    // Leases that changed while the device came up.
+    this.dataPlane.updateLeases(this.snapshot());
+    log(
+      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} udp port ${opts.port}; ` +
+        `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
+    );
+    log(READY_LINE);
+  }
+
+  /** SIGHUP: re-read the leases now (the file is also watched). */
+  async reload(): Promise<void> {
+    await this.leaseSource?.reload?.();
+  }
+
+  private setLeases(all: Lease[]): void {
+    const usable: Lease[] = [];
+    for (const lease of all) {
+      // flannel's udp backend speaks only to udp peers; a vxlan node would drop our datagrams.
+      if (lease.backendType !== 'udp') {
+        this.log(`lease ${lease.key}: backend "${lease.backendType}" is not udp; skipped`);
+        continue;
+      }
+      usable.push(lease);
+    }
+    const before = new Set(this.leases.map(describeLease));
+    const after = new Set(usable.map(describeLease));
+    for (const l of after) if (!before.has(l)) this.log(`lease added: ${l}`);
+    for (const l of before) if (!after.has(l)) this.log(`lease removed: ${l}`);
+    this.leases = usable;
+    this.dataPlane?.updateLeases(this.snapshot());
+  }
+
+  private snapshot() {
+    return buildLeaseTableSnapshot(this.leases, ++this.leaseVersion);
+  }
+
+  /** flannel's rule: the TUN MTU is the underlay MTU minus the 28 bytes of outer IPv4+UDP. */
+  private warnOnMtu(): void {
+    for (const [name, addrs] of Object.entries(networkInterfaces())) {
+      if (!addrs?.some((a) => a.family === 'IPv4' && a.address === formatIPv4(this.publicIp))) continue;
+      try {
+        const underlay = underlayMtu(name);
+        if (underlay && this.subnet.mtu > underlay - UDP_ENCAP_OVERHEAD) {
+          this.log(
+            `warning: FLANNEL_MTU ${this.subnet.mtu} is larger than ${name}'s MTU ${underlay} minus ${UDP_ENCAP_OVERHEAD}: ` +
+              `full-size packets will not fit in one datagram`,
+          );
+        }
+      } catch {
+        /* no sysfs entry: nothing to compare */
+      }
+    }
+  }
+
+  statsSnapshot(): { workers: WorkerStatsSnapshot[]; leases: string[] } {
+    return { workers: this.dataPlane?.statsSnapshot() ?? [], leases: this.leases.map(describeLease) };
+  }
+
+  /** Undoes everything start() made: workers, sockets, the TUN device (its routes go with it). */
+  async stop(): Promise<void> {
+    await this.leaseSource?.stop();
+    this.leaseSource = undefined;
+    await this.dataPlane?.stop();
+    this.dataPlane = undefined;
+  }
+}
+
+function describeLease(l: Lease): string {
+  return `${l.key} -> ${formatIPv4(l.publicIp)}`;
+}
+
+function underlayMtu(name: string): number {
+  // Synchronous on purpose: called once at start.
+  return Number(readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim());
+}
+
+function resolvePublicIp(opts: AgentOptions): number {
+  if (opts.publicIp !== undefined) {
+    try {
+      return parseIPv4(opts.publicIp);
+    } catch (err) {
+      throw new ConfigError(`--public-ip: ${(err as Error).message}`);
+    }
+  }
+  if (opts.iface !== undefined) {
+    const addrs = networkInterfaces()[opts.iface];
+    if (!addrs) throw new ConfigError(`--iface: no interface named ${opts.iface}`);
+    const v4 = addrs.find((a) => a.family === 'IPv4');
+    if (!v4) throw new ConfigError(`--iface: ${opts.iface} has no IPv4 address`);
+    return parseIPv4(v4.address);
+  }
+  throw new ConfigError("either --public-ip or --iface is required: the address peers send this node's packets to");
+}

@@ -1,0 +1,201 @@
+// The main thread's handle on the data plane: it opens the TUN queues and UDP
+// sockets (so every setup error surfaces before any worker starts), runs one
+// worker thread per queue, pushes lease tables to them, restarts a worker
+// that dies, and reads their counters.
+//
+// worker_threads, not piscina: piscina schedules short tasks onto whichever
+// worker is idle, while here each thread is a loop that never finishes and
+// must keep its own TUN queue and socket for the life of the agent (see
+// docs/design.md).
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import * as libc from './libc.js';
+import { openTunQueues, closeTunQueues } from './tun-device.js';
+import { openUdpSocket } from './udp-socket.js';
+import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
+import type { WorkerData } from './worker-main.js';
+import type { WorkerControlMessage } from './forwarder.js';
+import type { LeaseTableSnapshot } from '../control/lease-table.js';
+
+export interface DataPlaneOptions {
+  tunName: string;
+  workers: number;
+  bindAddress: number;
+  port: number;
+  mtu: number;
+  batchSize: number;
+  socketBufferBytes: number;
+  ownNetwork: number;
+  ownMask: number;
+  log: (line: string) => void;
+}
+
+interface WorkerSlot {
+  index: number;
+  tunFd: number;
+  udpFd: number;
+  wakeFd: number;
+  thread?: Worker;
+  port?: MessagePort;
+  recentRestarts: number[];
+}
+
+const WORKER_URL = new URL('./worker-main.js', import.meta.url);
+const STOP_TIMEOUT_MS = 3000;
+
+export class DataPlane {
+  private readonly slots: WorkerSlot[] = [];
+  private readonly stats: SharedArrayBuffer;
+  private readonly control: SharedArrayBuffer;
+  private readonly controlSequence: Int32Array;
+  private readonly wakeValue = new libc.NativeMemory(8);
+  private leases: LeaseTableSnapshot;
+  private stopping = false;
+  private tunFds: number[] = [];
+
+  constructor(
+    private readonly opts: DataPlaneOptions,
+    initialLeases: LeaseTableSnapshot,
+  ) {
+    this.leases = initialLeases;
+    this.stats = allocateStats(opts.workers);
+    this.control = new SharedArrayBuffer(4 * opts.workers);
+    this.controlSequence = new Int32Array(this.control);
+    this.wakeValue.setU64(0, 1);
+  }
+
+  /** Opens the devices and sockets and starts every worker; undoes everything if any step fails. */
+  async start(): Promise<void> {
+    const { opts } = this;
+    try {
+      this.tunFds = openTunQueues(opts.tunName, opts.workers);
+      for (let i = 0; i < opts.workers; i++) {
+        this.slots.push({
+          index: i,
+          tunFd: this.tunFds[i],
+          udpFd: openUdpSocket({ bindAddress: opts.bindAddress, port: opts.port, bufferBytes: opts.socketBufferBytes }),
+          wakeFd: libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC),
+          recentRestarts: [],
+        });
+      }
+      await Promise.all(this.slots.map((slot) => this.spawn(slot)));
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private spawn(slot: WorkerSlot): Promise<void> {
+    const { port1, port2 } = new MessageChannel();
+    const data: WorkerData = {
+      workerIndex: slot.index,
+      tunFd: slot.tunFd,
+      udpFd: slot.udpFd,
+      wakeFd: slot.wakeFd,
+      controlPort: port2,
+      stats: this.stats,
+      control: this.control,
+      leases: this.leases,
+      backend: 'udp',
+      peerPort: this.opts.port,
+      batchSize: this.opts.batchSize,
+      mtu: this.opts.mtu,
+      ownNetwork: this.opts.ownNetwork,
+      ownMask: this.opts.ownMask,
+    };
+    const thread = new Worker(WORKER_URL, { workerData: data, transferList: [port2], name: `forwarder-${slot.index}` });
+    slot.thread = thread;
+    slot.port = port1;
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      thread.on('message', (m: { type: string }) => {
+        if (m.type === 'ready' && !ready) {
+          ready = true;
+          resolve();
+        }
+      });
+      thread.on('error', (err) => {
+        this.opts.log(`worker ${slot.index} failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+        if (!ready) reject(err);
+      });
+      thread.on('exit', (code) => {
+        if (slot.thread !== thread) return;
+        slot.thread = undefined;
+        if (!ready) reject(new Error(`worker ${slot.index} exited with code ${code} before it was ready`));
+        else if (!this.stopping) this.restart(slot, code);
+      });
+    });
+  }
+
+  /**
+   * A worker died: start a new one on the same TUN queue and socket. The
+   * other workers keep forwarding meanwhile; flows hashed to this queue wait
+   * for the new thread (milliseconds). Repeated deaths back off.
+   */
+  private restart(slot: WorkerSlot, code: number): void {
+    const now = Date.now();
+    slot.recentRestarts = slot.recentRestarts.filter((t) => now - t < 60_000);
+    slot.recentRestarts.push(now);
+    const delayMs = Math.min(5000, 50 * 2 ** (slot.recentRestarts.length - 1));
+    workerCounters(this.stats, slot.index)[Counter.Restarts]++;
+    this.opts.log(`worker ${slot.index} exited (code ${code}); restarting it in ${delayMs} ms`);
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.spawn(slot).catch((err) => this.opts.log(`worker ${slot.index} restart failed: ${err}`));
+    }, delayMs);
+  }
+
+  /** Hands a new lease table to every worker; each swaps it in between two packets. */
+  updateLeases(snapshot: LeaseTableSnapshot): void {
+    this.leases = snapshot;
+    for (const slot of this.slots) this.post(slot, { type: 'leases', snapshot });
+  }
+
+  private post(slot: WorkerSlot, msg: WorkerControlMessage): void {
+    if (!slot.port || !slot.thread) return;
+    slot.port.postMessage(msg);
+    Atomics.add(this.controlSequence, slot.index, 1);
+    libc.write(slot.wakeFd, this.wakeValue.address, 8);
+  }
+
+  /** Stops the workers, then closes the sockets and the TUN queues (which removes the device). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        const thread = slot.thread;
+        if (!thread) return;
+        const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+        this.post(slot, { type: 'stop' });
+        const timer = setTimeout(() => void thread.terminate(), STOP_TIMEOUT_MS);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    for (const slot of this.slots) {
+      libc.close(slot.udpFd);
+      libc.close(slot.wakeFd);
+      slot.port?.close();
+    }
+    this.slots.length = 0;
+    closeTunQueues(this.tunFds);
+    this.tunFds = [];
+  }
+
+  workerCount(): number {
+    return this.opts.workers;
+  }
+
+  statsSnapshot(): WorkerStatsSnapshot[] {
+    return Array.from({ length: this.opts.workers }, (_, i) => snapshotWorker(this.stats, i));
+  }
+
+  /** A worker that has not turned its loop for this long is stuck (its poll timeout is 1 s). */
+  stuckWorkers(thresholdMs = 5000): number[] {
+    const now = Date.now();
+    const stuck: number[] = [];
+    for (let i = 0; i < this.opts.workers; i++) {
+      if (now - workerCounters(this.stats, i)[Counter.HeartbeatMs] > thresholdMs) stuck.push(i);
+    }
+    return stuck;
+  }
+}

@@ -1,0 +1,221 @@
+// The only module that talks to the kernel directly: typed wrappers over the
+// libc calls the data plane needs, bound with koffi (FFI with prebuilt
+// binaries), so the project needs no C source and no node-gyp build.
+//
+// Pointers cross the boundary as plain numbers (`uintptr_t`): every buffer the
+// hot path hands to the kernel lives in a NativeMemory block whose address is
+// read once (ArrayBuffer backing stores never move), so a call costs one FFI
+// transition and no per-call Buffer marshalling or allocation.
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+// Linux x86_64 / aarch64 constants (asm-generic values where they differ from
+// other ABIs do not matter: this agent runs on Linux only).
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const AF_INET = 2;
+export const SOCK_DGRAM = 2;
+export const SOCK_NONBLOCK = O_NONBLOCK;
+export const SOCK_CLOEXEC = O_CLOEXEC;
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+export const SO_REUSEPORT = 15;
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
+export const IPPROTO_IP = 0;
+export const IPPROTO_UDP = 17;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_TRUNC = 0x20;
+export const POLLIN = 0x1;
+export const POLLOUT = 0x4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+export const EFD_NONBLOCK = O_NONBLOCK;
+export const EFD_CLOEXEC = O_CLOEXEC;
+
+export const EINTR = 4;
+export const EBADF = 9;
+export const EAGAIN = 11;
+export const EBUSY = 16;
+export const EEXIST = 17;
+export const EINVAL = 22;
+export const EPERM = 1;
+export const ENOBUFS = 105;
+export const ECONNREFUSED = 111;
+
+// struct sizes and offsets on LP64 Linux.
+export const SIZEOF_POLLFD = 8; // int fd; short events; short revents
+export const SIZEOF_IOVEC = 16; // void *base; size_t len
+export const SIZEOF_MSGHDR = 56;
+export const SIZEOF_MMSGHDR = 64; // struct msghdr + unsigned msg_len (+ pad)
+export const MSGHDR_NAME = 0;
+export const MSGHDR_NAMELEN = 8;
+export const MSGHDR_IOV = 16;
+export const MSGHDR_IOVLEN = 24;
+export const MSGHDR_CONTROL = 32;
+export const MSGHDR_CONTROLLEN = 40;
+export const MSGHDR_FLAGS = 48;
+export const MMSGHDR_LEN = 56;
+export const SIZEOF_SOCKADDR_IN = 16;
+export const SIZEOF_IFREQ = 40;
+
+const c_open = libc.func('int open(const char *path, int flags)');
+const c_close = libc.func('int close(int fd)');
+const c_ioctl = libc.func('int ioctl(int fd, unsigned long request, ...)');
+const c_read = libc.func('long read(int fd, uintptr_t buf, unsigned long count)');
+const c_write = libc.func('long write(int fd, uintptr_t buf, unsigned long count)');
+const c_socket = libc.func('int socket(int domain, int type, int protocol)');
+const c_setsockopt = libc.func(
+  'int setsockopt(int fd, int level, int name, uintptr_t value, unsigned int length)',
+);
+const c_getsockopt = libc.func(
+  'int getsockopt(int fd, int level, int name, uintptr_t value, uintptr_t length)',
+);
+const c_bind = libc.func('int bind(int fd, uintptr_t addr, unsigned int length)');
+const c_poll = libc.func('int poll(uintptr_t fds, unsigned long count, int timeoutMs)');
+const c_recvmmsg = libc.func(
+  'int recvmmsg(int fd, uintptr_t msgs, unsigned int count, int flags, uintptr_t timeout)',
+);
+const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int count, int flags)');
+const c_sendmsg = libc.func('long sendmsg(int fd, uintptr_t msg, int flags)');
+const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+const c_strerror = libc.func('const char *strerror(int errnum)');
+
+/** errno of the last failed call on this thread (koffi saves it right after the call). */
+export function errno(): number {
+  return koffi.errno();
+}
+
+export function strerror(code: number): string {
+  return c_strerror(code) as string;
+}
+
+/** An Error carrying the syscall name and errno, thrown only on setup paths, never per packet. */
+export class SyscallError extends Error {
+  constructor(
+    readonly syscall: string,
+    readonly code: number,
+    detail = '',
+  ) {
+    super(`${syscall}${detail ? ' ' + detail : ''}: ${strerror(code)} (errno ${code})`);
+    this.name = 'SyscallError';
+  }
+}
+
+function check(ret: number, syscall: string, detail?: string): number {
+  if (ret < 0) throw new SyscallError(syscall, koffi.errno(), detail);
+  return ret;
+}
+
+// ---- setup-path wrappers (throw on failure) ----
+
+export function openPath(path: string, flags: number): number {
+  return check(c_open(path, flags) as number, 'open', path);
+}
+
+export function close(fd: number): void {
+  c_close(fd);
+}
+
+/** ioctl with a pointer argument; `arg` is the NativeMemory address of the struct. */
+export function ioctlPtr(fd: number, request: number, arg: number, what: string): number {
+  return check(c_ioctl(fd, request, 'uintptr_t', arg) as number, 'ioctl', what);
+}
+
+/** ioctl with an integer argument (e.g. TUNSETOFFLOAD flags). */
+export function ioctlInt(fd: number, request: number, arg: number, what: string): number {
+  return check(c_ioctl(fd, request, 'unsigned long', arg) as number, 'ioctl', what);
+}
+
+/** Like ioctlInt but returns -errno instead of throwing: for probing optional features. */
+export function tryIoctlInt(fd: number, request: number, arg: number): number {
+  const ret = c_ioctl(fd, request, 'unsigned long', arg) as number;
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+export function socket(domain: number, type: number, protocol: number): number {
+  return check(c_socket(domain, type, protocol) as number, 'socket');
+}
+
+export function setsockopt(fd: number, level: number, name: number, valueAddr: number, length: number, what: string): void {
+  check(c_setsockopt(fd, level, name, valueAddr, length) as number, 'setsockopt', what);
+}
+
+/** Returns -errno instead of throwing, for options a kernel may not have (UDP_GRO, UDP_SEGMENT). */
+export function trySetsockopt(fd: number, level: number, name: number, valueAddr: number, length: number): number {
+  const ret = c_setsockopt(fd, level, name, valueAddr, length) as number;
+  return ret < 0 ? -koffi.errno() : ret;
+}
+
+export function getsockopt(fd: number, level: number, name: number, valueAddr: number, lengthAddr: number, what: string): void {
+  check(c_getsockopt(fd, level, name, valueAddr, lengthAddr) as number, 'getsockopt', what);
+}
+
+export function bind(fd: number, addr: number, length: number, what: string): void {
+  check(c_bind(fd, addr, length) as number, 'bind', what);
+}
+
+export function eventfd(initval: number, flags: number): number {
+  return check(c_eventfd(initval, flags) as number, 'eventfd');
+}
+
+// ---- hot-path wrappers: return the raw result (-1 on error, read errno()) ----
+
+export function read(fd: number, addr: number, count: number): number {
+  return c_read(fd, addr, count) as number;
+}
+
+export function write(fd: number, addr: number, count: number): number {
+  return c_write(fd, addr, count) as number;
+}
+
+export function poll(fdsAddr: number, count: number, timeoutMs: number): number {
+  return c_poll(fdsAddr, count, timeoutMs) as number;
+}
+
+export function recvmmsg(fd: number, msgsAddr: number, count: number, flags: number): number {
+  return c_recvmmsg(fd, msgsAddr, count, flags, 0) as number;
+}
+
+export function sendmmsg(fd: number, msgsAddr: number, count: number, flags: number): number {
+  return c_sendmmsg(fd, msgsAddr, count, flags) as number;
+}
+
+export function sendmsg(fd: number, msgAddr: number, flags: number): number {
+  return c_sendmsg(fd, msgAddr, flags) as number;
+}
+
+/**
+ * A block of memory the kernel can read and write through plain addresses.
+ * Backed by an ordinary ArrayBuffer (V8 keeps ArrayBuffer backing stores
+ * outside the moving heap), so JS reads it through typed-array views at no
+ * cost and the address stays valid for as long as this object is referenced.
+ */
+export class NativeMemory {
+  readonly buffer: ArrayBuffer;
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly address: number;
+
+  constructor(readonly size: number) {
+    // Round up so 8-byte fields of structs laid out in it stay aligned.
+    this.buffer = new ArrayBuffer((size + 63) & ~63);
+    this.bytes = new Uint8Array(this.buffer);
+    this.view = new DataView(this.buffer);
+    this.address = Number(koffi.address(this.buffer));
+  }
+
+  /** Writes a 64-bit pointer/size field without BigInt (addresses fit in 53 bits). */
+  setU64(offset: number, value: number): void {
+    this.view.setUint32(offset, value >>> 0, true);
+    this.view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
+  }
+
+  getU64(offset: number): number {
+    return this.view.getUint32(offset, true) + this.view.getUint32(offset + 4, true) * 0x1_0000_0000;
+  }
+}

@@ -1,0 +1,81 @@
+// An array of struct mmsghdr for recvmmsg/sendmmsg, wired once to a range of
+// pool slots. One syscall then moves up to `count` datagrams; per packet the
+// hot path only rewrites a length, a base address and a destination.
+import * as libc from './libc.js';
+import type { PacketPool } from './packet-pool.js';
+import { writeSockaddrIn } from './udp-socket.js';
+
+export class MessageBatch {
+  readonly memory: libc.NativeMemory;
+  private readonly iovBase: number;
+  private readonly nameBase: number;
+
+  constructor(
+    readonly pool: PacketPool,
+    readonly firstSlot: number,
+    readonly count: number,
+  ) {
+    this.iovBase = count * libc.SIZEOF_MMSGHDR;
+    this.nameBase = this.iovBase + count * libc.SIZEOF_IOVEC;
+    this.memory = new libc.NativeMemory(this.nameBase + count * libc.SIZEOF_SOCKADDR_IN);
+    const base = this.memory.address;
+    for (let i = 0; i < count; i++) {
+      const msg = i * libc.SIZEOF_MMSGHDR;
+      this.memory.setU64(msg + libc.MSGHDR_NAME, base + this.nameBase + i * libc.SIZEOF_SOCKADDR_IN);
+      this.memory.setU64(msg + libc.MSGHDR_IOV, base + this.iovBase + i * libc.SIZEOF_IOVEC);
+      this.memory.setU64(msg + libc.MSGHDR_IOVLEN, 1);
+      writeSockaddrIn(this.memory, this.nameBase + i * libc.SIZEOF_SOCKADDR_IN, 0, 0);
+      this.setBuffer(i, pool.packetOffsets[firstSlot + i], pool.capacity);
+      this.memory.view.setUint32(msg + libc.MSGHDR_NAMELEN, libc.SIZEOF_SOCKADDR_IN, true);
+    }
+  }
+
+  get address(): number {
+    return this.memory.address;
+  }
+
+  /** Points message i at `length` bytes starting at pool offset `offset`. */
+  setBuffer(i: number, offset: number, length: number): void {
+    const iov = this.iovBase + i * libc.SIZEOF_IOVEC;
+    this.memory.setU64(iov, this.pool.memory.address + offset);
+    this.memory.view.setUint32(iov + 8, length, true);
+  }
+
+  /** Destination of message i (sendmmsg). Family is preset; only address and port change. */
+  setDestination(i: number, addr: number, port: number): void {
+    const name = this.nameBase + i * libc.SIZEOF_SOCKADDR_IN;
+    this.memory.view.setUint16(name + 2, port, false);
+    this.memory.view.setUint32(name + 4, addr, false);
+  }
+
+  /** Before recvmmsg: the kernel overwrites msg_namelen, so restore it, and the full slot capacity. */
+  prepareReceive(n: number): void {
+    const view = this.memory.view;
+    for (let i = 0; i < n; i++) {
+      view.setUint32(i * libc.SIZEOF_MMSGHDR + libc.MSGHDR_NAMELEN, libc.SIZEOF_SOCKADDR_IN, true);
+      view.setUint32(this.iovBase + i * libc.SIZEOF_IOVEC + 8, this.pool.capacity, true);
+    }
+  }
+
+  /** Bytes the kernel received into (or sent from) message i. */
+  messageLength(i: number): number {
+    return this.memory.view.getUint32(i * libc.SIZEOF_MMSGHDR + libc.MMSGHDR_LEN, true);
+  }
+
+  messageFlags(i: number): number {
+    return this.memory.view.getInt32(i * libc.SIZEOF_MMSGHDR + libc.MSGHDR_FLAGS, true);
+  }
+
+  sourceAddress(i: number): number {
+    return this.memory.view.getUint32(this.nameBase + i * libc.SIZEOF_SOCKADDR_IN + 4, false);
+  }
+
+  sourcePort(i: number): number {
+    return this.memory.view.getUint16(this.nameBase + i * libc.SIZEOF_SOCKADDR_IN + 2, false);
+  }
+
+  /** Address of message i's mmsghdr, to resume a partially completed sendmmsg. */
+  addressOfMessage(i: number): number {
+    return this.memory.address + i * libc.SIZEOF_MMSGHDR;
+  }
+}

@@ -1,0 +1,41 @@
+// Fixed packet slots allocated once at start. Each slot reserves `headroom`
+// bytes in front of the packet so an encapsulation can write its outer
+// headers in place (VXLAN + Ethernet: 22 bytes) and the kernel sends straight
+// from the same memory: a packet is never copied between the TUN read and the
+// UDP send, and nothing is allocated per packet.
+import { NativeMemory } from './libc.js';
+
+export class PacketPool {
+  readonly memory: NativeMemory;
+  /** Where each slot's packet starts, relative to memory.bytes: slot * slotSize + headroom. */
+  readonly packetOffsets: Int32Array;
+
+  constructor(
+    readonly slotCount: number,
+    /** Bytes a packet may occupy after the headroom. */
+    readonly capacity: number,
+    readonly headroom: number,
+  ) {
+    // 64-byte aligned slots: headers stay cache-line aligned, and 4-byte
+    // aligned packets let the checksum read whole words.
+    this.slotSize = (headroom + capacity + 63) & ~63;
+    this.memory = new NativeMemory(this.slotSize * slotCount);
+    this.packetOffsets = new Int32Array(slotCount);
+    for (let i = 0; i < slotCount; i++) this.packetOffsets[i] = i * this.slotSize + headroom;
+  }
+
+  readonly slotSize: number;
+
+  get bytes(): Uint8Array {
+    return this.memory.bytes;
+  }
+
+  /** Kernel-visible address of a byte offset in the pool. */
+  addressOf(offset: number): number {
+    return this.memory.address + offset;
+  }
+
+  get totalBytes(): number {
+    return this.memory.size;
+  }
+}

@@ -1,0 +1,46 @@
+// The underlay side: one UDP socket per worker, all bound to the same port
+// with SO_REUSEPORT, so the kernel spreads incoming flows across workers by
+// 4-tuple hash and every worker can send from the well-known port (flannel's
+// peers expect datagrams from port 8285).
+import * as libc from './libc.js';
+
+export interface UdpSocketOptions {
+  bindAddress: number; // uint32, host order; 0 = any
+  port: number;
+  /** Socket buffer size in bytes: large, because a burst from the TUN is sent in one batch. */
+  bufferBytes: number;
+}
+
+export function writeSockaddrIn(mem: libc.NativeMemory, offset: number, addr: number, port: number): void {
+  mem.view.setUint16(offset, libc.AF_INET, true);
+  mem.view.setUint16(offset + 2, port, false);
+  mem.view.setUint32(offset + 4, addr >>> 0, false);
+  mem.view.setUint32(offset + 8, 0, true);
+  mem.view.setUint32(offset + 12, 0, true);
+}
+
+export function openUdpSocket(opts: UdpSocketOptions): number {
+  const fd = libc.socket(libc.AF_INET, libc.SOCK_DGRAM | libc.SOCK_NONBLOCK | libc.SOCK_CLOEXEC, 0);
+  const scratch = new libc.NativeMemory(64);
+  try {
+    scratch.view.setInt32(0, 1, true);
+    libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_REUSEPORT, scratch.address, 4, 'SO_REUSEPORT');
+    setBuffer(fd, scratch, libc.SO_RCVBUF, libc.SO_RCVBUFFORCE, opts.bufferBytes);
+    setBuffer(fd, scratch, libc.SO_SNDBUF, libc.SO_SNDBUFFORCE, opts.bufferBytes);
+    writeSockaddrIn(scratch, 16, opts.bindAddress, opts.port);
+    libc.bind(fd, scratch.address + 16, libc.SIZEOF_SOCKADDR_IN, `UDP port ${opts.port}`);
+  } catch (err) {
+    libc.close(fd);
+    throw err;
+  }
+  return fd;
+}
+
+// The FORCE variant ignores net.core.rmem_max (we run as root); fall back to
+// the capped one when it is refused (e.g. without CAP_NET_ADMIN).
+function setBuffer(fd: number, scratch: libc.NativeMemory, name: number, forceName: number, bytes: number): void {
+  scratch.view.setInt32(0, bytes, true);
+  if (libc.trySetsockopt(fd, libc.SOL_SOCKET, forceName, scratch.address, 4) < 0) {
+    libc.trySetsockopt(fd, libc.SOL_SOCKET, name, scratch.address, 4);
+  }
+}

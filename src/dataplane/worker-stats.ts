@@ -1,0 +1,57 @@
+// Per-worker counters live in one SharedArrayBuffer: the worker increments
+// plain Float64 slots (a single writer, no atomics needed on the hot path) and
+// the main thread reads them whenever it reports, with no messages exchanged.
+import { DROP_REASON_COUNT, dropReasonNames } from '../encap/drop-reasons.js';
+
+export const Counter = {
+  TunReadPackets: 0,
+  TunReadBytes: 1,
+  UdpSentPackets: 2,
+  UdpSentBytes: 3,
+  UdpReceivedPackets: 4,
+  UdpReceivedBytes: 5,
+  TunWrittenPackets: 6,
+  TunWrittenBytes: 7,
+  IcmpSent: 8,
+  SyscallsTunRead: 9, // read() on the TUN, including the one that finds it empty
+  SyscallsTunWrite: 10,
+  SyscallsSend: 11, // sendmmsg()
+  SyscallsReceive: 12, // recvmmsg()
+  SyscallsPoll: 13,
+  SendBatches: 14,
+  ReceiveBatches: 15,
+  LeaseTableVersion: 16,
+  HeartbeatMs: 17, // Date.now() of the worker's last loop turn: detects a stuck worker
+  Restarts: 18, // maintained by the main thread
+  PoolSlots: 19, // fixed at start: pool size, to show the pool never grows
+  HeapUsedBytes: 20, // the worker isolate's V8 heap, sampled once a second: flat when nothing allocates per packet
+} as const;
+
+const FIXED_COUNTERS = 21;
+export const DROPS_BASE = FIXED_COUNTERS;
+export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
+export const counterNames = Object.keys(Counter);
+
+export function allocateStats(workers: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(workers * COUNTERS_PER_WORKER * Float64Array.BYTES_PER_ELEMENT);
+}
+
+/** The counter slice of one worker, as a view on the shared buffer. */
+export function workerCounters(stats: SharedArrayBuffer, worker: number): Float64Array {
+  return new Float64Array(stats, worker * COUNTERS_PER_WORKER * 8, COUNTERS_PER_WORKER);
+}
+
+export interface WorkerStatsSnapshot {
+  worker: number;
+  counters: Record<string, number>;
+  drops: Record<string, number>;
+}
+
+export function snapshotWorker(stats: SharedArrayBuffer, worker: number): WorkerStatsSnapshot {
+  const c = workerCounters(stats, worker);
+  const counters: Record<string, number> = {};
+  counterNames.forEach((name, i) => (counters[name] = c[i]));
+  const drops: Record<string, number> = {};
+  for (let r = 1; r < DROP_REASON_COUNT; r++) if (c[DROPS_BASE + r] > 0) drops[dropReasonNames[r]] = c[DROPS_BASE + r];
+  return { worker, counters, drops };
+}
