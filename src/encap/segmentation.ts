@@ -1,0 +1,280 @@
+// Software GSO for the TUN → wire direction: a TCP (TSO) or UDP (USO)
+// super-packet read from the TUN with its virtio_net_hdr becomes one ordinary
+// IPv4 packet per gso_size bytes of payload, each with complete checksums, as
+// the kernel's tcp_gso_segment / __udp_gso_segment would produce.
+//
+// Zero copy: only the headers are rebuilt, into a caller-provided arena inside
+// the same buffer; every segment's payload stays where it is in the
+// super-packet and the caller sends header and payload as two iovecs.
+import { onesComplementSum, pseudoHeaderSum } from './checksum.js';
+import { DropReason } from './drop-reasons.js';
+import {
+  IPV4_FLAG_MORE_FRAGMENTS,
+  IPV4_FRAGMENT_OFFSET_MASK,
+  IPV4_MAX_HEADER,
+  IPV4_MIN_HEADER,
+  IPV4_OFFSET_CHECKSUM,
+  IPV4_OFFSET_DESTINATION,
+  IPV4_OFFSET_FLAGS_FRAGMENT,
+  IPV4_OFFSET_ID,
+  IPV4_OFFSET_PROTOCOL,
+  IPV4_OFFSET_SOURCE,
+  IPV4_OFFSET_TOTAL_LENGTH,
+  IP_PROTOCOL_TCP,
+  IP_PROTOCOL_UDP,
+} from './ipv4.js';
+import {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_ECN,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
+  type VirtioNetHeader,
+} from './virtio-net-header.js';
+
+// TCP header layout (RFC 9293), shared with coalescing.ts.
+export const TCP_MIN_HEADER = 20;
+export const TCP_MAX_HEADER = 60;
+export const TCP_OFFSET_SEQ = 4;
+export const TCP_OFFSET_ACK = 8;
+export const TCP_OFFSET_DATA_OFFSET = 12; // high nibble: header length in 32-bit words
+export const TCP_OFFSET_FLAGS = 13;
+export const TCP_OFFSET_WINDOW = 14;
+export const TCP_OFFSET_CHECKSUM = 16;
+export const TCP_FLAG_FIN = 0x01;
+export const TCP_FLAG_SYN = 0x02;
+export const TCP_FLAG_RST = 0x04;
+export const TCP_FLAG_PSH = 0x08;
+export const TCP_FLAG_ACK = 0x10;
+export const TCP_FLAG_URG = 0x20;
+export const TCP_FLAG_ECE = 0x40;
+export const TCP_FLAG_CWR = 0x80;
+
+export const UDP_HEADER_LENGTH = 8;
+export const UDP_OFFSET_LENGTH = 4;
+export const UDP_OFFSET_CHECKSUM = 6;
+
+/** Largest IPv4 + TCP header a segment can have: the arena room needed per segment. */
+export const SEGMENT_MAX_HEADERS = IPV4_MAX_HEADER + TCP_MAX_HEADER;
+
+function read16(buf: Uint8Array, at: number): number {
+  return (buf[at] << 8) | buf[at + 1];
+}
+
+function read32(buf: Uint8Array, at: number): number {
+  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
+}
+
+function write16(buf: Uint8Array, at: number, value: number): void {
+  buf[at] = value >>> 8;
+  buf[at + 1] = value;
+}
+
+function write32(buf: Uint8Array, at: number, value: number): void {
+  buf[at] = value >>> 24;
+  buf[at + 1] = value >>> 16;
+  buf[at + 2] = value >>> 8;
+  buf[at + 3] = value;
+}
+
+// End-around-carry fold of a non-negative sum below 2^31.
+function fold16(sum: number): number {
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+// One's complement subtraction of a 16-bit word: adding its complement.
+function minus16(word: number): number {
+  return ~word & 0xffff;
+}
+
+// The segments of one super-packet, filled by splitSuperPacket. Created once
+// per worker with the most segments a super-packet may split into (64 KiB at
+// the smallest MSS the caller accepts) and reused for every packet.
+export class SegmentList {
+  readonly capacity: number;
+  count = 0;
+  /** Where segment i's rebuilt IPv4 + TCP/UDP header starts in the buffer (inside the arena). */
+  readonly headerOffset: Int32Array;
+  readonly headerLength: Int32Array;
+  /** Segment i's payload: a slice of the super-packet, never copied. */
+  readonly payloadOffset: Int32Array;
+  readonly payloadLength: Int32Array;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.headerOffset = new Int32Array(capacity);
+    this.headerLength = new Int32Array(capacity);
+    this.payloadOffset = new Int32Array(capacity);
+    this.payloadLength = new Int32Array(capacity);
+  }
+}
+
+// Splits the TCPV4 or UDP_L4 super-packet at buf[pktOff, +pktLen) (the IPv4
+// header onwards; `vnet` is its already-read virtio_net_hdr) into `out`.
+// Segment i's headers are written at arenaOff + i*arenaStride + arenaHeadroom,
+// leaving arenaHeadroom bytes in front of each for the caller's own
+// encapsulation; the arena must not overlap the packet. GSO_NONE packets are
+// not for this function: see completePartialChecksum.
+//
+// Every segment gets: the IPv4 header (options included) with its own total
+// length, id = original id + i (mod 2^16, as inet_gso_segment does without
+// FIXEDID) and header checksum; for TCP, seq = original seq + i*gso_size, FIN
+// and PSH kept on the last segment only and CWR on the first only
+// (tcp_gso_segment); for UDP, its own length. The TCP/UDP checksum is computed
+// in full from the pseudo-header, the rebuilt header and the payload slice —
+// the super-packet's field holds a partial sum for the whole length and is
+// ignored. A computed 0 is stored as 0xFFFF (see completePartialChecksum).
+//
+// Cost: each payload byte is summed once; the headers are summed once per
+// super-packet, and per segment only the changed words are added.
+//
+// Returns the number of segments (≥ 1; a super-packet carrying at most one
+// gso_size of payload gives one), or the negated DropReason:
+//   TooShort, NotIPv4, BadHeaderLength, BadTotalLength — the IPv4 header;
+//   BadVirtioNetHeader — gso_type neither TCPV4 nor UDP_L4 (ECN bit allowed),
+//     IPv4 protocol not the one gso_type says, gso_size 0, NEEDS_CSUM with
+//     csum_start ≠ IPv4 header length or csum_offset not the TCP/UDP checksum
+//     field, hdr_len beyond the packet, TCP data offset < 5 or the TCP/UDP
+//     header beyond the packet, or a super-packet that is an IP fragment;
+//   TooManySegments — more segments than out.capacity.
+// hdr_len is only checked to lie inside the packet: the kernel fills it with
+// skb_headlen(), which on the forward path can include payload (wireguard-go
+// found this), so the header length comes from the TCP data offset instead.
+// Throws RangeError when arenaStride < arenaHeadroom + SEGMENT_MAX_HEADERS,
+// a caller bug independent of the packet.
+export function splitSuperPacket(
+  buf: Uint8Array,
+  pktOff: number,
+  pktLen: number,
+  vnet: VirtioNetHeader,
+  arenaOff: number,
+  arenaStride: number,
+  arenaHeadroom: number,
+  out: SegmentList,
+): number {
+  if (arenaStride < arenaHeadroom + SEGMENT_MAX_HEADERS) {
+    throw new RangeError(`arenaStride ${arenaStride} < arenaHeadroom ${arenaHeadroom} + ${SEGMENT_MAX_HEADERS}`);
+  }
+  out.count = 0;
+
+  // The IPv4 header: structure only. Its checksum is rebuilt per segment
+  // anyway, and this packet comes from our own kernel.
+  if (pktLen < IPV4_MIN_HEADER) return -DropReason.TooShort;
+  if (buf[pktOff] >>> 4 !== 4) return -DropReason.NotIPv4;
+  const ipHeaderLength = (buf[pktOff] & 0x0f) << 2;
+  if (ipHeaderLength < IPV4_MIN_HEADER || ipHeaderLength > pktLen) return -DropReason.BadHeaderLength;
+  const totalLength = read16(buf, pktOff + IPV4_OFFSET_TOTAL_LENGTH);
+  if (totalLength < ipHeaderLength || totalLength > pktLen) return -DropReason.BadTotalLength;
+  const fragmentWord = read16(buf, pktOff + IPV4_OFFSET_FLAGS_FRAGMENT);
+  if ((fragmentWord & (IPV4_FLAG_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET_MASK)) !== 0) {
+    return -DropReason.BadVirtioNetHeader;
+  }
+
+  // The virtio_net_hdr against the packet.
+  const gsoType = vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+  let isTcp: boolean;
+  if (gsoType === VIRTIO_NET_HDR_GSO_TCPV4) isTcp = true;
+  else if (gsoType === VIRTIO_NET_HDR_GSO_UDP_L4) isTcp = false;
+  else return -DropReason.BadVirtioNetHeader;
+  const protocol = isTcp ? IP_PROTOCOL_TCP : IP_PROTOCOL_UDP;
+  const checksumField = isTcp ? TCP_OFFSET_CHECKSUM : UDP_OFFSET_CHECKSUM;
+  if (buf[pktOff + IPV4_OFFSET_PROTOCOL] !== protocol) return -DropReason.BadVirtioNetHeader;
+  const mss = vnet.gsoSize;
+  if (mss === 0) return -DropReason.BadVirtioNetHeader;
+  if ((vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+    if (vnet.csumStart !== ipHeaderLength || vnet.csumOffset !== checksumField) return -DropReason.BadVirtioNetHeader;
+  }
+  if (vnet.hdrLen > totalLength) return -DropReason.BadVirtioNetHeader;
+
+  const l4 = pktOff + ipHeaderLength;
+  let l4HeaderLength: number;
+  if (isTcp) {
+    if (totalLength < ipHeaderLength + TCP_MIN_HEADER) return -DropReason.BadVirtioNetHeader;
+    l4HeaderLength = (buf[l4 + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
+    if (l4HeaderLength < TCP_MIN_HEADER || ipHeaderLength + l4HeaderLength > totalLength) {
+      return -DropReason.BadVirtioNetHeader;
+    }
+  } else {
+    if (totalLength < ipHeaderLength + UDP_HEADER_LENGTH) return -DropReason.BadVirtioNetHeader;
+    l4HeaderLength = UDP_HEADER_LENGTH;
+  }
+  const headerLength = ipHeaderLength + l4HeaderLength;
+  const payloadTotal = totalLength - headerLength;
+  const count = payloadTotal === 0 ? 1 : ((payloadTotal + mss - 1) / mss) | 0;
+  if (count > out.capacity) return -DropReason.TooManySegments;
+
+  // Header sums without the words that change per segment, once.
+  const id0 = read16(buf, pktOff + IPV4_OFFSET_ID);
+  const ipBaseSum = fold16(
+    onesComplementSum(buf, pktOff, ipHeaderLength) +
+      minus16(totalLength) +
+      minus16(id0) +
+      minus16(read16(buf, pktOff + IPV4_OFFSET_CHECKSUM)),
+  );
+  const src = read32(buf, pktOff + IPV4_OFFSET_SOURCE);
+  const dst = read32(buf, pktOff + IPV4_OFFSET_DESTINATION);
+  let l4BaseSum: number;
+  let seq0 = 0;
+  let flags0 = 0;
+  let dataOffsetByte = 0;
+  if (isTcp) {
+    seq0 = read32(buf, l4 + TCP_OFFSET_SEQ);
+    dataOffsetByte = buf[l4 + TCP_OFFSET_DATA_OFFSET];
+    flags0 = buf[l4 + TCP_OFFSET_FLAGS];
+    l4BaseSum = fold16(
+      onesComplementSum(buf, l4, l4HeaderLength) +
+        minus16(seq0 >>> 16) +
+        minus16(seq0 & 0xffff) +
+        minus16((dataOffsetByte << 8) | flags0) +
+        minus16(read16(buf, l4 + TCP_OFFSET_CHECKSUM)),
+    );
+  } else {
+    l4BaseSum = fold16(read16(buf, l4) + read16(buf, l4 + 2)); // the ports; length and checksum are per segment
+  }
+
+  const last = count - 1;
+  const payloadStart = pktOff + headerLength;
+  const headerOffsets = out.headerOffset;
+  const headerLengths = out.headerLength;
+  const payloadOffsets = out.payloadOffset;
+  const payloadLengths = out.payloadLength;
+  for (let i = 0; i < count; i++) {
+    const segPayloadOff = payloadStart + i * mss;
+    const segPayloadLen = i === last ? payloadTotal - i * mss : mss;
+    const h = arenaOff + i * arenaStride + arenaHeadroom;
+    buf.copyWithin(h, pktOff, pktOff + headerLength);
+
+    const segTotal = headerLength + segPayloadLen;
+    const id = (id0 + i) & 0xffff;
+    write16(buf, h + IPV4_OFFSET_TOTAL_LENGTH, segTotal);
+    write16(buf, h + IPV4_OFFSET_ID, id);
+    write16(buf, h + IPV4_OFFSET_CHECKSUM, ~fold16(ipBaseSum + segTotal + id) & 0xffff);
+
+    const segL4 = h + ipHeaderLength;
+    const l4Length = l4HeaderLength + segPayloadLen;
+    let sum = pseudoHeaderSum(src, dst, protocol, l4Length) + l4BaseSum + onesComplementSum(buf, segPayloadOff, segPayloadLen);
+    if (isTcp) {
+      const seq = (seq0 + i * mss) >>> 0;
+      let flags = flags0;
+      if (i !== last) flags &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH);
+      if (i !== 0) flags &= ~TCP_FLAG_CWR;
+      write32(buf, segL4 + TCP_OFFSET_SEQ, seq);
+      buf[segL4 + TCP_OFFSET_FLAGS] = flags;
+      sum += (seq >>> 16) + (seq & 0xffff) + ((dataOffsetByte << 8) | flags);
+    } else {
+      write16(buf, segL4 + UDP_OFFSET_LENGTH, l4Length);
+      sum += l4Length;
+    }
+    let checksum = ~fold16(sum) & 0xffff;
+    if (checksum === 0) checksum = 0xffff;
+    write16(buf, segL4 + checksumField, checksum);
+
+    headerOffsets[i] = h;
+    headerLengths[i] = headerLength;
+    payloadOffsets[i] = segPayloadOff;
+    payloadLengths[i] = segPayloadLen;
+  }
+  out.count = count;
+  return count;
+}

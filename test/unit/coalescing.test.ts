@@ -1,0 +1,444 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { onesComplementSumNaive, pseudoHeaderSum } from '../../src/encap/checksum.js';
+import { COALESCE_MAX_WRITE_HEADER, CoalesceBatch } from '../../src/encap/coalescing.js';
+import { DropReason } from '../../src/encap/drop-reasons.js';
+import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP, validateIPv4 } from '../../src/encap/ipv4.js';
+import {
+  SegmentList,
+  TCP_FLAG_ACK,
+  TCP_FLAG_CWR,
+  TCP_FLAG_ECE,
+  TCP_FLAG_FIN,
+  TCP_FLAG_PSH,
+  TCP_FLAG_RST,
+  TCP_FLAG_SYN,
+  TCP_FLAG_URG,
+  splitSuperPacket,
+} from '../../src/encap/segmentation.js';
+import {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_LEN,
+  VirtioNetHeader,
+  completePartialChecksum,
+} from '../../src/encap/virtio-net-header.js';
+
+const SRC = 0x0af40105;
+const DST = 0x0af40909;
+const TIMESTAMPS = [1, 1, 8, 10, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0];
+const ROUTER_ALERT = [0x94, 0x04, 0x00, 0x00];
+
+const read16 = (b: Uint8Array, at: number): number => (b[at] << 8) | b[at + 1];
+const read32 = (b: Uint8Array, at: number): number =>
+  ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
+function write16(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 8;
+  b[at + 1] = v;
+}
+function write32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = v >>> 16;
+  b[at + 2] = v >>> 8;
+  b[at + 3] = v;
+}
+
+function pattern(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed | 1;
+  for (let i = 0; i < length; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) | 0;
+    out[i] = x >>> 24;
+  }
+  return out;
+}
+
+interface PacketSpec {
+  protocol?: number;
+  src?: number;
+  sport?: number;
+  seq?: number;
+  ack?: number;
+  flags?: number;
+  window?: number;
+  id?: number;
+  ttl?: number;
+  tos?: number;
+  df?: boolean;
+  fragment?: boolean;
+  ipOptions?: number[];
+  tcpOptions?: number[];
+  payload: Uint8Array;
+  l4Checksum?: 'full' | 'partial' | 'bad';
+}
+
+// Writes an IPv4 + TCP/UDP packet at buf[off..]; returns its length.
+function writePacket(buf: Uint8Array, off: number, s: PacketSpec): number {
+  const protocol = s.protocol ?? IP_PROTOCOL_TCP;
+  const src = s.src ?? SRC;
+  const ipOptions = s.ipOptions ?? [];
+  const ihl = 20 + ipOptions.length;
+  const l4HeaderLength = protocol === IP_PROTOCOL_TCP ? 20 + (s.tcpOptions ?? []).length : 8;
+  const total = ihl + l4HeaderLength + s.payload.length;
+  buf[off] = 0x40 | (ihl >> 2);
+  buf[off + 1] = s.tos ?? 0;
+  write16(buf, off + 2, total);
+  write16(buf, off + 4, s.id ?? 0x1000);
+  write16(buf, off + 6, (s.df ?? true ? 0x4000 : 0) | (s.fragment ? 0x2000 : 0));
+  buf[off + 8] = s.ttl ?? 63;
+  buf[off + 9] = protocol;
+  write16(buf, off + 10, 0);
+  write32(buf, off + 12, src);
+  write32(buf, off + 16, DST);
+  buf.set(ipOptions, off + 20);
+  write16(buf, off + 10, ~onesComplementSumNaive(buf, off, ihl) & 0xffff);
+  const l4 = off + ihl;
+  write16(buf, l4, s.sport ?? 40000);
+  write16(buf, l4 + 2, 5201);
+  let field: number;
+  if (protocol === IP_PROTOCOL_TCP) {
+    write32(buf, l4 + 4, s.seq ?? 1000);
+    write32(buf, l4 + 8, s.ack ?? 77);
+    buf[l4 + 12] = (l4HeaderLength >> 2) << 4;
+    buf[l4 + 13] = s.flags ?? TCP_FLAG_ACK;
+    write16(buf, l4 + 14, s.window ?? 502);
+    write16(buf, l4 + 18, 0);
+    buf.set(s.tcpOptions ?? [], l4 + 20);
+    field = l4 + 16;
+  } else {
+    write16(buf, l4 + 4, l4HeaderLength + s.payload.length);
+    field = l4 + 6;
+  }
+  write16(buf, field, 0);
+  buf.set(s.payload, l4 + l4HeaderLength);
+  const l4Length = total - ihl;
+  const pseudo = pseudoHeaderSum(src, DST, protocol, l4Length);
+  let checksum = s.l4Checksum === 'partial' ? pseudo : ~onesComplementSumNaive(buf, l4, l4Length, pseudo) & 0xffff;
+  if (s.l4Checksum === 'bad') checksum ^= 0x0101;
+  write16(buf, field, checksum);
+  return total;
+}
+
+// The shared pool: received packets from PACKETS on, one per SLOT bytes; the
+// coalescing arena at ARENA.
+const SLOT = 2048;
+const PACKETS = 6; // not 4-aligned
+const ARENA = 200_000;
+const STRIDE = COALESCE_MAX_WRITE_HEADER + 6;
+const pool = new Uint8Array(ARENA + 128 * STRIDE);
+
+// Adds each spec as the next received packet; returns the offsets used.
+function addAll(batch: CoalesceBatch, specs: PacketSpec[]): number[] {
+  const offsets: number[] = [];
+  specs.forEach((spec, i) => {
+    const off = PACKETS + i * SLOT;
+    const length = writePacket(pool, off, spec);
+    offsets.push(off);
+    batch.add(pool, off, length);
+  });
+  return offsets;
+}
+
+// Write w as the bytes the TUN would receive.
+function writeBytes(batch: CoalesceBatch, w: number): Uint8Array {
+  const parts: number[] = [];
+  const h = batch.writeHeaderOffset[w];
+  for (let i = 0; i < batch.writeHeaderLength[w]; i++) parts.push(pool[h + i]);
+  for (let s = batch.writeSegmentStart[w]; s < batch.writeSegmentEnd[w]; s++) {
+    const o = batch.segmentOffset[s];
+    for (let i = 0; i < batch.segmentLength[s]; i++) parts.push(pool[o + i]);
+  }
+  return Uint8Array.from(parts);
+}
+
+// Which packets (by arrival index) each write carries, found from the
+// payload / packet offsets.
+function grouping(batch: CoalesceBatch, offsets: number[]): number[][] {
+  const groups: number[][] = [];
+  for (let w = 0; w < batch.writeCount; w++) {
+    const members: number[] = [];
+    for (let s = batch.writeSegmentStart[w]; s < batch.writeSegmentEnd[w]; s++) {
+      members.push(Math.floor((batch.segmentOffset[s] - PACKETS) / SLOT));
+      assert.ok(offsets.includes(PACKETS + members[members.length - 1] * SLOT));
+    }
+    groups.push(members);
+  }
+  return groups;
+}
+
+// Consecutive MSS-sized segments of one flow.
+function flowSegments(count: number, mss: number, extra: Partial<PacketSpec> = {}, seq0 = 5000): PacketSpec[] {
+  const specs: PacketSpec[] = [];
+  for (let i = 0; i < count; i++) {
+    specs.push({ seq: seq0 + i * mss, id: 0x100 + i, payload: pattern(mss, i + 1), ...extra });
+  }
+  return specs;
+}
+
+function tcpVerifies(packet: Uint8Array, ihl: number, src = SRC): boolean {
+  const l4Length = packet.length - ihl;
+  return onesComplementSumNaive(packet, ihl, l4Length, pseudoHeaderSum(src, DST, IP_PROTOCOL_TCP, l4Length)) === 0xffff;
+}
+
+test('three full segments and a short one merge into one super-packet write', () => {
+  const batch = new CoalesceBatch(64, 16);
+  const specs = flowSegments(3, 1000);
+  specs.push({ seq: 8000, id: 0x103, payload: pattern(300, 9), flags: TCP_FLAG_ACK | TCP_FLAG_PSH });
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  assert.equal(grouping(batch, offsets), [[0, 1, 2, 3]]);
+  assert.is(batch.writeHeaderOffset[0], ARENA);
+  assert.is(batch.writeHeaderLength[0], VIRTIO_NET_HDR_LEN + 40);
+
+  const bytes = writeBytes(batch, 0);
+  const vnet = new VirtioNetHeader();
+  vnet.read(bytes, 0);
+  assert.equal(
+    { ...vnet },
+    { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_TCPV4, hdrLen: 40, gsoSize: 1000, csumStart: 20, csumOffset: 16 },
+  );
+  const packet = bytes.subarray(VIRTIO_NET_HDR_LEN);
+  assert.is(packet.length, 40 + 3300);
+  assert.is(validateIPv4(packet, 0, packet.length), DropReason.None);
+  assert.is(read16(packet, 2), 3340);
+  assert.is(read16(packet, 4), 0x100, "first member's id");
+  assert.is(read32(packet, 24), 5000, "first member's seq");
+  assert.is(packet[33], TCP_FLAG_ACK | TCP_FLAG_PSH, 'PSH from the last member');
+  assert.is(read16(packet, 36), pseudoHeaderSum(SRC, DST, IP_PROTOCOL_TCP, 3320), 'partial checksum, not inverted');
+  // What the kernel does with NEEDS_CSUM: the result must verify.
+  assert.ok(completePartialChecksum(packet, 0, packet.length, vnet.csumStart, vnet.csumOffset));
+  assert.ok(tcpVerifies(packet, 20));
+});
+
+test('a packet alone: zero virtio header and the whole packet, untouched', () => {
+  const batch = new CoalesceBatch(8, 8);
+  const offsets = addAll(batch, [{ seq: 1, payload: pattern(500, 1) }]);
+  const before = pool.slice(offsets[0], offsets[0] + 540);
+  pool.fill(0xee, ARENA, ARENA + STRIDE);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  assert.is(batch.writeHeaderLength[0], VIRTIO_NET_HDR_LEN);
+  assert.equal(Array.from(pool.subarray(ARENA, ARENA + VIRTIO_NET_HDR_LEN)), new Array(10).fill(0));
+  assert.is(batch.writeSegmentEnd[0] - batch.writeSegmentStart[0], 1);
+  assert.is(batch.segmentOffset[0], offsets[0]);
+  assert.is(batch.segmentLength[0], 540);
+  assert.equal(pool.slice(offsets[0], offsets[0] + 540), before);
+});
+
+const roundTripCases = [
+  { name: '45 x 1420, PSH', mss: 1420, payload: 45 * 1420, flags: TCP_FLAG_ACK | TCP_FLAG_PSH },
+  { name: 'timestamps, short tail', mss: 1448, payload: 20000, tcpOptions: TIMESTAMPS, flags: TCP_FLAG_ACK },
+  { name: 'IPv4 options, odd MSS', mss: 1001, payload: 7007, ipOptions: ROUTER_ALERT, flags: TCP_FLAG_ACK | TCP_FLAG_PSH },
+  { name: 'DF clear (ids must increment)', mss: 1400, payload: 9000, df: false, flags: TCP_FLAG_ACK },
+  { name: 'seq and id wrap', mss: 1460, payload: 14600, seq: 0xfffff000, id: 0xfffd, flags: TCP_FLAG_ACK },
+];
+
+for (const c of roundTripCases) {
+  test(`split then coalesce gives back the super-packet: ${c.name}`, () => {
+    pool.fill(0);
+    const superOff = 100_000;
+    const payload = pattern(c.payload, c.mss);
+    const spec: PacketSpec = {
+      payload,
+      flags: c.flags,
+      seq: c.seq ?? 777,
+      id: c.id ?? 0x2222,
+      df: c.df,
+      ipOptions: c.ipOptions,
+      tcpOptions: c.tcpOptions,
+      l4Checksum: 'partial',
+    };
+    const length = writePacket(pool, superOff, spec);
+    const ihl = 20 + (c.ipOptions ?? []).length;
+    const thl = 20 + (c.tcpOptions ?? []).length;
+    const vnet = new VirtioNetHeader();
+    vnet.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    vnet.gsoType = VIRTIO_NET_HDR_GSO_TCPV4;
+    vnet.hdrLen = ihl + thl;
+    vnet.gsoSize = c.mss;
+    vnet.csumStart = ihl;
+    vnet.csumOffset = 16;
+    const originalVnet = new Uint8Array(10);
+    vnet.write(originalVnet, 0);
+    const original = pool.slice(superOff, superOff + length);
+
+    const segments = new SegmentList(64);
+    const splitArena = 170_000;
+    const n = splitSuperPacket(pool, superOff, length, vnet, splitArena, 128, 0, segments);
+    assert.ok(n > 1);
+
+    // "Send" each segment: header and payload side by side in a receive slot.
+    const batch = new CoalesceBatch(64, 8);
+    for (let i = 0; i < n; i++) {
+      const off = PACKETS + i * SLOT;
+      const hl = segments.headerLength[i];
+      pool.copyWithin(off, segments.headerOffset[i], segments.headerOffset[i] + hl);
+      pool.copyWithin(off + hl, segments.payloadOffset[i], segments.payloadOffset[i] + segments.payloadLength[i]);
+      batch.add(pool, off, hl + segments.payloadLength[i]);
+    }
+    assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+    const bytes = writeBytes(batch, 0);
+    assert.equal(bytes.subarray(0, 10), originalVnet, 'virtio_net_hdr');
+    assert.equal(bytes.subarray(10, 10 + ihl + thl), original.subarray(0, ihl + thl), 'headers, partial checksum included');
+    assert.equal(bytes.subarray(10 + ihl + thl), payload, 'payload');
+  });
+}
+
+test('interleaved flows: one write per flow, each in order, in order of first arrival', () => {
+  const batch = new CoalesceBatch(64, 16);
+  const a = flowSegments(4, 1200, { sport: 1111 }, 100);
+  const b = flowSegments(4, 900, { sport: 2222 }, 90000);
+  const c = flowSegments(2, 1300, { src: SRC + 1 }, 5);
+  const specs = [a[0], b[0], a[1], c[0], b[1], a[2], b[2], c[1], b[3], a[3]];
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 3);
+  assert.equal(grouping(batch, offsets), [
+    [0, 2, 5, 9],
+    [1, 4, 6, 8],
+    [3, 7],
+  ]);
+  for (let w = 0; w < 3; w++) {
+    const packet = writeBytes(batch, w).subarray(VIRTIO_NET_HDR_LEN);
+    const src = read32(packet, 12);
+    assert.ok(completePartialChecksum(packet, 0, packet.length, 20, 16));
+    assert.ok(tcpVerifies(packet, 20, src), `write ${w}`);
+  }
+});
+
+interface PreventCase {
+  name: string;
+  // Packets of one flow; edit() changes one of them.
+  count?: number;
+  edit: (specs: PacketSpec[]) => void;
+  expect: number[][];
+  verify?: boolean;
+}
+
+const prevent: PreventCase[] = [
+  { name: 'nothing differs (control)', edit: () => {}, expect: [[0, 1, 2]] },
+  { name: 'ACK number', edit: (s) => s.slice(1).forEach((p) => (p.ack = 78)), expect: [[0], [1, 2]] },
+  { name: 'window', edit: (s) => (s[2].window = 503), expect: [[0, 1], [2]] },
+  { name: 'TCP option bytes (TSval tick)', edit: (s) => s.forEach((p, i) => (p.tcpOptions = i < 2 ? TIMESTAMPS : [1, 1, 8, 10, 0x12, 0x34, 0x56, 0x79, 0x9a, 0xbc, 0xde, 0xf0])), expect: [[0, 1], [2]] },
+  { name: 'TCP header length', edit: (s) => (s[1].tcpOptions = [1, 1, 1, 1]), expect: [[0], [1], [2]] },
+  { name: 'IPv4 option bytes', edit: (s) => s.forEach((p, i) => (p.ipOptions = i === 1 ? [0x94, 0x04, 0, 1] : ROUTER_ALERT)), expect: [[0], [1], [2]] },
+  { name: 'TTL', edit: (s) => s.slice(1).forEach((p) => (p.ttl = 62)), expect: [[0], [1, 2]] },
+  { name: 'TOS', edit: (s) => (s[2].tos = 0x10), expect: [[0, 1], [2]] },
+  { name: 'DF', edit: (s) => (s[1].df = false), expect: [[0], [1], [2]] },
+  { name: 'DF clear, ids not consecutive', edit: (s) => s.forEach((p, i) => ((p.df = false), (p.id = 10 + i * 2))), expect: [[0], [1], [2]] },
+  { name: 'DF set, ids not consecutive (allowed)', edit: (s) => s.forEach((p, i) => (p.id = 10 + i * 7)), expect: [[0, 1, 2]] },
+  { name: 'seq gap', edit: (s) => (s[2].seq! += 1), expect: [[0, 1], [2]] },
+  { name: 'seq repeat (retransmission)', edit: (s) => (s[2].seq = s[1].seq), expect: [[0, 1], [2]] },
+  { name: 'PSH ends the group', edit: (s) => (s[1].flags = TCP_FLAG_ACK | TCP_FLAG_PSH), expect: [[0, 1], [2]] },
+  { name: 'PSH on the first packet', edit: (s) => (s[0].flags = TCP_FLAG_ACK | TCP_FLAG_PSH), expect: [[0], [1, 2]] },
+  { name: 'FIN', edit: (s) => (s[1].flags = TCP_FLAG_ACK | TCP_FLAG_FIN), expect: [[0], [1], [2]] },
+  { name: 'SYN', edit: (s) => (s[1].flags = TCP_FLAG_ACK | TCP_FLAG_SYN), expect: [[0], [1], [2]] },
+  { name: 'RST', edit: (s) => (s[2].flags = TCP_FLAG_RST | TCP_FLAG_ACK), expect: [[0, 1], [2]] },
+  { name: 'URG', edit: (s) => (s[1].flags = TCP_FLAG_ACK | TCP_FLAG_URG), expect: [[0], [1], [2]] },
+  { name: 'ECE', edit: (s) => (s[1].flags = TCP_FLAG_ACK | TCP_FLAG_ECE), expect: [[0], [1], [2]] },
+  { name: 'CWR', edit: (s) => (s[0].flags = TCP_FLAG_ACK | TCP_FLAG_CWR), expect: [[0], [1, 2]] },
+  { name: 'no ACK flag', edit: (s) => (s[1].flags = 0), expect: [[0], [1], [2]] },
+  {
+    name: 'short middle segment closes the group',
+    edit: (s) => ((s[1].payload = pattern(500, 3)), (s[2].seq = s[1].seq! + 500)),
+    expect: [[0, 1], [2]],
+  },
+  { name: 'larger segment after the first', count: 3, edit: (s) => (s[1].payload = pattern(1001, 3)), expect: [[0], [1], [2]] },
+  { name: 'zero payload never merges', edit: (s) => ((s[1].payload = new Uint8Array(0)), (s[2].seq = s[1].seq)), expect: [[0], [1], [2]] },
+  { name: 'fragment', edit: (s) => (s[1].fragment = true), expect: [[0], [1], [2]] },
+  { name: 'not TCP', edit: (s) => (s[1].protocol = IP_PROTOCOL_UDP), expect: [[0], [1], [2]] },
+  { name: 'bad checksum, verifying', verify: true, edit: (s) => (s[1].l4Checksum = 'bad'), expect: [[0], [1], [2]] },
+  { name: 'bad checksum, not verifying (the outer UDP checksum covered it)', edit: (s) => (s[1].l4Checksum = 'bad'), expect: [[0, 1, 2]] },
+  { name: 'good checksums, verifying', verify: true, edit: () => {}, expect: [[0, 1, 2]] },
+];
+
+for (const c of prevent) {
+  test(`merge rule: ${c.name}`, () => {
+    pool.fill(0);
+    const specs = flowSegments(c.count ?? 3, 1000);
+    c.edit(specs);
+    const batch = new CoalesceBatch(16, 16, c.verify ?? false);
+    const offsets = addAll(batch, specs);
+    batch.finish(pool, ARENA, STRIDE);
+    assert.equal(grouping(batch, offsets), c.expect);
+  });
+}
+
+test('merge rule: the merged total length stays within 65535', () => {
+  pool.fill(0);
+  const mss = 1460;
+  const specs = flowSegments(46, mss); // 40 + 46*1460 = 67200 > 65535
+  const batch = new CoalesceBatch(64, 8);
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 2);
+  const groups = grouping(batch, offsets);
+  const fit = Math.floor((65535 - 40) / mss); // 44
+  assert.is(groups[0].length, fit);
+  assert.is(groups[1].length, 46 - fit);
+  const first = writeBytes(batch, 0).subarray(VIRTIO_NET_HDR_LEN);
+  assert.is(read16(first, 2), 40 + fit * mss);
+  assert.ok(40 + (fit + 1) * mss > 65535);
+});
+
+test('a lone packet of a flow is never overtaken by later packets of that flow', () => {
+  pool.fill(0);
+  const specs = flowSegments(4, 1000);
+  // A pure ACK (window update) between segments 1 and 2, with the seq the
+  // next data segment also carries: segment 2 must not join [0, 1].
+  const ack: PacketSpec = { seq: specs[2].seq, id: 0x200, payload: new Uint8Array(0), window: 600 };
+  const batch = new CoalesceBatch(16, 16);
+  const offsets = addAll(batch, [specs[0], specs[1], ack, specs[2], specs[3]]);
+  batch.finish(pool, ARENA, STRIDE);
+  assert.equal(grouping(batch, offsets), [[0, 1], [2], [3, 4]]);
+});
+
+test('flows beyond maxGroups are written packet by packet', () => {
+  pool.fill(0);
+  const a = flowSegments(2, 1000, { sport: 1 });
+  const b = flowSegments(2, 1000, { sport: 2 });
+  const batch = new CoalesceBatch(8, 1);
+  const offsets = addAll(batch, [a[0], b[0], a[1], b[1]]);
+  batch.finish(pool, ARENA, STRIDE);
+  assert.equal(grouping(batch, offsets), [[0, 2], [1], [3]]);
+});
+
+test('reset() makes the batch reusable; capacity and stride misuse throw', () => {
+  pool.fill(0);
+  const batch = new CoalesceBatch(3, 4);
+  addAll(batch, flowSegments(3, 800));
+  assert.throws(() => batch.add(pool, PACKETS, 100), RangeError);
+  assert.throws(() => batch.finish(pool, ARENA, COALESCE_MAX_WRITE_HEADER - 1), RangeError);
+  assert.is(batch.finish(pool, ARENA, COALESCE_MAX_WRITE_HEADER), 1);
+  batch.reset();
+  assert.is(batch.packetCount, 0);
+  // Same flow, new batch: nothing carried over from the previous one.
+  const specs = flowSegments(2, 800, {}, 5000 + 3 * 800);
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  assert.equal(grouping(batch, offsets), [[0, 1]]);
+  batch.reset();
+  assert.is(batch.finish(pool, ARENA, STRIDE), 0);
+});
+
+test('a merged write resegments into the packets it was made of', () => {
+  pool.fill(0);
+  const specs = flowSegments(5, 1200, { tcpOptions: TIMESTAMPS });
+  specs[4].payload = pattern(321, 4);
+  const batch = new CoalesceBatch(16, 16);
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  const merged = writeBytes(batch, 0);
+  const work = new Uint8Array(merged.length + 16 * 192);
+  work.set(merged);
+  const vnet = new VirtioNetHeader();
+  vnet.read(work, 0);
+  const out = new SegmentList(8);
+  const n = splitSuperPacket(work, 10, merged.length - 10, vnet, merged.length, 192, 0, out);
+  assert.is(n, 5);
+  for (let i = 0; i < n; i++) {
+    const seg = new Uint8Array(out.headerLength[i] + out.payloadLength[i]);
+    seg.set(work.subarray(out.headerOffset[i], out.headerOffset[i] + out.headerLength[i]));
+    seg.set(work.subarray(out.payloadOffset[i], out.payloadOffset[i] + out.payloadLength[i]), out.headerLength[i]);
+    assert.equal(seg, pool.subarray(offsets[i], offsets[i] + seg.length), `segment ${i}`);
+  }
+});
+
+test.run();
