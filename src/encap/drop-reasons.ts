@@ -14,16 +14,29 @@ export const DropReason = {
   TooBig: 9, // larger than the MTU / slot
   SendFailed: 10, // the kernel refused the send (e.g. socket buffer full)
   TunWriteFailed: 11,
+  // 12 is free (it was never released with a meaning); codes are positions, so it stays a gap.
   // Outer UDP datagram checks (udp-frame.ts: captures, raw injection, fuzzing).
   NotUdp: 13, // outer IPv4 protocol is not 17
   BadUdpLength: 14, // UDP length < 8, beyond the IP payload, or the datagram is a fragment
   BadUdpChecksum: 15,
+  // Offloads (segmentation.ts): a super-packet read from the TUN that cannot be split.
+  BadVirtioNetHeader: 16, // virtio_net_hdr inconsistent with the packet (gso type vs protocol, csum_start/offset, gso_size 0, TCP header length)
+  TooManySegments: 17, // the super-packet needs more segments than the caller's SegmentList holds
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];
 
-/** Names for logs and metrics, kebab-case ("not-ipv4", "no-lease"), indexed by code. */
-export const dropReasonNames: readonly string[] = Object.keys(DropReason).map((k) =>
-  k.replace(/IPv4/g, 'Ipv4').replace(/[A-Z]/g, (c, i) => (i ? '-' : '') + c.toLowerCase()),
-);
-export const DROP_REASON_COUNT = dropReasonNames.length;
+/** One more than the highest code: the size of a per-worker drop counter block. */
+export const DROP_REASON_COUNT = Math.max(...Object.values(DropReason)) + 1;
+
+/**
+ * Names for logs and metrics, kebab-case ("not-ipv4", "no-lease"), indexed by
+ * code (built from the codes, not the key order, so a gap cannot shift them).
+ */
+export const dropReasonNames: readonly string[] = (() => {
+  const names: string[] = Array.from({ length: DROP_REASON_COUNT }, (_, code) => `unused-${code}`);
+  for (const [key, code] of Object.entries(DropReason)) {
+    names[code] = key.replace(/IPv4/g, 'Ipv4').replace(/[A-Z]/g, (c, i) => (i ? '-' : '') + c.toLowerCase());
+  }
+  return names;
+})();
