@@ -29,6 +29,7 @@ export interface AgentOptions {
   tunName: string;
   batchSize: number;
   socketBufferBytes: number;
+  offload: boolean;
 }
 
 export type Log = (line: string) => void;
@@ -75,6 +76,7 @@ export class Agent {
         mtu,
         batchSize: opts.batchSize,
         socketBufferBytes: opts.socketBufferBytes,
+        offload: opts.offload,
         ownNetwork: subnet.network,
         ownMask: subnet.mask,
         log,

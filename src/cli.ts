@@ -35,6 +35,10 @@ Options for up:
   --tun NAME           TUN device name [default: flannel0]
   --batch N            packets per recvmmsg/sendmmsg call [default: 64]
   --socket-buffer N    UDP socket send/receive buffer, bytes [default: 4194304]
+  --offload MODE       auto: TUN offloads (TSO super-packets split in userspace,
+                       coalesced on receive) and UDP GSO/GRO where the kernel has
+                       them, each falling back with a log line; off: one packet
+                       per TUN read/write, as flannel's proxy [default: auto]
   -h, --help           this text
   --version            print the version
 `;
@@ -49,6 +53,12 @@ function intFlag(name: string, value: string | undefined, fallback: number, min:
   const n = Number(value);
   if (!Number.isInteger(n) || n < min || n > max) die(`--${name}: "${value}" is not a whole number from ${min} to ${max}`);
   return n;
+}
+
+function offloadFlag(value: string | undefined): boolean {
+  if (value === undefined || value === 'auto') return true;
+  if (value === 'off') return false;
+  die(`--offload: "${value}" is not auto or off`);
 }
 
 function log(line: string): void {
@@ -69,6 +79,7 @@ async function up(argv: string[]): Promise<void> {
       tun: { type: 'string' },
       batch: { type: 'string' },
       'socket-buffer': { type: 'string' },
+      offload: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -89,6 +100,7 @@ async function up(argv: string[]): Promise<void> {
     tunName: values.tun ?? 'flannel0',
     batchSize: intFlag('batch', values.batch, 64, 1, 1024),
     socketBufferBytes: intFlag('socket-buffer', values['socket-buffer'], 4 << 20, 65536, 1 << 30),
+    offload: offloadFlag(values.offload),
   };
 
   const agent = new Agent(opts, log);

@@ -9,11 +9,11 @@
 // docs/design.md).
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
-import { openTunQueues, closeTunQueues } from './tun-device.js';
+import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4 } from './tun-device.js';
 import { openUdpSocket } from './udp-socket.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-main.js';
-import type { WorkerControlMessage } from './forwarder.js';
+import type { WorkerControlMessage, WorkerReport } from './forwarder.js';
 import type { LeaseTableSnapshot } from '../control/lease-table.js';
 
 export interface DataPlaneOptions {
@@ -24,6 +24,8 @@ export interface DataPlaneOptions {
   mtu: number;
   batchSize: number;
   socketBufferBytes: number;
+  /** Use TUN offloads (virtio headers, TSO) and UDP GSO/GRO where the kernel has them. */
+  offload: boolean;
   ownNetwork: number;
   ownMask: number;
   log: (line: string) => void;
@@ -33,6 +35,8 @@ interface WorkerSlot {
   index: number;
   tunFd: number;
   udpFd: number;
+  udpGro: boolean;
+  udpGso: boolean;
   wakeFd: number;
   thread?: Worker;
   port?: MessagePort;
@@ -51,6 +55,7 @@ export class DataPlane {
   private leases: LeaseTableSnapshot;
   private stopping = false;
   private tunFds: number[] = [];
+  private vnetHeader = false;
 
   constructor(
     private readonly opts: DataPlaneOptions,
@@ -67,15 +72,35 @@ export class DataPlane {
   async start(): Promise<void> {
     const { opts } = this;
     try {
-      this.tunFds = openTunQueues(opts.tunName, opts.workers);
+      const tun = openTunQueues(opts.tunName, opts.workers, opts.offload);
+      this.tunFds = tun.fds;
+      this.vnetHeader = tun.vnetHeader;
       for (let i = 0; i < opts.workers; i++) {
+        const socket = openUdpSocket({
+          bindAddress: opts.bindAddress,
+          port: opts.port,
+          bufferBytes: opts.socketBufferBytes,
+          gro: opts.offload,
+        });
         this.slots.push({
           index: i,
           tunFd: this.tunFds[i],
-          udpFd: openUdpSocket({ bindAddress: opts.bindAddress, port: opts.port, bufferBytes: opts.socketBufferBytes }),
+          udpFd: socket.fd,
+          udpGro: socket.gro,
+          udpGso: opts.offload && socket.gso,
           wakeFd: libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC),
           recentRestarts: [],
         });
+      }
+      if (opts.offload) {
+        const s = this.slots[0];
+        opts.log(
+          `offloads: TUN ${describeOffloads(tun.offloads)}${tun.offloads & TUN_F_TSO4 ? '' : ' (no TSO: one packet per read)'}, ` +
+            `UDP GSO ${s.udpGso ? 'on' : 'off (kernel refused; one datagram per send)'}, ` +
+            `UDP GRO ${s.udpGro ? 'on' : 'off (kernel refused; one datagram per receive)'}`,
+        );
+      } else {
+        opts.log('offloads: off (--offload off): one packet per TUN read and write');
       }
       await Promise.all(this.slots.map((slot) => this.spawn(slot)));
     } catch (err) {
@@ -99,6 +124,9 @@ export class DataPlane {
       peerPort: this.opts.port,
       batchSize: this.opts.batchSize,
       mtu: this.opts.mtu,
+      vnetHeader: this.vnetHeader,
+      udpGro: slot.udpGro,
+      udpGso: slot.udpGso,
       ownNetwork: this.opts.ownNetwork,
       ownMask: this.opts.ownMask,
     };
@@ -107,10 +135,12 @@ export class DataPlane {
     slot.port = port1;
     return new Promise((resolve, reject) => {
       let ready = false;
-      thread.on('message', (m: { type: string }) => {
+      thread.on('message', (m: WorkerReport) => {
         if (m.type === 'ready' && !ready) {
           ready = true;
           resolve();
+        } else if (m.type === 'log') {
+          this.opts.log(m.line);
         }
       });
       thread.on('error', (err) => {

@@ -28,6 +28,9 @@ export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
 export const IPPROTO_IP = 0;
 export const IPPROTO_UDP = 17;
+export const SOL_UDP = 17;
+export const UDP_SEGMENT = 103; // UDP GSO: one sendmsg, many datagrams of this size
+export const UDP_GRO = 104; // UDP GRO: one recvmsg, many datagrams back to back
 export const MSG_DONTWAIT = 0x40;
 export const MSG_TRUNC = 0x20;
 export const POLLIN = 0x1;
@@ -38,6 +41,7 @@ export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;
 
 export const EINTR = 4;
+export const EIO = 5;
 export const EBADF = 9;
 export const EAGAIN = 11;
 export const EBUSY = 16;
@@ -62,12 +66,17 @@ export const MSGHDR_FLAGS = 48;
 export const MMSGHDR_LEN = 56;
 export const SIZEOF_SOCKADDR_IN = 16;
 export const SIZEOF_IFREQ = 40;
+// struct cmsghdr { size_t len; int level; int type; } then data, 8-byte aligned.
+export const SIZEOF_CMSGHDR = 16;
+export const CMSG_SPACE_INT = 24; // CMSG_SPACE(sizeof(int)), also fits a uint16_t
+export const CMSG_LEN_U16 = 18; // CMSG_LEN(sizeof(uint16_t)): UDP_SEGMENT's value
 
 const c_open = libc.func('int open(const char *path, int flags)');
 const c_close = libc.func('int close(int fd)');
 const c_ioctl = libc.func('int ioctl(int fd, unsigned long request, ...)');
 const c_read = libc.func('long read(int fd, uintptr_t buf, unsigned long count)');
 const c_write = libc.func('long write(int fd, uintptr_t buf, unsigned long count)');
+const c_writev = libc.func('long writev(int fd, uintptr_t iov, int iovcnt)');
 const c_socket = libc.func('int socket(int domain, int type, int protocol)');
 const c_setsockopt = libc.func(
   'int setsockopt(int fd, int level, int name, uintptr_t value, unsigned int length)',
@@ -171,6 +180,10 @@ export function read(fd: number, addr: number, count: number): number {
 
 export function write(fd: number, addr: number, count: number): number {
   return c_write(fd, addr, count) as number;
+}
+
+export function writev(fd: number, iovAddr: number, count: number): number {
+  return c_writev(fd, iovAddr, count) as number;
 }
 
 export function poll(fdsAddr: number, count: number, timeoutMs: number): number {

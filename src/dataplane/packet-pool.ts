@@ -10,21 +10,26 @@ export class PacketPool {
   /** Where each slot's packet starts, relative to memory.bytes: slot * slotSize + headroom. */
   readonly packetOffsets: Int32Array;
 
+  readonly slotSize: number;
+  /** Start of the extra region after the slots (header arenas), relative to memory.bytes. */
+  readonly extraOffset: number;
+
   constructor(
     readonly slotCount: number,
     /** Bytes a packet may occupy after the headroom. */
     readonly capacity: number,
     readonly headroom: number,
+    /** Kernel-visible bytes after the slots, for headers built per segment (offloads). */
+    readonly extraBytes = 0,
   ) {
     // 64-byte aligned slots: headers stay cache-line aligned, and 4-byte
     // aligned packets let the checksum read whole words.
     this.slotSize = (headroom + capacity + 63) & ~63;
-    this.memory = new NativeMemory(this.slotSize * slotCount);
+    this.extraOffset = this.slotSize * slotCount;
+    this.memory = new NativeMemory(this.extraOffset + extraBytes);
     this.packetOffsets = new Int32Array(slotCount);
     for (let i = 0; i < slotCount; i++) this.packetOffsets[i] = i * this.slotSize + headroom;
   }
-
-  readonly slotSize: number;
 
   get bytes(): Uint8Array {
     return this.memory.bytes;

@@ -9,6 +9,16 @@ export interface UdpSocketOptions {
   port: number;
   /** Socket buffer size in bytes: large, because a burst from the TUN is sent in one batch. */
   bufferBytes: number;
+  /** Ask for UDP GRO: the kernel may hand back many same-size datagrams in one receive. */
+  gro: boolean;
+}
+
+export interface UdpSocket {
+  fd: number;
+  /** The kernel accepted UDP_GRO on this socket. */
+  gro: boolean;
+  /** The kernel supports UDP_SEGMENT (GSO) sends. */
+  gso: boolean;
 }
 
 export function writeSockaddrIn(mem: libc.NativeMemory, offset: number, addr: number, port: number): void {
@@ -19,7 +29,7 @@ export function writeSockaddrIn(mem: libc.NativeMemory, offset: number, addr: nu
   mem.view.setUint32(offset + 12, 0, true);
 }
 
-export function openUdpSocket(opts: UdpSocketOptions): number {
+export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
   const fd = libc.socket(libc.AF_INET, libc.SOCK_DGRAM | libc.SOCK_NONBLOCK | libc.SOCK_CLOEXEC, 0);
   const scratch = new libc.NativeMemory(64);
   try {
@@ -29,11 +39,24 @@ export function openUdpSocket(opts: UdpSocketOptions): number {
     setBuffer(fd, scratch, libc.SO_SNDBUF, libc.SO_SNDBUFFORCE, opts.bufferBytes);
     writeSockaddrIn(scratch, 16, opts.bindAddress, opts.port);
     libc.bind(fd, scratch.address + 16, libc.SIZEOF_SOCKADDR_IN, `UDP port ${opts.port}`);
+    let gro = false;
+    if (opts.gro) {
+      scratch.view.setInt32(0, 1, true);
+      gro = libc.trySetsockopt(fd, libc.SOL_UDP, libc.UDP_GRO, scratch.address, 4) === 0;
+    }
+    // Reading UDP_SEGMENT back succeeds exactly on kernels that can do GSO sends (4.18+).
+    scratch.view.setUint32(8, 4, true);
+    let gso = true;
+    try {
+      libc.getsockopt(fd, libc.SOL_UDP, libc.UDP_SEGMENT, scratch.address, scratch.address + 8, 'UDP_SEGMENT');
+    } catch {
+      gso = false;
+    }
+    return { fd, gro, gso };
   } catch (err) {
     libc.close(fd);
     throw err;
   }
-  return fd;
 }
 
 // The FORCE variant ignores net.core.rmem_max (we run as root); fall back to

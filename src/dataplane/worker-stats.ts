@@ -25,9 +25,16 @@ export const Counter = {
   Restarts: 18, // maintained by the main thread
   PoolSlots: 19, // fixed at start: pool size, to show the pool never grows
   HeapUsedBytes: 20, // the worker isolate's V8 heap, sampled once a second: flat when nothing allocates per packet
+  SuperPacketsSplit: 21, // TSO/USO super-packets read from the TUN and cut into wire-sized packets
+  SegmentsFromSplit: 22,
+  GsoSends: 23, // messages sent with UDP_SEGMENT (each becomes several datagrams)
+  CoalescedWrites: 24, // TUN writes carrying several received segments merged (GRO)
+  SegmentsCoalesced: 25,
+  GroReceives: 26, // received messages the kernel had coalesced (UDP_GRO)
+  SyscallsTunWritev: 27,
 } as const;
 
-const FIXED_COUNTERS = 21;
+const FIXED_COUNTERS = 28;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

@@ -39,8 +39,8 @@ test('PacketPool slots are aligned, disjoint and keep their headroom', () => {
 });
 
 test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () => {
-  const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_311, bufferBytes: 1 << 20 });
-  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_312, bufferBytes: 1 << 20 });
+  const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_311, bufferBytes: 1 << 20, gro: false }).fd;
+  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_312, bufferBytes: 1 << 20, gro: false }).fd;
   try {
     const pool = new PacketPool(16, 2048, 0);
     const tx = new MessageBatch(pool, 0, 8);
@@ -79,8 +79,8 @@ test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () =>
 });
 
 test('a datagram larger than the slot is flagged MSG_TRUNC, not silently cut', () => {
-  const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_313, bufferBytes: 1 << 20 });
-  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_314, bufferBytes: 1 << 20 });
+  const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_313, bufferBytes: 1 << 20, gro: false }).fd;
+  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_314, bufferBytes: 1 << 20, gro: false }).fd;
   try {
     const big = new PacketPool(1, 4000, 0);
     const tx = new MessageBatch(big, 0, 1);
@@ -98,8 +98,8 @@ test('a datagram larger than the slot is flagged MSG_TRUNC, not silently cut', (
 });
 
 test('two sockets can share a port (SO_REUSEPORT), one per worker', () => {
-  const a = openUdpSocket({ bindAddress: LOOPBACK, port: 47_315, bufferBytes: 1 << 20 });
-  const b = openUdpSocket({ bindAddress: LOOPBACK, port: 47_315, bufferBytes: 1 << 20 });
+  const a = openUdpSocket({ bindAddress: LOOPBACK, port: 47_315, bufferBytes: 1 << 20, gro: false }).fd;
+  const b = openUdpSocket({ bindAddress: LOOPBACK, port: 47_315, bufferBytes: 1 << 20, gro: false }).fd;
   libc.close(a);
   libc.close(b);
 });
