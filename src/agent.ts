@@ -12,12 +12,21 @@ import { LeasesFileSource } from './control/leases-file.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
+import { VXLAN_OVERHEAD, formatMac, parseMac } from './encap/vxlan.js';
+import { vtepMacOf } from './control/lease-table.js';
+import { createHash } from 'node:crypto';
 import type { WorkerStatsSnapshot } from './dataplane/worker-stats.js';
 
 export const UDP_ENCAP_OVERHEAD = 28; // outer IPv4 (20) + UDP (8)
+export type Backend = 'udp' | 'vxlan';
 export const READY_LINE = 'flannel-udp agent ready';
 
 export interface AgentOptions {
+  backend: Backend;
+  /** VXLAN only: VNI, VTEP MAC (undefined: derived), outer UDP checksum on/zero. */
+  vni: number;
+  vtepMac?: string;
+  vxlanUdpChecksum: boolean;
   subnetFile: string;
   leasesFile: string;
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
@@ -30,6 +39,7 @@ export interface AgentOptions {
   batchSize: number;
   socketBufferBytes: number;
   offload: boolean;
+  busyPollUs: number;
 }
 
 export type Log = (line: string) => void;
@@ -39,6 +49,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** VXLAN send sockets per worker: distinct source ports for the underlay to spread flows over. */
+const VXLAN_SOURCE_PORTS = 4;
+
 export class Agent {
   private dataPlane?: DataPlane;
   private leaseSource?: LeaseSource;
@@ -46,6 +59,8 @@ export class Agent {
   private leases: Lease[] = [];
   subnet!: SubnetConfig;
   publicIp = 0;
+  /** VXLAN: this node's VTEP MAC. */
+  vtepMac: Uint8Array = new Uint8Array(6);
 
   constructor(
     private readonly opts: AgentOptions,
@@ -57,6 +72,7 @@ export class Agent {
     this.subnet = await readSubnetFile(opts.subnetFile);
     for (const note of this.subnet.unsupported) log(`warning: ${note}`);
     this.publicIp = resolvePublicIp(opts);
+    if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
 
     // Leases before the device: a broken leases file must not leave a TUN behind.
@@ -70,6 +86,11 @@ export class Agent {
     this.dataPlane = new DataPlane(
       {
         tunName: opts.tunName,
+        backend: opts.backend,
+        vxlan:
+          opts.backend === 'vxlan'
+            ? { vni: opts.vni, vtepMac: this.vtepMac, udpChecksum: opts.vxlanUdpChecksum, sourcePorts: VXLAN_SOURCE_PORTS }
+            : undefined,
         workers: opts.workers,
         bindAddress: this.publicIp,
         port: opts.port,
@@ -77,6 +98,7 @@ export class Agent {
         batchSize: opts.batchSize,
         socketBufferBytes: opts.socketBufferBytes,
         offload: opts.offload,
+        busyPollUs: opts.busyPollUs,
         ownNetwork: subnet.network,
         ownMask: subnet.mask,
         log,
@@ -93,8 +115,14 @@ export class Agent {
     }
     // Leases that changed while the device came up.
     this.dataPlane.updateLeases(this.snapshot());
+    if (opts.backend === 'vxlan') {
+      log(
+        `vxlan: VNI ${opts.vni}, VTEP MAC ${formatMac(this.vtepMac)}, outer UDP checksum ${opts.vxlanUdpChecksum ? 'on' : 'zero'}; ` +
+          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}}`,
+      );
+    }
     log(
-      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} udp port ${opts.port}; ` +
+      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${opts.port}; ` +
         `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
     );
     log(READY_LINE);
@@ -105,12 +133,41 @@ export class Agent {
     await this.leaseSource?.reload?.();
   }
 
+  /** flannel's BackendData for this node's lease: what peers need to reach us. */
+  backendData(): unknown {
+    return this.opts.backend === 'vxlan' ? { VNI: this.opts.vni, VtepMAC: formatMac(this.vtepMac) } : null;
+  }
+
+  /**
+   * --vtep-mac, else derived from this node's public IP and subnet: stable
+   * across restarts with no state file, different per node, and published in
+   * the lease (etcd keeps it there, as flannel does).
+   */
+  private resolveVtepMac(): Uint8Array {
+    if (this.opts.vtepMac !== undefined) {
+      try {
+        return parseMac(this.opts.vtepMac);
+      } catch (err) {
+        throw new ConfigError(`--vtep-mac: ${(err as Error).message}`);
+      }
+    }
+    const digest = createHash('sha256').update(`flannel-udp vtep ${this.publicIp} ${formatCidr(this.subnet.subnet)}`).digest();
+    const mac = Uint8Array.from(digest.subarray(0, 6));
+    mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
+    return mac;
+  }
+
   private setLeases(all: Lease[]): void {
     const usable: Lease[] = [];
+    const want = this.opts.backend;
     for (const lease of all) {
-      // flannel's udp backend speaks only to udp peers; a vxlan node would drop our datagrams.
-      if (lease.backendType !== 'udp') {
-        this.log(`lease ${lease.key}: backend "${lease.backendType}" is not udp; skipped`);
+      // A udp node and a vxlan node cannot talk: each drops the other's datagrams. flannel does the same.
+      if (lease.backendType !== want) {
+        this.log(`lease ${lease.key}: backend "${lease.backendType}" is not ${want}; skipped`);
+        continue;
+      }
+      if (want === 'vxlan' && !vtepMacOf(lease.backendData)) {
+        this.log(`lease ${lease.key}: BackendData has no valid VtepMAC; skipped`);
         continue;
       }
       usable.push(lease);
@@ -127,15 +184,16 @@ export class Agent {
     return buildLeaseTableSnapshot(this.leases, ++this.leaseVersion);
   }
 
-  /** flannel's rule: the TUN MTU is the underlay MTU minus the 28 bytes of outer IPv4+UDP. */
+  /** flannel's rule: the TUN MTU is the underlay MTU minus the encapsulation (udp 28, vxlan 50). */
   private warnOnMtu(): void {
+    const overhead = this.opts.backend === 'vxlan' ? VXLAN_OVERHEAD : UDP_ENCAP_OVERHEAD;
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (!addrs?.some((a) => a.family === 'IPv4' && a.address === formatIPv4(this.publicIp))) continue;
       try {
         const underlay = underlayMtu(name);
-        if (underlay && this.subnet.mtu > underlay - UDP_ENCAP_OVERHEAD) {
+        if (underlay && this.subnet.mtu > underlay - overhead) {
           this.log(
-            `warning: FLANNEL_MTU ${this.subnet.mtu} is larger than ${name}'s MTU ${underlay} minus ${UDP_ENCAP_OVERHEAD}: ` +
+            `warning: FLANNEL_MTU ${this.subnet.mtu} is larger than ${name}'s MTU ${underlay} minus ${overhead}: ` +
               `full-size packets will not fit in one datagram`,
           );
         }

@@ -10,6 +10,7 @@ const HELP = `flannel-udp ${VERSION} — userspace UDP/TUN data plane for flanne
 
 Usage:
   flannel-udp up --subnet-file FILE --leases FILE (--public-ip IP | --iface NAME) [options]
+  flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force]   (see install-cni --help)
   flannel-udp --help | --version
 
 up: create the TUN device, route the cluster network through it and forward
@@ -18,6 +19,17 @@ SIGTERM (which remove everything it created). SIGHUP re-reads the leases file
 (it is also watched); SIGUSR1 prints the counters and the lease table.
 
 Options for up:
+  --backend TYPE       udp: flannel's udp wire format, the bare inner IPv4 packet in
+                       UDP (port 8285); vxlan: RFC 7348 frames that a Linux vxlan
+                       device (flannel's vxlan backend, flannel.1) accepts (port
+                       8472) [default: udp]
+  --vni N              vxlan: VXLAN network identifier [default: 1]
+  --vtep-mac MAC       vxlan: this node's VTEP MAC [default: derived from the public
+                       IP and subnet, so stable across restarts]
+  --vxlan-udp-checksum MODE
+                       vxlan: zero (RFC 7348's recommendation, what flannel's
+                       kernel device sends unless udpcsum) or on (a real checksum;
+                       lets the kernel batch sends with UDP GSO) [default: zero]
   --subnet-file FILE   flannel's subnet.env for this node (FLANNEL_NETWORK,
                        FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ)
                        [default: ${DEFAULT_SUBNET_FILE}]
@@ -29,7 +41,8 @@ Options for up:
   --public-ip IP       this node's underlay address: the UDP socket binds to it and
                        peers send to it
   --iface NAME         take the public IP from this interface instead (like flanneld)
-  --port N             UDP port, the same on every node [default: 8285, flannel's]
+  --port N             UDP port, the same on every node [default: 8285 for udp,
+                       8472 for vxlan, as flannel]
   --workers N          worker threads, each with its own TUN queue and UDP socket
                        [default: number of CPU cores]
   --tun NAME           TUN device name [default: flannel0]
@@ -72,6 +85,10 @@ async function up(argv: string[]): Promise<void> {
       'subnet-file': { type: 'string' },
       leases: { type: 'string' },
       'no-leases-watch': { type: 'boolean' },
+      backend: { type: 'string' },
+      vni: { type: 'string' },
+      'vtep-mac': { type: 'string' },
+      'vxlan-udp-checksum': { type: 'string' },
       'public-ip': { type: 'string' },
       iface: { type: 'string' },
       port: { type: 'string' },
@@ -80,6 +97,7 @@ async function up(argv: string[]): Promise<void> {
       batch: { type: 'string' },
       'socket-buffer': { type: 'string' },
       offload: { type: 'string' },
+      'busy-poll': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -89,18 +107,27 @@ async function up(argv: string[]): Promise<void> {
     return;
   }
   if (!values.leases) die('--leases FILE is required (the peers; see --help)');
+  const backend = values.backend ?? 'udp';
+  if (backend !== 'udp' && backend !== 'vxlan') die(`--backend: "${backend}" is not udp or vxlan`);
+  const checksum = values['vxlan-udp-checksum'] ?? 'zero';
+  if (checksum !== 'zero' && checksum !== 'on') die(`--vxlan-udp-checksum: "${checksum}" is not zero or on`);
   const opts: AgentOptions = {
+    backend,
+    vni: intFlag('vni', values.vni, 1, 0, 0xffffff),
+    vtepMac: values['vtep-mac'],
+    vxlanUdpChecksum: checksum === 'on',
     subnetFile: values['subnet-file'] ?? DEFAULT_SUBNET_FILE,
     leasesFile: values.leases,
     watchLeases: !values['no-leases-watch'],
     publicIp: values['public-ip'],
     iface: values.iface,
-    port: intFlag('port', values.port, 8285, 1, 65535),
+    port: intFlag('port', values.port, backend === 'vxlan' ? 8472 : 8285, 1, 65535),
     workers: intFlag('workers', values.workers, availableParallelism(), 1, 256),
     tunName: values.tun ?? 'flannel0',
     batchSize: intFlag('batch', values.batch, 64, 1, 1024),
     socketBufferBytes: intFlag('socket-buffer', values['socket-buffer'], 4 << 20, 65536, 1 << 30),
     offload: offloadFlag(values.offload),
+    busyPollUs: intFlag('busy-poll', values['busy-poll'], 0, 0, 1_000_000),
   };
 
   const agent = new Agent(opts, log);
@@ -138,6 +165,8 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'up':
       return up(rest);
+    case 'install-cni':
+      return (await import('./cni/install.js')).installCniCommand(rest);
     case '--version':
     case 'version':
       process.stdout.write(`${VERSION}\n`);

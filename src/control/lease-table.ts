@@ -35,6 +35,12 @@ export interface LeaseTableSnapshot {
   networks: Uint32Array;
   prefixLengths: Uint8Array;
   publicIps: Uint32Array;
+  /**
+   * VXLAN: each lease's VTEP MAC (BackendData.VtepMAC), 6 bytes per lease,
+   * all zero where the lease has none; the encapsulation writes it as the
+   * inner frame's destination.
+   */
+  vtepMacs: Uint8Array;
 
   // Per distinct prefix length, longest first.
   lengthCount: number;
@@ -65,11 +71,19 @@ function regionBits(entries: number): number {
   return bits;
 }
 
+/** The VtepMAC of flannel's vxlan BackendData ({"VNI":1,"VtepMAC":"aa:bb:…"}), if well formed. */
+export function vtepMacOf(backendData: unknown): Uint8Array | undefined {
+  const text = (backendData as { VtepMAC?: unknown } | null)?.VtepMAC;
+  if (typeof text !== 'string' || !/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/.test(text)) return undefined;
+  return Uint8Array.from(text.split(':').map((h) => parseInt(h, 16)));
+}
+
 export function buildLeaseTableSnapshot(leases: readonly Lease[], version: number): LeaseTableSnapshot {
   const leaseCount = leases.length;
   const networks = new Uint32Array(leaseCount);
   const prefixLengths = new Uint8Array(leaseCount);
   const publicIps = new Uint32Array(leaseCount);
+  const vtepMacs = new Uint8Array(6 * leaseCount);
   const countByLength = new Array<number>(33).fill(0);
 
   for (let i = 0; i < leaseCount; i++) {
@@ -78,6 +92,8 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     networks[i] = (subnet.network & mask) >>> 0;
     prefixLengths[i] = subnet.prefixLength;
     publicIps[i] = publicIp >>> 0;
+    const mac = vtepMacOf(leases[i].backendData);
+    if (mac) vtepMacs.set(mac, 6 * i);
     countByLength[subnet.prefixLength]++;
   }
 
@@ -140,6 +156,7 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     networks,
     prefixLengths,
     publicIps,
+    vtepMacs,
     lengthCount,
     lengthMasks,
     lengthHashShifts,
@@ -159,6 +176,8 @@ export class LeaseTable {
   private readonly networks: Uint32Array;
   private readonly prefixLengths: Uint8Array;
   private readonly publicIps: Uint32Array;
+  /** 6 bytes per lease: the peer VTEP MAC (VXLAN), read by the encapsulation. */
+  readonly vtepMacs: Uint8Array;
   private readonly lengthCount: number;
   private readonly lengthMasks: Uint32Array;
   private readonly lengthHashShifts: Uint8Array;
@@ -175,6 +194,7 @@ export class LeaseTable {
     this.networks = snapshot.networks;
     this.prefixLengths = snapshot.prefixLengths;
     this.publicIps = snapshot.publicIps;
+    this.vtepMacs = snapshot.vtepMacs;
     this.lengthCount = snapshot.lengthCount;
     this.lengthMasks = snapshot.lengthMasks;
     this.lengthHashShifts = snapshot.lengthHashShifts;

@@ -16,8 +16,19 @@ import type { WorkerData } from './worker-main.js';
 import type { WorkerControlMessage, WorkerReport } from './forwarder.js';
 import type { LeaseTableSnapshot } from '../control/lease-table.js';
 
+export interface VxlanOptions {
+  vni: number;
+  vtepMac: Uint8Array;
+  /** Outer UDP checksum: zero (RFC 7348's SHOULD, no GSO) or computed (allows UDP GSO). */
+  udpChecksum: boolean;
+  /** Send sockets per worker, each on its own source port, picked by inner-flow hash. */
+  sourcePorts: number;
+}
+
 export interface DataPlaneOptions {
   tunName: string;
+  backend: 'udp' | 'vxlan';
+  vxlan?: VxlanOptions;
   workers: number;
   bindAddress: number;
   port: number;
@@ -26,6 +37,7 @@ export interface DataPlaneOptions {
   socketBufferBytes: number;
   /** Use TUN offloads (virtio headers, TSO) and UDP GSO/GRO where the kernel has them. */
   offload: boolean;
+  busyPollUs: number;
   ownNetwork: number;
   ownMask: number;
   log: (line: string) => void;
@@ -37,6 +49,8 @@ interface WorkerSlot {
   udpFd: number;
   udpGro: boolean;
   udpGso: boolean;
+  /** Sockets this worker sends from (UDP mode: udpFd itself). */
+  sendFds: number[];
   wakeFd: number;
   thread?: Worker;
   port?: MessagePort;
@@ -82,12 +96,29 @@ export class DataPlane {
           bufferBytes: opts.socketBufferBytes,
           gro: opts.offload,
         });
+        let sendFds = [socket.fd];
+        let gso = socket.gso;
+        if (opts.backend === 'vxlan' && opts.vxlan) {
+          // Port 0: the kernel picks a free source port for each sender.
+          const senders = Array.from({ length: opts.vxlan.sourcePorts }, () =>
+            openUdpSocket({
+              bindAddress: opts.bindAddress,
+              port: 0,
+              bufferBytes: opts.socketBufferBytes,
+              gro: false,
+              zeroChecksum: !opts.vxlan!.udpChecksum,
+            }),
+          );
+          sendFds = senders.map((s) => s.fd);
+          gso = senders.every((s) => s.gso);
+        }
         this.slots.push({
           index: i,
           tunFd: this.tunFds[i],
           udpFd: socket.fd,
           udpGro: socket.gro,
-          udpGso: opts.offload && socket.gso,
+          udpGso: opts.offload && gso,
+          sendFds,
           wakeFd: libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC),
           recentRestarts: [],
         });
@@ -96,7 +127,7 @@ export class DataPlane {
         const s = this.slots[0];
         opts.log(
           `offloads: TUN ${describeOffloads(tun.offloads)}${tun.offloads & TUN_F_TSO4 ? '' : ' (no TSO: one packet per read)'}, ` +
-            `UDP GSO ${s.udpGso ? 'on' : 'off (kernel refused; one datagram per send)'}, ` +
+            `UDP GSO ${s.udpGso ? 'on' : opts.backend === 'vxlan' && !opts.vxlan?.udpChecksum ? 'off (zero VXLAN checksum; --vxlan-udp-checksum on allows GSO)' : 'off (kernel refused; one datagram per send)'}, ` +
             `UDP GRO ${s.udpGro ? 'on' : 'off (kernel refused; one datagram per receive)'}`,
         );
       } else {
@@ -120,13 +151,17 @@ export class DataPlane {
       stats: this.stats,
       control: this.control,
       leases: this.leases,
-      backend: 'udp',
+      backend: this.opts.backend,
+      vni: this.opts.vxlan?.vni ?? 0,
+      vtepMac: this.opts.vxlan?.vtepMac ?? new Uint8Array(6),
+      sendFds: slot.sendFds,
       peerPort: this.opts.port,
       batchSize: this.opts.batchSize,
       mtu: this.opts.mtu,
       vnetHeader: this.vnetHeader,
       udpGro: slot.udpGro,
       udpGso: slot.udpGso,
+      busyPollUs: this.opts.busyPollUs,
       ownNetwork: this.opts.ownNetwork,
       ownMask: this.opts.ownMask,
     };
@@ -202,6 +237,7 @@ export class DataPlane {
       }),
     );
     for (const slot of this.slots) {
+      for (const fd of slot.sendFds) if (fd !== slot.udpFd) libc.close(fd);
       libc.close(slot.udpFd);
       libc.close(slot.wakeFd);
       slot.port?.close();

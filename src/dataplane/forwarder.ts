@@ -21,6 +21,8 @@ import { Counter, DROPS_BASE } from './worker-stats.js';
 import { DropReason } from '../encap/drop-reasons.js';
 import type { Encapsulation } from '../encap/encapsulation.js';
 import { UdpEncapsulation } from '../encap/encapsulation.js';
+import { VxlanEncapsulation } from '../encap/vxlan.js';
+import { IPV4_OFFSET_SOURCE, IPV4_OFFSET_PROTOCOL } from '../encap/ipv4.js';
 import { validateIPv4, ipv4TotalLength, ipv4Destination, decrementTtl } from '../encap/ipv4.js';
 import { buildIcmpDestUnreachable, ICMP_NET_UNREACHABLE } from '../encap/icmp.js';
 import {
@@ -51,7 +53,17 @@ export interface ForwarderConfig {
   controlSequence: Int32Array;
   counters: Float64Array;
   leases: LeaseTableSnapshot;
-  backend: 'udp';
+  backend: 'udp' | 'vxlan';
+  /** VXLAN: our VNI and VTEP MAC. */
+  vni: number;
+  vtepMac: Uint8Array;
+  /**
+   * Sockets to send from. UDP mode: [udpFd] (peers expect the well-known
+   * source port). VXLAN: several, bound to different ports, picked by a hash
+   * of the inner flow, so the underlay can spread flows as it does for the
+   * kernel's vxlan.
+   */
+  sendFds: number[];
   peerPort: number;
   /** Packets (or super-packets) per recvmmsg/sendmmsg. */
   batchSize: number;
@@ -66,6 +78,8 @@ export interface ForwarderConfig {
   udpGro: boolean;
   /** The kernel takes UDP_SEGMENT sends. */
   udpGso: boolean;
+  /** After traffic, keep polling without sleeping for this long (µs) before blocking; 0 = never. */
+  busyPollUs: number;
 }
 
 const POLL_TIMEOUT_MS = 1000;
@@ -93,7 +107,8 @@ export class Forwarder {
   private readonly pool: PacketPool;
   private readonly bytes: Uint8Array;
   private readonly poolAddress: number;
-  private readonly sendQueue: SendQueue;
+  private readonly sendQueues: SendQueue[];
+  private readonly vxlan: VxlanEncapsulation | undefined;
   private readonly receiveBatch: MessageBatch;
   private readonly icmpOffset: number;
   private readonly pollFds: libc.NativeMemory;
@@ -120,7 +135,8 @@ export class Forwarder {
   private nextHeapSampleMs = 0;
 
   constructor(private readonly cfg: ForwarderConfig) {
-    this.encap = new UdpEncapsulation();
+    this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac) : undefined;
+    this.encap = this.vxlan ?? new UdpEncapsulation();
     this.vnet = cfg.vnetHeader;
     this.gsoEnabled = cfg.udpGso;
     const batch = cfg.batchSize;
@@ -139,17 +155,23 @@ export class Forwarder {
     this.rxArenaOffset = this.pool.extraOffset + txArenaBytes;
     this.readLength = capacity + (this.vnet ? VIRTIO_NET_HDR_LEN : 0);
     // Plain: one message per packet. Offload: up to a message per segment when GSO is refused.
-    this.sendQueue = this.vnet ? new SendQueue(TX_ARENA_SEGMENTS + batch, 2 * TX_ARENA_SEGMENTS + batch) : new SendQueue(batch, batch);
+    this.sendQueues = cfg.sendFds.map(() =>
+      this.vnet ? new SendQueue(TX_ARENA_SEGMENTS + batch, 2 * TX_ARENA_SEGMENTS + batch) : new SendQueue(batch, batch),
+    );
     this.receiveBatch = new MessageBatch(this.pool, batch, batch, cfg.udpGro ? libc.CMSG_SPACE_INT : 0);
     this.lastReceived = batch;
     this.icmpOffset = this.pool.packetOffsets[2 * batch];
     this.segments = new SegmentList(MAX_SEGMENTS_PER_PACKET);
-    this.coalescer = new CoalesceBatch(Math.max(maxGroups, 1), Math.max(maxGroups, 1), false);
+    // Without an outer checksum nothing vouches for the inner bytes, so a VXLAN
+    // receiver verifies each TCP segment before merging (a bad one is written
+    // alone, and the kernel drops it as it would have).
+    this.coalescer = new CoalesceBatch(Math.max(maxGroups, 1), Math.max(maxGroups, 1), cfg.backend === 'vxlan');
     this.maxWriteIovecs = 1 + Math.ceil(MAX_PACKET / 64);
     this.tunIov = new libc.NativeMemory(this.maxWriteIovecs * libc.SIZEOF_IOVEC);
     this.c = cfg.counters;
     this.c[Counter.PoolSlots] = this.pool.slotCount;
     this.leaseTable = new LeaseTable(cfg.leases);
+    if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
     this.c[Counter.LeaseTableVersion] = cfg.leases.version;
 
     this.pollFds = new libc.NativeMemory(3 * libc.SIZEOF_POLLFD);
@@ -165,10 +187,24 @@ export class Forwarder {
   run(): void {
     const c = this.c;
     const view = this.pollFds.view;
+    let busyUntil = 0;
     while (!this.stopping) {
       this.heartbeat();
-      const ready = libc.poll(this.pollFds.address, 3, POLL_TIMEOUT_MS);
-      c[Counter.SyscallsPoll]++;
+      // Right after traffic, look again without sleeping: the reply to what we
+      // just forwarded usually comes within microseconds, and waking a sleeping
+      // thread costs far more than that (a vCPU halt and an IPI on a VM).
+      let ready = 0;
+      if (busyUntil > 0) {
+        do {
+          ready = libc.poll(this.pollFds.address, 3, 0);
+          c[Counter.SyscallsPoll]++;
+        } while (ready === 0 && performance.now() < busyUntil);
+        busyUntil = 0;
+      }
+      if (ready === 0) {
+        ready = libc.poll(this.pollFds.address, 3, POLL_TIMEOUT_MS);
+        c[Counter.SyscallsPoll]++;
+      }
       if (ready < 0) {
         const e = libc.errno();
         if (e === libc.EINTR) continue;
@@ -190,6 +226,7 @@ export class Forwarder {
           if (this.stopping) break;
         }
       }
+      if (rounds > 0 && this.cfg.busyPollUs > 0) busyUntil = performance.now() + this.cfg.busyPollUs / 1000;
     }
   }
 
@@ -270,15 +307,32 @@ export class Forwarder {
             continue;
           }
         }
-        if (!this.sendQueue.hasRoom(1, 1)) this.flushSend();
+        const queue = this.sendQueues[this.senderFor(off)];
+        if (!queue.hasRoom(1, 1)) this.flushSend();
         const start = this.encap.encapsulate(bytes, off, length, lease);
-        this.sendQueue.begin(peer, this.cfg.peerPort, 0, 1);
-        this.sendQueue.add(this.poolAddress + start, off + length - start);
-        this.sendQueue.end();
+        queue.begin(peer, this.cfg.peerPort, 0, 1);
+        queue.add(this.poolAddress + start, off + length - start);
+        queue.end();
       }
       count++;
     }
-    if (this.sendQueue.messages > 0) this.flushSend();
+    this.flushSend();
+  }
+
+  /** Which send socket a packet leaves from: always the one in UDP mode, a flow hash in VXLAN. */
+  private senderFor(off: number): number {
+    const n = this.sendQueues.length;
+    if (n === 1) return 0;
+    const b = this.bytes;
+    const ihl = (b[off] & 0x0f) << 2;
+    const src = off + IPV4_OFFSET_SOURCE;
+    // Addresses, protocol and (for TCP/UDP) both ports: one flow, one socket, one source port.
+    let h = (b[src] << 24) ^ (b[src + 1] << 16) ^ (b[src + 2] << 8) ^ b[src + 3];
+    h = Math.imul(h ^ ((b[src + 4] << 24) | (b[src + 5] << 16) | (b[src + 6] << 8) | b[src + 7]), 0x9e3779b1);
+    const proto = b[off + IPV4_OFFSET_PROTOCOL];
+    if (proto === 6 || proto === 17) h = Math.imul(h ^ ((b[off + ihl] << 24) | (b[off + ihl + 1] << 16) | (b[off + ihl + 2] << 8) | b[off + ihl + 3]), 0x85ebca6b);
+    h = Math.imul(h ^ proto ^ (h >>> 15), 0xc2b2ae35);
+    return ((h ^ (h >>> 13)) >>> 0) % n;
   }
 
   /**
@@ -289,6 +343,10 @@ export class Forwarder {
     const c = this.c;
     const seg = this.segments;
     const headroom = this.encap.headroom;
+    // Make room for the worst case before cutting: a flush between two of this
+    // packet's segments would free arena headers that are still queued. The
+    // queues hold as many messages as the arena holds headers (plus a batch of
+    // single packets), so room in the arena is room in every queue.
     if (this.txArenaUsed + MAX_SEGMENTS_PER_PACKET > TX_ARENA_SEGMENTS) this.flushSend();
     const arena = this.txArenaOffset + this.txArenaUsed * TX_ARENA_STRIDE;
     const n = splitSuperPacket(this.bytes, off, length, this.virtioHeader, arena, TX_ARENA_STRIDE, headroom, seg);
@@ -301,10 +359,9 @@ export class Forwarder {
     c[Counter.SegmentsFromSplit] += n;
     const datagramSize = headroom + seg.headerLength[0] + seg.payloadLength[0];
     const perMessage = this.gsoEnabled ? Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / datagramSize)) : 1;
-    const queue = this.sendQueue;
+    const queue = this.sendQueues[this.senderFor(off)];
     for (let first = 0; first < n; first += perMessage) {
       const last = Math.min(n, first + perMessage);
-      if (!queue.hasRoom(1, 2 * (last - first))) this.flushSend();
       queue.begin(peer, this.cfg.peerPort, last - first > 1 ? datagramSize : 0, last - first);
       for (let i = first; i < last; i++) {
         const header = seg.headerOffset[i];
@@ -316,15 +373,20 @@ export class Forwarder {
     }
   }
 
-  /** sendmmsg the queued messages, resuming after partial sends. */
+  /** sendmmsg every queue's messages, resuming after partial sends; then the arena is free again. */
   private flushSend(): void {
+    const queues = this.sendQueues;
+    for (let k = 0; k < queues.length; k++) if (queues[k].messages > 0) this.flushQueue(queues[k], this.cfg.sendFds[k]);
+    this.txArenaUsed = 0;
+  }
+
+  private flushQueue(queue: SendQueue, fd: number): void {
     const c = this.c;
-    const queue = this.sendQueue;
     const count = queue.messages;
     let sent = 0;
     c[Counter.SendBatches]++;
     while (sent < count) {
-      const r = libc.sendmmsg(this.cfg.udpFd, queue.addressOfMessage(sent), count - sent, 0);
+      const r = libc.sendmmsg(fd, queue.addressOfMessage(sent), count - sent, 0);
       c[Counter.SyscallsSend]++;
       if (r > 0) {
         for (let m = sent; m < sent + r; m++) {
@@ -338,7 +400,7 @@ export class Forwarder {
       const e = libc.errno();
       if (e === libc.EINTR) continue;
       if (e === libc.EAGAIN || e === libc.ENOBUFS) {
-        if (this.waitWritable()) continue;
+        if (this.waitWritable(fd)) continue;
         for (let m = sent; m < count; m++) c[DROPS_BASE + DropReason.SendFailed] += queue.datagrams[m];
         break;
       }
@@ -352,12 +414,11 @@ export class Forwarder {
       sent++;
     }
     queue.reset();
-    this.txArenaUsed = 0;
   }
 
-  private waitWritable(): boolean {
+  private waitWritable(fd: number): boolean {
     const v = this.scratch.view;
-    v.setInt32(0, this.cfg.udpFd, true);
+    v.setInt32(0, fd, true);
     v.setInt16(4, libc.POLLOUT, true);
     v.setInt16(6, 0, true);
     const r = libc.poll(this.scratch.address, 1, SEND_WAIT_MS);
@@ -536,6 +597,7 @@ export class Forwarder {
         // The new table replaces the old one between two packets: in-flight
         // packets were already sent, the next one sees the new leases.
         this.leaseTable = new LeaseTable(msg.snapshot);
+        if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
         this.c[Counter.LeaseTableVersion] = msg.snapshot.version;
       } else if (msg.type === 'stop') {
         this.stopping = true;

@@ -22,6 +22,7 @@ export const SOCK_CLOEXEC = O_CLOEXEC;
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
 export const SO_SNDBUF = 7;
+export const SO_NO_CHECK = 11; // IPv4 UDP: send with a zero checksum
 export const SO_RCVBUF = 8;
 export const SO_REUSEPORT = 15;
 export const SO_SNDBUFFORCE = 32;

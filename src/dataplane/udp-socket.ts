@@ -11,6 +11,11 @@ export interface UdpSocketOptions {
   bufferBytes: number;
   /** Ask for UDP GRO: the kernel may hand back many same-size datagrams in one receive. */
   gro: boolean;
+  /**
+   * Send with a zero UDP checksum (VXLAN's RFC 7348 default). The kernel
+   * refuses UDP GSO on such a socket (udp_send_skb: EINVAL), so gso is false.
+   */
+  zeroChecksum?: boolean;
 }
 
 export interface UdpSocket {
@@ -35,6 +40,7 @@ export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
   try {
     scratch.view.setInt32(0, 1, true);
     libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_REUSEPORT, scratch.address, 4, 'SO_REUSEPORT');
+    if (opts.zeroChecksum) libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_NO_CHECK, scratch.address, 4, 'SO_NO_CHECK');
     setBuffer(fd, scratch, libc.SO_RCVBUF, libc.SO_RCVBUFFORCE, opts.bufferBytes);
     setBuffer(fd, scratch, libc.SO_SNDBUF, libc.SO_SNDBUFFORCE, opts.bufferBytes);
     writeSockaddrIn(scratch, 16, opts.bindAddress, opts.port);
@@ -46,9 +52,9 @@ export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
     }
     // Reading UDP_SEGMENT back succeeds exactly on kernels that can do GSO sends (4.18+).
     scratch.view.setUint32(8, 4, true);
-    let gso = true;
+    let gso = !opts.zeroChecksum;
     try {
-      libc.getsockopt(fd, libc.SOL_UDP, libc.UDP_SEGMENT, scratch.address, scratch.address + 8, 'UDP_SEGMENT');
+      if (gso) libc.getsockopt(fd, libc.SOL_UDP, libc.UDP_SEGMENT, scratch.address, scratch.address + 8, 'UDP_SEGMENT');
     } catch {
       gso = false;
     }

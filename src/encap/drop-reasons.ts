@@ -22,6 +22,12 @@ export const DropReason = {
   // Offloads (segmentation.ts): a super-packet read from the TUN that cannot be split.
   BadVirtioNetHeader: 16, // virtio_net_hdr inconsistent with the packet (gso type vs protocol, csum_start/offset, gso_size 0, TCP header length)
   TooManySegments: 17, // the super-packet needs more segments than the caller's SegmentList holds
+  // VXLAN (vxlan.ts): frames a VTEP must not deliver.
+  VxlanBadFlags: 18, // the I flag (0x08) is not set
+  VxlanWrongVni: 19,
+  VxlanWrongMac: 20, // inner destination MAC is not our VTEP's
+  VxlanNotIpv4: 21, // inner ethertype other than IPv4 (and not ARP)
+  VxlanArp: 22, // an ARP request for our VTEP: flannel programs permanent neighbour entries, so peers never need one answered
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];
