@@ -2,18 +2,21 @@
 // The project's job end to end on its default setup: two nodes whose pods talk
 // through the flannel-udp agent, measured with ping and iperf3.
 //
-//   node dist/src/testbed/demo.js [--backend udp|host-gw|kernel-vxlan] [--workers N] [--seconds S]
+//   node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S]
 //
-// host-gw and kernel-vxlan run the same measurements over the kernel's own
-// data planes, as a reference for what the agent achieves.
+// vxlan runs the agent in VXLAN mode (the testbed starts from flannel's kernel
+// vxlan setup and puts the agent in place of the kernel on every node, keeping
+// each VTEP MAC). host-gw and kernel-vxlan run the same measurements over the
+// kernel's own data planes, as a reference for what the agent achieves.
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { agentCliPath, checkPrerequisites, createCluster, type Dataplane } from './cluster.js';
-import { run } from './exec.js';
+import { run, type CapturedChild } from './exec.js';
+import { replaceKernelVxlanWithAgent } from './vxlan-agents.js';
 import { iperf3Tcp, ping, type PingResult } from './measure.js';
 
-const BACKENDS: Record<string, Dataplane> = { udp: 'agent', 'host-gw': 'host-gw', 'kernel-vxlan': 'kernel-vxlan' };
-const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|host-gw|kernel-vxlan] [--workers N] [--seconds S]';
+const BACKENDS: Record<string, Dataplane> = { udp: 'agent', vxlan: 'kernel-vxlan', 'host-gw': 'host-gw', 'kernel-vxlan': 'kernel-vxlan' };
+const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S]';
 
 function parseCommandLine() {
   const { values } = parseArgs({
@@ -54,7 +57,7 @@ async function missingPrerequisites(dataplane: Dataplane): Promise<string[]> {
       missing.push(`${tool} is not installed (scripts/setup.sh installs it)`);
     }
   }
-  if (dataplane === 'agent' && !existsSync(agentCliPath)) {
+  if ((dataplane === 'agent' || dataplane === 'kernel-vxlan') && !existsSync(agentCliPath)) {
     missing.push(`the agent is not built: ${agentCliPath} is missing (npm run build)`);
   }
   return missing;
@@ -81,7 +84,14 @@ async function main(): Promise<number> {
 
   console.log(`building a 2-node cluster with backend '${args.backend}'...`);
   const cluster = await createCluster({ nodes: 2, dataplane: args.dataplane, workers: args.workers });
+  const agents = new Map<number, CapturedChild>();
   try {
+    if (args.backend === 'vxlan') {
+      for (const node of cluster.nodes()) {
+        agents.set(node.index, await replaceKernelVxlanWithAgent(cluster, node.index, [], args.workers));
+        console.log(`node ${node.index}: flannel.1 removed, agent --backend vxlan started with its VTEP MAC`);
+      }
+    }
     console.log(cluster.describe());
     const [pod1, pod2] = [cluster.pod(1), cluster.pod(2)];
     console.log('\nmeasuring:');
@@ -100,9 +110,10 @@ async function main(): Promise<number> {
     }
 
     const ok = there.lossPct === 0 && back.lossPct === 0 && bitsPerSecond > 0;
-    if (!ok && args.dataplane === 'agent') {
+    if (!ok && (args.dataplane === 'agent' || agents.size > 0)) {
       for (const node of cluster.nodes()) {
-        console.log(`\nagent output on node ${node.index} (last lines):\n${cluster.agent(node.index)?.log.tail(20) ?? '(none)'}`);
+        const agent = cluster.agent(node.index) ?? agents.get(node.index);
+        console.log(`\nagent output on node ${node.index} (last lines):\n${agent?.log.tail(20) ?? '(none)'}`);
       }
     }
     console.log(ok ? '\nresult: OK (no ping loss, TCP moved data)' : '\nresult: FAILED (ping loss or no TCP data)');

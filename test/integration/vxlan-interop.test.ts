@@ -3,28 +3,13 @@
 // node running this agent with --backend vxlan; then two agents together.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync } from 'node:fs';
-import { createCluster, agentCliPath, type Cluster } from '../../src/testbed/cluster.js';
-import { waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
+import { replaceKernelVxlanWithAgent } from '../../src/testbed/vxlan-agents.js';
 import { ping } from '../../src/testbed/measure.js';
 import { tcpTransfer, udpIcmpProbe } from '../support/pod-traffic.js';
 
-/** node i's VTEP MAC as the testbed published it in the leases file. */
-function vtepMac(cluster: Cluster, i: number): string {
-  const leases = JSON.parse(readFileSync(cluster.leasesFile, 'utf8')) as Record<string, { BackendData: { VtepMAC: string } }>;
-  return leases[`10.244.${i}.0-24`].BackendData.VtepMAC;
-}
-
-/** Takes node i off the kernel's vxlan and puts this agent in its place, with the same VTEP MAC. */
-async function replaceWithAgent(cluster: Cluster, i: number, extra: string[] = []): Promise<CapturedChild> {
-  const node = cluster.node(i);
-  await cluster.exec(node.ns, 'ip', ['link', 'del', 'flannel.1']);
-  const agent = cluster.spawn(node.ns, process.execPath, [
-    agentCliPath, 'up', '--backend', 'vxlan', '--vtep-mac', vtepMac(cluster, i),
-    '--subnet-file', node.subnetFile, '--leases', cluster.leasesFile, '--public-ip', node.underlayIp, '--workers', '2', ...extra,
-  ]);
-  await waitForLine(agent, /flannel-udp agent ready/, 15_000);
-  return agent;
+function replaceWithAgent(cluster: Cluster, i: number, extra: string[] = []) {
+  return replaceKernelVxlanWithAgent(cluster, i, extra, 2);
 }
 
 const mixed = suite('agent (vxlan) ⇄ Linux kernel vxlan, programmed as flannel does');
