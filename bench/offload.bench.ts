@@ -1,6 +1,7 @@
 // Microbenchmarks for the TUN offload path (src/encap/segmentation.ts,
 // coalescing.ts, virtio-net-header.ts): splitting a 64 KB-class TSO
-// super-packet into MSS 1420 segments, coalescing 45 such segments back, and
+// super-packet into MSS 1420 segments, coalescing 45 such segments back,
+// coalescing 64 small UDP datagrams (iperf3 -u -l 64) into one USO write, and
 // finishing a partial checksum on a 1500-byte packet.
 //
 // As in checksum.bench.ts each task runs a batch of calls and reports the
@@ -11,7 +12,7 @@
 import { Bench, type FnReturnedObject } from 'tinybench';
 import { onesComplementSum, pseudoHeaderSum } from '../src/encap/checksum.js';
 import { COALESCE_MAX_WRITE_HEADER, CoalesceBatch } from '../src/encap/coalescing.js';
-import { IP_PROTOCOL_TCP } from '../src/encap/ipv4.js';
+import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../src/encap/ipv4.js';
 import { SegmentList, TCP_FLAG_ACK, TCP_FLAG_PSH, splitSuperPacket } from '../src/encap/segmentation.js';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -41,6 +42,10 @@ const SPLIT_ARENA = 70_000;
 const RECEIVED = 80_002;
 const COALESCE_ARENA = 180_000;
 const SMALL_OFF = 200_014;
+const UDP_RECEIVED = 210_003;
+const UDP_DATAGRAMS = 64;
+const UDP_PAYLOAD = 64;
+const UDP_LENGTH = IP_HEADER + 8 + UDP_PAYLOAD;
 
 function write16(at: number, v: number): void {
   buf[at] = v >>> 8;
@@ -109,6 +114,38 @@ function coalesceAll(b: CoalesceBatch): number {
 }
 if (coalesceAll(batch) !== 1 || coalesceAll(verifyingBatch) !== 1) throw new Error('coalescing failed');
 
+// The UDP receive side: 64 datagrams of one flow, 64 B of payload each, full
+// checksums and consecutive ids, one per slot.
+for (let i = 0; i < UDP_DATAGRAMS; i++) {
+  const at = UDP_RECEIVED + i * SLOT;
+  buf[at] = 0x45;
+  buf[at + 1] = 0;
+  write16(at + 2, UDP_LENGTH);
+  write16(at + 4, 500 + i);
+  write16(at + 6, 0x4000);
+  buf[at + 8] = 63;
+  buf[at + 9] = IP_PROTOCOL_UDP;
+  write16(at + 10, 0);
+  write32(at + 12, SRC);
+  write32(at + 16, DST);
+  write16(at + 10, ~onesComplementSum(buf, at, IP_HEADER) & 0xffff);
+  const udp = at + IP_HEADER;
+  write16(udp, 40001);
+  write16(udp + 2, 5201);
+  write16(udp + 4, 8 + UDP_PAYLOAD);
+  write16(udp + 6, 0);
+  const checksum = ~onesComplementSum(buf, udp, 8 + UDP_PAYLOAD, pseudoHeaderSum(SRC, DST, IP_PROTOCOL_UDP, 8 + UDP_PAYLOAD)) & 0xffff;
+  write16(udp + 6, checksum === 0 ? 0xffff : checksum);
+}
+const udpBatch = new CoalesceBatch(UDP_DATAGRAMS, 16, false, true);
+const udpVerifyingBatch = new CoalesceBatch(UDP_DATAGRAMS, 16, true, true);
+function coalesceUdp(b: CoalesceBatch): number {
+  b.reset();
+  for (let i = 0; i < UDP_DATAGRAMS; i++) b.add(buf, UDP_RECEIVED + i * SLOT, UDP_LENGTH);
+  return b.finish(buf, COALESCE_ARENA, COALESCE_MAX_WRITE_HEADER + 6);
+}
+if (coalesceUdp(udpBatch) !== 1 || coalesceUdp(udpVerifyingBatch) !== 1) throw new Error('UDP coalescing failed');
+
 // A 1500-byte GSO_NONE packet with a partial checksum.
 writeHeaders(SMALL_OFF, MTU_PACKET, 7, 1, TCP_FLAG_ACK);
 const smallPartial = (buf[SMALL_OFF + 36] << 8) | buf[SMALL_OFF + 37];
@@ -124,6 +161,8 @@ const SPLIT = `splitSuperPacket ${SUPER_LENGTH} B → ${SEGMENTS} x ${MSS}`;
 const CHECKSUM_ONLY = `onesComplementSum over the ${PAYLOAD} B payload (floor)`;
 const COALESCE = `CoalesceBatch ${SEGMENTS} x ${MSS} → 1 write`;
 const COALESCE_VERIFY = `${COALESCE}, verifyChecksums`;
+const COALESCE_UDP = `CoalesceBatch ${UDP_DATAGRAMS} x ${UDP_PAYLOAD} B UDP → 1 USO write`;
+const COALESCE_UDP_VERIFY = `${COALESCE_UDP}, verifyChecksums`;
 const COMPLETE = `completePartialChecksum ${MTU_PACKET} B`;
 
 bench
@@ -148,6 +187,16 @@ bench
     const start = bench.now();
     for (let i = 0; i < 50; i++) sink += coalesceAll(verifyingBatch);
     return perCall(bench.now() - start, 50);
+  })
+  .add(COALESCE_UDP, () => {
+    const start = bench.now();
+    for (let i = 0; i < 200; i++) sink += coalesceUdp(udpBatch);
+    return perCall(bench.now() - start, 200);
+  })
+  .add(COALESCE_UDP_VERIFY, () => {
+    const start = bench.now();
+    for (let i = 0; i < 100; i++) sink += coalesceUdp(udpVerifyingBatch);
+    return perCall(bench.now() - start, 100);
   })
   .add(COMPLETE, () => {
     const start = bench.now();
@@ -175,5 +224,9 @@ console.log(`split:     ${split.toFixed(0)} ns per super-packet, ${(split / PAYL
 console.log(`           of which the payload checksum alone ≈ ${floor.toFixed(0)} ns (${(floor / PAYLOAD).toFixed(3)} ns/B)`);
 console.log(`coalesce:  ${coalesce.toFixed(0)} ns per ${SEGMENTS} segments, ${(coalesce / SEGMENTS).toFixed(0)} ns per segment, ${(coalesce / PAYLOAD).toFixed(3)} ns/B`);
 console.log(`  verify:  ${coalesceVerify.toFixed(0)} ns per ${SEGMENTS} segments, ${(coalesceVerify / SEGMENTS).toFixed(0)} ns per segment`);
+const coalesceUdpNs = meanNs(COALESCE_UDP);
+const coalesceUdpVerifyNs = meanNs(COALESCE_UDP_VERIFY);
+console.log(`udp:       ${coalesceUdpNs.toFixed(0)} ns per ${UDP_DATAGRAMS} datagrams, ${(coalesceUdpNs / UDP_DATAGRAMS).toFixed(1)} ns per datagram`);
+console.log(`  verify:  ${coalesceUdpVerifyNs.toFixed(0)} ns per ${UDP_DATAGRAMS} datagrams, ${(coalesceUdpVerifyNs / UDP_DATAGRAMS).toFixed(1)} ns per datagram`);
 console.log(`complete:  ${meanNs(COMPLETE).toFixed(0)} ns per ${MTU_PACKET} B packet`);
 if (sink === 0.5) console.log(sink); // never true; keeps `sink` observable

@@ -95,6 +95,7 @@ export class Agent {
         bindAddress: this.publicIp,
         port: opts.port,
         mtu,
+        pathMtu: this.pathMtu(mtu),
         batchSize: opts.batchSize,
         socketBufferBytes: opts.socketBufferBytes,
         offload: opts.offload,
@@ -182,6 +183,32 @@ export class Agent {
 
   private snapshot() {
     return buildLeaseTableSnapshot(this.leases, ++this.leaseVersion);
+  }
+
+  /** Fault injection (SIGUSR2): worker 0 throws and is restarted, while the others keep forwarding. */
+  injectWorkerFault(worker = 0): void {
+    this.log(`SIGUSR2: injecting a fault into worker ${worker}`);
+    this.dataPlane?.crashWorker(worker);
+  }
+
+  /** The largest inner packet one datagram carries: the underlay MTU minus the encapsulation. */
+  private pathMtu(tunMtu: number): number {
+    const overhead = this.opts.backend === 'vxlan' ? VXLAN_OVERHEAD : UDP_ENCAP_OVERHEAD;
+    const underlay = this.underlayInterface();
+    if (!underlay) return tunMtu;
+    try {
+      return Math.min(tunMtu, underlayMtu(underlay) - overhead);
+    } catch {
+      return tunMtu;
+    }
+  }
+
+  /** The interface that holds the public IP, if it is on this host. */
+  private underlayInterface(): string | undefined {
+    for (const [name, addrs] of Object.entries(networkInterfaces())) {
+      if (addrs?.some((a) => a.family === 'IPv4' && a.address === formatIPv4(this.publicIp))) return name;
+    }
+    return undefined;
   }
 
   /** flannel's rule: the TUN MTU is the underlay MTU minus the encapsulation (udp 28, vxlan 50). */

@@ -16,7 +16,8 @@ Usage:
 up: create the TUN device, route the cluster network through it and forward
 packets between it and the peers named in the leases file, until SIGINT or
 SIGTERM (which remove everything it created). SIGHUP re-reads the leases file
-(it is also watched); SIGUSR1 prints the counters and the lease table.
+(it is also watched); SIGUSR1 prints the counters and the lease table;
+SIGUSR2 makes worker 0 fail on purpose (fault injection: it is restarted).
 
 Options for up:
   --backend TYPE       udp: flannel's udp wire format, the bare inner IPv4 packet in
@@ -151,6 +152,7 @@ async function up(argv: string[]): Promise<void> {
     void agent.reload();
   });
   process.on('SIGUSR1', () => process.stderr.write(JSON.stringify(agent.statsSnapshot()) + '\n'));
+  process.on('SIGUSR2', () => agent.injectWorkerFault(0));
 
   try {
     await agent.start();

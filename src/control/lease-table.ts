@@ -248,4 +248,11 @@ export class LeaseTable {
   prefixLengthAt(index: number): number {
     return this.prefixLengths[index];
   }
+
+  /** Whether addr lies in the subnet of the lease at index (anti-spoofing: inner source vs sending node). */
+  subnetContains(index: number, addr: number): boolean {
+    const len = this.prefixLengths[index];
+    const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+    return ((addr & mask) >>> 0) === this.networks[index];
+  }
 }

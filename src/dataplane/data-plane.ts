@@ -9,7 +9,7 @@
 // docs/design.md).
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
-import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4 } from './tun-device.js';
+import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4 } from './tun-device.js';
 import { openUdpSocket } from './udp-socket.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-main.js';
@@ -33,6 +33,8 @@ export interface DataPlaneOptions {
   bindAddress: number;
   port: number;
   mtu: number;
+  /** Largest inner packet one underlay datagram carries (underlay MTU minus encapsulation). */
+  pathMtu: number;
   batchSize: number;
   socketBufferBytes: number;
   /** Use TUN offloads (virtio headers, TSO) and UDP GSO/GRO where the kernel has them. */
@@ -70,6 +72,7 @@ export class DataPlane {
   private stopping = false;
   private tunFds: number[] = [];
   private vnetHeader = false;
+  private tunUso = false;
 
   constructor(
     private readonly opts: DataPlaneOptions,
@@ -89,6 +92,7 @@ export class DataPlane {
       const tun = openTunQueues(opts.tunName, opts.workers, opts.offload);
       this.tunFds = tun.fds;
       this.vnetHeader = tun.vnetHeader;
+      this.tunUso = (tun.offloads & TUN_F_USO4) !== 0;
       for (let i = 0; i < opts.workers; i++) {
         const socket = openUdpSocket({
           bindAddress: opts.bindAddress,
@@ -158,9 +162,11 @@ export class DataPlane {
       peerPort: this.opts.port,
       batchSize: this.opts.batchSize,
       mtu: this.opts.mtu,
+      pathMtu: this.opts.pathMtu,
       vnetHeader: this.vnetHeader,
       udpGro: slot.udpGro,
       udpGso: slot.udpGso,
+      tunUso: this.tunUso,
       busyPollUs: this.opts.busyPollUs,
       ownNetwork: this.opts.ownNetwork,
       ownMask: this.opts.ownMask,
@@ -220,6 +226,12 @@ export class DataPlane {
     slot.port.postMessage(msg);
     Atomics.add(this.controlSequence, slot.index, 1);
     libc.write(slot.wakeFd, this.wakeValue.address, 8);
+  }
+
+  /** Fault injection for tests: makes worker `index` throw; it is restarted like any failed worker. */
+  crashWorker(index: number): void {
+    const slot = this.slots[index];
+    if (slot) this.post(slot, { type: 'crash' });
   }
 
   /** Stops the workers, then closes the sockets and the TUN queues (which removes the device). */

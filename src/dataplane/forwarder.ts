@@ -22,9 +22,17 @@ import { DropReason } from '../encap/drop-reasons.js';
 import type { Encapsulation } from '../encap/encapsulation.js';
 import { UdpEncapsulation } from '../encap/encapsulation.js';
 import { VxlanEncapsulation } from '../encap/vxlan.js';
-import { IPV4_OFFSET_SOURCE, IPV4_OFFSET_PROTOCOL } from '../encap/ipv4.js';
-import { validateIPv4, ipv4TotalLength, ipv4Destination, decrementTtl } from '../encap/ipv4.js';
-import { buildIcmpDestUnreachable, ICMP_NET_UNREACHABLE } from '../encap/icmp.js';
+import {
+  validateIPv4,
+  ipv4TotalLength,
+  ipv4Destination,
+  ipv4Source,
+  ipv4DontFragment,
+  decrementTtl,
+  IPV4_OFFSET_SOURCE,
+  IPV4_OFFSET_PROTOCOL,
+} from '../encap/ipv4.js';
+import { buildIcmpDestUnreachable, ICMP_NET_UNREACHABLE, ICMP_FRAG_NEEDED } from '../encap/icmp.js';
 import {
   VirtioNetHeader,
   VIRTIO_NET_HDR_LEN,
@@ -37,7 +45,11 @@ import { CoalesceBatch } from '../encap/coalescing.js';
 import { LeaseTable, type LeaseTableSnapshot } from '../control/lease-table.js';
 
 /** Messages the main thread sends a worker (through `controlPort`). */
-export type WorkerControlMessage = { type: 'leases'; snapshot: LeaseTableSnapshot } | { type: 'stop' };
+export type WorkerControlMessage =
+  | { type: 'leases'; snapshot: LeaseTableSnapshot }
+  | { type: 'stop' }
+  /** Fault injection (SIGUSR2 on the agent): the worker throws, as a bug would make it, and is restarted. */
+  | { type: 'crash' };
 
 /** Messages a worker sends the main thread (through parentPort). */
 export type WorkerReport = { type: 'ready' } | { type: 'log'; line: string };
@@ -69,6 +81,12 @@ export interface ForwarderConfig {
   batchSize: number;
   /** Largest inner packet on the wire: the TUN MTU. */
   mtu: number;
+  /**
+   * Largest inner packet that fits one underlay datagram (underlay MTU minus
+   * the encapsulation). Larger ones get ICMP fragmentation-needed if DF is
+   * set, or are sent for the kernel to fragment the outer datagram if not.
+   */
+  pathMtu: number;
   /** This node's pod subnet: inbound packets for anything else are not written to the TUN. */
   ownNetwork: number;
   ownMask: number;
@@ -76,6 +94,8 @@ export interface ForwarderConfig {
   vnetHeader: boolean;
   /** The socket has UDP_GRO on. */
   udpGro: boolean;
+  /** The TUN accepted USO: same-size UDP datagrams of a flow can be merged into one write. */
+  tunUso: boolean;
   /** The kernel takes UDP_SEGMENT sends. */
   udpGso: boolean;
   /** After traffic, keep polling without sleeping for this long (µs) before blocking; 0 = never. */
@@ -165,7 +185,7 @@ export class Forwarder {
     // Without an outer checksum nothing vouches for the inner bytes, so a VXLAN
     // receiver verifies each TCP segment before merging (a bad one is written
     // alone, and the kernel drops it as it would have).
-    this.coalescer = new CoalesceBatch(Math.max(maxGroups, 1), Math.max(maxGroups, 1), cfg.backend === 'vxlan');
+    this.coalescer = new CoalesceBatch(Math.max(maxGroups, 1), Math.max(maxGroups, 1), cfg.backend === 'vxlan', this.vnet && cfg.tunUso);
     this.maxWriteIovecs = 1 + Math.ceil(MAX_PACKET / 64);
     this.tunIov = new libc.NativeMemory(this.maxWriteIovecs * libc.SIZEOF_IOVEC);
     this.c = cfg.counters;
@@ -288,8 +308,19 @@ export class Forwarder {
       }
       const lease = this.leaseTable.lookup(ipv4Destination(bytes, off));
       if (lease < 0) {
-        this.answerNoLease(off, length);
+        this.answerIcmp(off, length, ICMP_NET_UNREACHABLE, 0);
+        this.drop(DropReason.NoLease);
         continue;
+      }
+      const wireLength = superPacket ? this.segmentWireLength(off) : length;
+      if (wireLength > this.cfg.pathMtu) {
+        if (superPacket || ipv4DontFragment(bytes, off)) {
+          // The sender asked not to fragment: tell it the size that fits (RFC 1191).
+          this.answerIcmp(off, length, ICMP_FRAG_NEEDED, this.cfg.pathMtu);
+          this.drop(DropReason.FragmentationNeeded);
+          continue;
+        }
+        c[Counter.OuterFragmented]++;
       }
       if (!decrementTtl(bytes, off)) {
         this.drop(DropReason.TtlExpired);
@@ -317,6 +348,14 @@ export class Forwarder {
       count++;
     }
     this.flushSend();
+  }
+
+  /** The size of one segment of the super-packet at off: IPv4 + L4 header + gso_size. */
+  private segmentWireLength(off: number): number {
+    const b = this.bytes;
+    const ihl = (b[off] & 0x0f) << 2;
+    const l4 = b[off + IPV4_OFFSET_PROTOCOL] === 6 ? (b[off + ihl + 12] >>> 4) << 2 : 8;
+    return ihl + l4 + this.virtioHeader.gsoSize;
   }
 
   /** Which send socket a packet leaves from: always the one in UDP mode, a flow hash in VXLAN. */
@@ -427,18 +466,19 @@ export class Forwarder {
   }
 
   /**
-   * No lease covers the destination: write ICMP net unreachable back into the
-   * TUN, as flannel's proxy does, but from the unreachable destination's
-   * address. flannel uses flannel0's own address as the source, and the
-   * kernel drops a packet that arrives from a local address as a martian, so
-   * the pod never sees flannel's error; a non-local source routed via flannel0
-   * passes martian and reverse-path checks and reaches the pod.
+   * Writes an ICMP destination-unreachable about the packet at off back into
+   * the TUN: net unreachable when no lease covers the destination (as
+   * flannel's proxy does), fragmentation needed when it is too big for the
+   * underlay. It comes from the packet's destination address. flannel uses
+   * flannel0's own address as the source, and the kernel drops a packet that
+   * arrives from a local address as a martian, so the pod never sees
+   * flannel's error; a non-local source routed via flannel0 passes martian and
+   * reverse-path checks and reaches the pod.
    */
-  private answerNoLease(off: number, length: number): void {
-    this.drop(DropReason.NoLease);
+  private answerIcmp(off: number, length: number, code: number, nextHopMtu: number): void {
     const bytes = this.bytes;
     const at = this.icmpOffset;
-    const n = buildIcmpDestUnreachable(bytes, off, length, bytes, at, ipv4Destination(bytes, off), ICMP_NET_UNREACHABLE);
+    const n = buildIcmpDestUnreachable(bytes, off, length, bytes, at, ipv4Destination(bytes, off), code, nextHopMtu);
     if (n === 0) return; // RFC 792: never an ICMP error about an ICMP error or a later fragment
     const headerLength = this.vnet ? VIRTIO_NET_HDR_LEN : 0;
     if (this.vnet) bytes.fill(0, at - headerLength, at); // a plain packet: no offload requested
@@ -476,24 +516,33 @@ export class Forwarder {
         this.drop(DropReason.TooBig);
         continue;
       }
+      // Who may send: only a node that holds a current lease, from its PublicIP.
+      const peer = this.leaseTable.findByPublicIp(batch.sourceAddress(i));
       // With UDP GRO one message may hold several datagrams of groSize bytes each (the last may be shorter).
       const groSize = batch.groSegmentSize(i);
       if (groSize > 0 && groSize < length) {
         c[Counter.GroReceives]++;
-        for (let p = 0; p < length; p += groSize) this.receiveDatagram(off + p, Math.min(groSize, length - p));
+        for (let p = 0; p < length; p += groSize) this.receiveDatagram(off + p, Math.min(groSize, length - p), peer);
       } else {
-        this.receiveDatagram(off, length);
+        this.receiveDatagram(off, length, peer);
       }
     }
     if (this.vnet) this.writeCoalesced();
   }
 
-  /** One datagram: unwrap, check, and write (plain) or hand to the coalescer (offload). */
-  private receiveDatagram(off: number, length: number): void {
+  /**
+   * One datagram from the lease at `peer` (-1: from an address no lease has):
+   * unwrap, check, and write (plain) or hand to the coalescer (offload).
+   */
+  private receiveDatagram(off: number, length: number, peer: number): void {
     const c = this.c;
     const bytes = this.bytes;
     c[Counter.UdpReceivedPackets]++;
     c[Counter.UdpReceivedBytes] += length;
+    if (peer < 0) {
+      this.drop(DropReason.UnknownPeer);
+      return;
+    }
     const inner = this.encap.decapsulate(bytes, off, length);
     if (inner < 0) {
       this.drop(-inner);
@@ -504,6 +553,12 @@ export class Forwarder {
       this.drop(reason);
       return;
     }
+    // A leased node may only send packets from its own pods' subnet.
+    if (!this.leaseTable.subnetContains(peer, ipv4Source(bytes, inner))) {
+      this.drop(DropReason.SpoofedSource);
+      return;
+    }
+    // No reflection: only packets for this node's own pods go into the TUN.
     if (((ipv4Destination(bytes, inner) & this.cfg.ownMask) >>> 0) !== this.cfg.ownNetwork) {
       this.drop(DropReason.NotForThisNode);
       return;
@@ -601,6 +656,8 @@ export class Forwarder {
         this.c[Counter.LeaseTableVersion] = msg.snapshot.version;
       } else if (msg.type === 'stop') {
         this.stopping = true;
+      } else if (msg.type === 'crash') {
+        throw new Error('fault injected (SIGUSR2): this worker stops as if it had hit a bug');
       }
     }
   }

@@ -32,9 +32,10 @@ export const Counter = {
   SegmentsCoalesced: 25,
   GroReceives: 26, // received messages the kernel had coalesced (UDP_GRO)
   SyscallsTunWritev: 27,
+  OuterFragmented: 28, // inner packets larger than the underlay allows, without DF: sent, the kernel fragments the outer datagram
 } as const;
 
-const FIXED_COUNTERS = 28;
+const FIXED_COUNTERS = 29;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

@@ -2,16 +2,18 @@
 // segments of one flow, received in one batch, are written to the TUN as one
 // super-packet with a virtio_net_hdr (GSO TCPV4, NEEDS_CSUM). The kernel then
 // handles one skb instead of dozens — the step that took wireguard-go from
-// ~2.9 to ~12 Gbit/s.
+// ~2.9 to ~12 Gbit/s. Optionally, consecutive same-size UDP/IPv4 datagrams of
+// one flow likewise become one USO super-packet (GSO UDP_L4; see below).
 //
 // Zero copy: members' payloads stay where they were received; a merged group
-// is written as [virtio_net_hdr + rebuilt IPv4/TCP header] from an arena slot
+// is written as [virtio_net_hdr + rebuilt IPv4/TCP or UDP header] from an arena slot
 // followed by each member's payload slice (one iovec each).
 //
 // Merge rules, in the spirit of the kernel's inet_gro_receive/tcp_gro_receive.
 // A packet P joins its flow's open group G (first member F, last member L) only if:
-//   - flow: same source and destination address and ports (the flow key);
-//     IPv4 protocol TCP; P is not a fragment (MF clear, offset 0);
+//   - flow: same source and destination address and ports and the same
+//     protocol (the flow key); IPv4 protocol TCP; P is not a fragment (MF
+//     clear, offset 0);
 //   - IPv4: same header length and byte-identical options, same TOS, same TTL
 //     (the caller has already decremented it, so equal TTLs stay equal), same
 //     DF and reserved bit; when DF is clear, P's id must be L's id + 1 — after
@@ -44,6 +46,49 @@
 // gso_size = F's payload length, csum_start = IPv4 header length,
 // csum_offset = 16. A group of one is written alone: a zero virtio_net_hdr
 // and the whole packet, checksums untouched.
+//
+// UDP (only with udpSegmentation: the caller sets it when the TUN accepted
+// TUN_F_USO4, Linux ≥ 6.2). Consecutive datagrams of one flow become one USO
+// super-packet (gso_type UDP_L4); the kernel splits it again
+// (__udp_gso_segment) before a socket without UDP_GRO sees it, so for small
+// datagrams (iperf3 -u -l 64) one writev replaces up to 64 writes. The rules,
+// after the kernel's udp_gro_receive_segment and wireguard-go's udpGRO:
+//   - flow and IPv4: as for TCP (the flow key includes the protocol, so a TCP
+//     and a UDP flow with the same addresses and ports never meet), the id
+//     rule included: after resegmentation the kernel numbers the datagrams
+//     from F's id, as it does for TCP;
+//   - UDP: the length field equals the IPv4 payload length (no padding) and
+//     the payload is not empty; the checksum field is not 0. A datagram sent
+//     without a checksum is written alone: resegmentation would give every
+//     datagram a computed checksum (the kernel's UDP GRO refuses them too,
+//     "for symmetry with GSO"), and its payload was never covered end to end;
+//     with verifyChecksums, a datagram whose checksum does not verify is
+//     written alone (as for TCP: once merged, the kernel treats the payload as
+//     CHECKSUM_PARTIAL, i.e. trusted, and computes fresh checksums over it);
+//   - size: P's payload is at most F's (= gso_size); a shorter P is the last
+//     member and closes the group; a group closes at 64 members
+//     (UDP_GRO_CNT_MAX; virtio_net_hdr_to_skb also rejects more than
+//     UDP_MAX_SEGMENTS = 64 × gso_size of payload); the merged IPv4 total
+//     length stays ≤ 65535.
+// A datagram that cannot join closes its flow's open group, as for TCP.
+//
+// Merged UDP header: F's IPv4 header, total length and header checksum
+// rebuilt as for TCP; F's UDP header with length = 8 + sum of payloads and the
+// checksum field holding the folded, NOT inverted, pseudo-header sum for that
+// same length. Both matter: virtio_net_hdr_to_skb turns NEEDS_CSUM into
+// CHECKSUM_PARTIAL without looking at the field, and __udp_gso_segment derives
+// each datagram's field as check - uh->len + newlen (one's complement), so the
+// field must be the partial sum for exactly the length in uh->len (what
+// udp4_hwcsum and udp4_gro_complete put there). virtio_net_hdr: NEEDS_CSUM
+// (required for UDP_L4: EINVAL without it), GSO UDP_L4, hdr_len = IPv4 header
+// + 8, gso_size = F's payload length, csum_start = IPv4 header length,
+// csum_offset = 6 (EINVAL otherwise).
+// Checked on Linux 6.18 through a real TUN with USO: such writes are
+// accepted and every datagram arrives intact, locally and forwarded with
+// software checksums; with the field holding the partial sum for another
+// length, or 0, or with uh->len not matching it, every forwarded datagram
+// failed its checksum (Udp InCsumErrors), while local delivery accepted even a
+// garbage field (CHECKSUM_PARTIAL is trusted, never verified).
 import { internetChecksum, onesComplementSum, pseudoHeaderSum } from './checksum.js';
 import {
   IPV4_FLAG_DONT_FRAGMENT,
@@ -60,6 +105,7 @@ import {
   IPV4_OFFSET_TOTAL_LENGTH,
   IPV4_OFFSET_TTL,
   IP_PROTOCOL_TCP,
+  IP_PROTOCOL_UDP,
 } from './ipv4.js';
 import {
   SEGMENT_MAX_HEADERS,
@@ -72,20 +118,26 @@ import {
   TCP_OFFSET_FLAGS,
   TCP_OFFSET_SEQ,
   TCP_OFFSET_WINDOW,
+  UDP_HEADER_LENGTH,
+  UDP_OFFSET_CHECKSUM,
+  UDP_OFFSET_LENGTH,
 } from './segmentation.js';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
   VIRTIO_NET_HDR_LEN,
   VirtioNetHeader,
 } from './virtio-net-header.js';
 
-/** Arena room one write needs: virtio_net_hdr + the largest IPv4 + TCP header. */
+/** Arena room one write needs: virtio_net_hdr + the largest IPv4 + TCP header (a UDP one is smaller). */
 export const COALESCE_MAX_WRITE_HEADER = VIRTIO_NET_HDR_LEN + SEGMENT_MAX_HEADERS;
 
 const IPV4_MAX_TOTAL_LENGTH = 0xffff;
 // Bits of the flags/fragment word that must match: reserved and DF (MF is 0 here).
 const IPV4_MERGE_FLAG_BITS = 0xc000;
+/** Most datagrams in one UDP group: the kernel's UDP_GRO_CNT_MAX and UDP_MAX_SEGMENTS. */
+export const COALESCE_MAX_UDP_SEGMENTS = 64;
 
 function read16(buf: Uint8Array, at: number): number {
   return (buf[at] << 8) | buf[at + 1];
@@ -115,9 +167,12 @@ function nextPowerOfTwo(n: number): number {
 // add() per packet, finish() once, read the write arrays, reset().
 //
 // maxPackets: the most add() calls per batch (a bigger batch is a caller bug:
-// RangeError). maxGroups: the most distinct TCP flows tracked per batch; the
-// packets of further flows are still written, each alone. Writes never exceed
-// maxPackets, and finish() uses one arena slot per write.
+// RangeError). maxGroups: the most distinct flows (TCP, and UDP when merged)
+// tracked per batch; the packets of further flows are still written, each
+// alone. Writes never exceed maxPackets, and finish() uses one arena slot per
+// write. udpSegmentation: merge UDP datagrams too (see the top of the file);
+// set it only when the TUN accepted TUN_F_USO4, or the kernel rejects every
+// merged write with EINVAL.
 //
 // All packets of a batch must live in the same buffer, the one later passed
 // to finish().
@@ -125,6 +180,7 @@ export class CoalesceBatch {
   readonly maxPackets: number;
   readonly maxGroups: number;
   readonly verifyChecksums: boolean;
+  readonly udpSegmentation: boolean;
 
   packetCount = 0;
   writeCount = 0;
@@ -143,7 +199,7 @@ export class CoalesceBatch {
   private readonly packetOffset: Int32Array;
   private readonly packetLength: Int32Array; // bytes given to add()
   private readonly packetNext: Int32Array; // next member of the same group, -1 at the end
-  private readonly packetPayloadOffset: Int32Array; // TCP payload, for merged members
+  private readonly packetPayloadOffset: Int32Array; // TCP/UDP payload, for merged members
   private readonly packetPayloadLength: Int32Array;
 
   // Per group, in creation order = order of the first member's arrival.
@@ -153,9 +209,9 @@ export class CoalesceBatch {
   private readonly groupMembers: Int32Array;
   private readonly groupPayloadLength: Int32Array; // sum of the members' payloads
   private readonly groupMss: Int32Array; // the first member's payload length
-  private readonly groupNextSeq: Uint32Array; // seq the next member must carry
+  private readonly groupNextSeq: Uint32Array; // TCP: seq the next member must carry
   private readonly groupOpen: Uint8Array; // 1 while a packet may still be appended
-  private readonly groupPush: Uint8Array; // the last member carried PSH
+  private readonly groupPush: Uint8Array; // TCP: the last member carried PSH
 
   // Flow table: open addressing, linear probing. A bucket is live when its
   // stamp equals the batch generation, so reset() clears it in O(1).
@@ -166,14 +222,16 @@ export class CoalesceBatch {
   private readonly flowSource: Int32Array;
   private readonly flowDestination: Int32Array;
   private readonly flowPorts: Int32Array;
+  private readonly flowProtocol: Uint8Array;
   private readonly flowGroup: Int32Array; // the flow's most recent group
 
   private readonly vnet = new VirtioNetHeader();
 
-  constructor(maxPackets: number, maxGroups: number, verifyChecksums = false) {
+  constructor(maxPackets: number, maxGroups: number, verifyChecksums = false, udpSegmentation = false) {
     this.maxPackets = maxPackets;
     this.maxGroups = maxGroups;
     this.verifyChecksums = verifyChecksums;
+    this.udpSegmentation = udpSegmentation;
 
     this.writeHeaderOffset = new Int32Array(maxPackets);
     this.writeHeaderLength = new Int32Array(maxPackets);
@@ -204,6 +262,7 @@ export class CoalesceBatch {
     this.flowSource = new Int32Array(buckets);
     this.flowDestination = new Int32Array(buckets);
     this.flowPorts = new Int32Array(buckets);
+    this.flowProtocol = new Uint8Array(buckets);
     this.flowGroup = new Int32Array(buckets);
   }
 
@@ -229,74 +288,26 @@ export class CoalesceBatch {
     this.packetLength[p] = len;
     this.packetNext[p] = -1;
 
-    // Not a TCP segment we can place in a flow: alone, and no flow is affected.
-    if (len < IPV4_MIN_HEADER + TCP_MIN_HEADER || buf[off] >>> 4 !== 4) {
+    // Not a packet we can place in a flow: alone, and no flow is affected.
+    if (len < IPV4_MIN_HEADER || buf[off] >>> 4 !== 4) {
       this.newGroup(p, false);
       return;
     }
     const ipHeaderLength = (buf[off] & 0x0f) << 2;
     const totalLength = read16(buf, off + IPV4_OFFSET_TOTAL_LENGTH);
+    const protocol = buf[off + IPV4_OFFSET_PROTOCOL];
     if (
-      buf[off + IPV4_OFFSET_PROTOCOL] !== IP_PROTOCOL_TCP ||
       ipHeaderLength < IPV4_MIN_HEADER ||
       totalLength > len ||
-      totalLength < ipHeaderLength + TCP_MIN_HEADER ||
+      totalLength < ipHeaderLength ||
       (read16(buf, off + IPV4_OFFSET_FLAGS_FRAGMENT) & (IPV4_FLAG_MORE_FRAGMENTS | IPV4_FRAGMENT_OFFSET_MASK)) !== 0
     ) {
       this.newGroup(p, false);
       return;
     }
-    const tcp = off + ipHeaderLength;
-    const tcpHeaderLength = (buf[tcp + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
-    if (tcpHeaderLength < TCP_MIN_HEADER || ipHeaderLength + tcpHeaderLength > totalLength) {
-      this.newGroup(p, false);
-      return;
-    }
-
-    // A TCP segment: find its flow's latest group.
-    const source = read32(buf, off + IPV4_OFFSET_SOURCE) | 0;
-    const destination = read32(buf, off + IPV4_OFFSET_DESTINATION) | 0;
-    const ports = read32(buf, tcp) | 0;
-    const bucket = this.findFlow(source, destination, ports);
-    const known = this.flowStamp[bucket] === this.generation;
-    const previous = known ? this.flowGroup[bucket] : -1;
-
-    const payloadLength = totalLength - ipHeaderLength - tcpHeaderLength;
-    const flags = buf[tcp + TCP_OFFSET_FLAGS];
-    const push = flags === (TCP_FLAG_ACK | TCP_FLAG_PSH);
-    const mergeable =
-      (flags === TCP_FLAG_ACK || push) &&
-      payloadLength > 0 &&
-      (!this.verifyChecksums || this.tcpChecksumValid(buf, off, ipHeaderLength, totalLength));
-    this.packetPayloadOffset[p] = tcp + tcpHeaderLength;
-    this.packetPayloadLength[p] = payloadLength;
-
-    if (mergeable && previous >= 0 && this.groupOpen[previous] === 1) {
-      if (this.canAppend(buf, previous, off, ipHeaderLength, tcpHeaderLength, payloadLength)) {
-        this.append(previous, p, payloadLength, push);
-        return;
-      }
-    }
-    // The flow now points at this packet's group, so no later packet of the
-    // flow can reach the previous group and be written ahead of this one.
-    const g = this.newGroup(p, mergeable && !push);
-    if (mergeable) {
-      this.groupMss[g] = payloadLength;
-      this.groupPayloadLength[g] = payloadLength;
-      this.groupNextSeq[g] = (read32(buf, tcp + TCP_OFFSET_SEQ) + payloadLength) >>> 0;
-    }
-    if (known) {
-      this.flowGroup[bucket] = g;
-    } else if (this.flowCount < this.maxGroups) {
-      this.flowCount++;
-      this.flowStamp[bucket] = this.generation;
-      this.flowSource[bucket] = source;
-      this.flowDestination[bucket] = destination;
-      this.flowPorts[bucket] = ports;
-      this.flowGroup[bucket] = g;
-    } else {
-      this.groupOpen[g] = 0; // untracked flow: can never be found again, so alone
-    }
+    if (protocol === IP_PROTOCOL_TCP) this.addTcp(buf, p, off, ipHeaderLength, totalLength);
+    else if (protocol === IP_PROTOCOL_UDP && this.udpSegmentation) this.addUdp(buf, p, off, ipHeaderLength, totalLength);
+    else this.newGroup(p, false);
   }
 
   // Builds the writes. Arena slot w (at arenaOff + w*arenaStride, at least
@@ -325,34 +336,35 @@ export class CoalesceBatch {
 
       const off = this.packetOffset[first];
       const ipHeaderLength = (buf[off] & 0x0f) << 2;
-      const tcpHeaderLength = this.packetPayloadOffset[first] - off - ipHeaderLength;
-      const headerLength = ipHeaderLength + tcpHeaderLength;
-      const payloadLength = this.groupPayloadLength[w];
+      const headerLength = this.packetPayloadOffset[first] - off; // IPv4 + TCP/UDP
+      const l4Length = headerLength - ipHeaderLength + this.groupPayloadLength[w];
+      const protocol = buf[off + IPV4_OFFSET_PROTOCOL];
+      const isTcp = protocol === IP_PROTOCOL_TCP;
+      const checksumField = isTcp ? TCP_OFFSET_CHECKSUM : UDP_OFFSET_CHECKSUM;
 
       vnet.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-      vnet.gsoType = VIRTIO_NET_HDR_GSO_TCPV4;
+      vnet.gsoType = isTcp ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_UDP_L4;
       vnet.hdrLen = headerLength;
       vnet.gsoSize = this.groupMss[w];
       vnet.csumStart = ipHeaderLength;
-      vnet.csumOffset = TCP_OFFSET_CHECKSUM;
+      vnet.csumOffset = checksumField;
       vnet.write(buf, slot);
 
       const h = slot + VIRTIO_NET_HDR_LEN;
       buf.copyWithin(h, off, off + headerLength);
-      write16(buf, h + IPV4_OFFSET_TOTAL_LENGTH, headerLength + payloadLength);
+      write16(buf, h + IPV4_OFFSET_TOTAL_LENGTH, ipHeaderLength + l4Length);
       write16(buf, h + IPV4_OFFSET_CHECKSUM, 0);
       write16(buf, h + IPV4_OFFSET_CHECKSUM, internetChecksum(buf, h, ipHeaderLength));
-      const tcp = h + ipHeaderLength;
-      if (this.groupPush[w] === 1) buf[tcp + TCP_OFFSET_FLAGS] |= TCP_FLAG_PSH;
+      const l4 = h + ipHeaderLength;
+      if (isTcp) {
+        if (this.groupPush[w] === 1) buf[l4 + TCP_OFFSET_FLAGS] |= TCP_FLAG_PSH;
+      } else {
+        write16(buf, l4 + UDP_OFFSET_LENGTH, l4Length);
+      }
       write16(
         buf,
-        tcp + TCP_OFFSET_CHECKSUM,
-        pseudoHeaderSum(
-          read32(buf, h + IPV4_OFFSET_SOURCE),
-          read32(buf, h + IPV4_OFFSET_DESTINATION),
-          IP_PROTOCOL_TCP,
-          tcpHeaderLength + payloadLength,
-        ),
+        l4 + checksumField,
+        pseudoHeaderSum(read32(buf, h + IPV4_OFFSET_SOURCE), read32(buf, h + IPV4_OFFSET_DESTINATION), protocol, l4Length),
       );
       this.writeHeaderLength[w] = VIRTIO_NET_HDR_LEN + headerLength;
 
@@ -365,6 +377,97 @@ export class CoalesceBatch {
     }
     this.writeCount = this.groupCount;
     return this.groupCount;
+  }
+
+  private addTcp(buf: Uint8Array, p: number, off: number, ipHeaderLength: number, totalLength: number): void {
+    const tcp = off + ipHeaderLength;
+    if (totalLength < ipHeaderLength + TCP_MIN_HEADER) {
+      this.newGroup(p, false);
+      return;
+    }
+    const tcpHeaderLength = (buf[tcp + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
+    if (tcpHeaderLength < TCP_MIN_HEADER || ipHeaderLength + tcpHeaderLength > totalLength) {
+      this.newGroup(p, false);
+      return;
+    }
+
+    // A TCP segment: find its flow's latest group.
+    const source = read32(buf, off + IPV4_OFFSET_SOURCE) | 0;
+    const destination = read32(buf, off + IPV4_OFFSET_DESTINATION) | 0;
+    const ports = read32(buf, tcp) | 0;
+    const bucket = this.findFlow(source, destination, ports, IP_PROTOCOL_TCP);
+    const previous = this.flowStamp[bucket] === this.generation ? this.flowGroup[bucket] : -1;
+
+    const payloadLength = totalLength - ipHeaderLength - tcpHeaderLength;
+    const flags = buf[tcp + TCP_OFFSET_FLAGS];
+    const push = flags === (TCP_FLAG_ACK | TCP_FLAG_PSH);
+    const mergeable =
+      (flags === TCP_FLAG_ACK || push) &&
+      payloadLength > 0 &&
+      (!this.verifyChecksums || this.checksumValid(buf, off, ipHeaderLength, totalLength, IP_PROTOCOL_TCP));
+    this.packetPayloadOffset[p] = tcp + tcpHeaderLength;
+    this.packetPayloadLength[p] = payloadLength;
+
+    if (mergeable && previous >= 0 && this.groupOpen[previous] === 1) {
+      if (this.canAppendTcp(buf, previous, off, ipHeaderLength, tcpHeaderLength, payloadLength)) {
+        this.link(previous, p, payloadLength);
+        this.groupNextSeq[previous] = (this.groupNextSeq[previous] + payloadLength) >>> 0;
+        if (push) {
+          this.groupPush[previous] = 1;
+          this.groupOpen[previous] = 0;
+        } else if (payloadLength < this.groupMss[previous]) {
+          this.groupOpen[previous] = 0;
+        }
+        return;
+      }
+    }
+    // The flow now points at this packet's group, so no later packet of the
+    // flow can reach the previous group and be written ahead of this one.
+    const g = this.newGroup(p, mergeable && !push);
+    if (mergeable) {
+      this.groupMss[g] = payloadLength;
+      this.groupPayloadLength[g] = payloadLength;
+      this.groupNextSeq[g] = (read32(buf, tcp + TCP_OFFSET_SEQ) + payloadLength) >>> 0;
+    }
+    this.trackFlow(bucket, g, source, destination, ports, IP_PROTOCOL_TCP);
+  }
+
+  private addUdp(buf: Uint8Array, p: number, off: number, ipHeaderLength: number, totalLength: number): void {
+    const udp = off + ipHeaderLength;
+    if (totalLength < ipHeaderLength + UDP_HEADER_LENGTH) {
+      this.newGroup(p, false);
+      return;
+    }
+    const source = read32(buf, off + IPV4_OFFSET_SOURCE) | 0;
+    const destination = read32(buf, off + IPV4_OFFSET_DESTINATION) | 0;
+    const ports = read32(buf, udp) | 0;
+    const bucket = this.findFlow(source, destination, ports, IP_PROTOCOL_UDP);
+    const previous = this.flowStamp[bucket] === this.generation ? this.flowGroup[bucket] : -1;
+
+    const payloadLength = totalLength - ipHeaderLength - UDP_HEADER_LENGTH;
+    const mergeable =
+      payloadLength > 0 &&
+      read16(buf, udp + UDP_OFFSET_LENGTH) === totalLength - ipHeaderLength &&
+      read16(buf, udp + UDP_OFFSET_CHECKSUM) !== 0 &&
+      (!this.verifyChecksums || this.checksumValid(buf, off, ipHeaderLength, totalLength, IP_PROTOCOL_UDP));
+    this.packetPayloadOffset[p] = udp + UDP_HEADER_LENGTH;
+    this.packetPayloadLength[p] = payloadLength;
+
+    if (mergeable && previous >= 0 && this.groupOpen[previous] === 1) {
+      if (this.canAppendUdp(buf, previous, off, ipHeaderLength, payloadLength)) {
+        this.link(previous, p, payloadLength);
+        if (payloadLength < this.groupMss[previous] || this.groupMembers[previous] === COALESCE_MAX_UDP_SEGMENTS) {
+          this.groupOpen[previous] = 0;
+        }
+        return;
+      }
+    }
+    const g = this.newGroup(p, mergeable);
+    if (mergeable) {
+      this.groupMss[g] = payloadLength;
+      this.groupPayloadLength[g] = payloadLength;
+    }
+    this.trackFlow(bucket, g, source, destination, ports, IP_PROTOCOL_UDP);
   }
 
   private newGroup(p: number, open: boolean): number {
@@ -380,23 +483,36 @@ export class CoalesceBatch {
     return g;
   }
 
-  private append(g: number, p: number, payloadLength: number, push: boolean): void {
+  // Appends packet p to the end of group g.
+  private link(g: number, p: number, payloadLength: number): void {
     this.packetNext[this.groupLast[g]] = p;
     this.groupLast[g] = p;
     this.groupMembers[g]++;
     this.groupPayloadLength[g] += payloadLength;
-    this.groupNextSeq[g] = (this.groupNextSeq[g] + payloadLength) >>> 0;
-    if (push) {
-      this.groupPush[g] = 1;
-      this.groupOpen[g] = 0;
-    } else if (payloadLength < this.groupMss[g]) {
+  }
+
+  // Points the flow in `bucket` (live or where it would go) at group g, its
+  // newest. A flow beyond maxGroups is not tracked: its group is closed, as
+  // no later packet could find it.
+  private trackFlow(bucket: number, g: number, source: number, destination: number, ports: number, protocol: number): void {
+    if (this.flowStamp[bucket] === this.generation) {
+      this.flowGroup[bucket] = g;
+    } else if (this.flowCount < this.maxGroups) {
+      this.flowCount++;
+      this.flowStamp[bucket] = this.generation;
+      this.flowSource[bucket] = source;
+      this.flowDestination[bucket] = destination;
+      this.flowPorts[bucket] = ports;
+      this.flowProtocol[bucket] = protocol;
+      this.flowGroup[bucket] = g;
+    } else {
       this.groupOpen[g] = 0;
     }
   }
 
-  // The merge rules against the group's first and last member (see the top
-  // of the file); flow key, flags and non-empty payload are already checked.
-  private canAppend(
+  // The TCP merge rules against the group's first and last member (see the
+  // top of the file); flow key, flags and non-empty payload are already checked.
+  private canAppendTcp(
     buf: Uint8Array,
     g: number,
     off: number,
@@ -411,9 +527,29 @@ export class CoalesceBatch {
     if (ipHeaderLength + tcpHeaderLength + this.groupPayloadLength[g] + payloadLength > IPV4_MAX_TOTAL_LENGTH) {
       return false;
     }
-    if ((buf[firstOff] & 0x0f) << 2 !== ipHeaderLength) return false;
+    if (!this.ipv4HeadersMatch(buf, g, off, ipHeaderLength)) return false;
     const firstTcp = firstOff + ipHeaderLength;
     if (this.packetPayloadOffset[this.groupFirst[g]] - firstTcp !== tcpHeaderLength) return false;
+    if (read32(buf, tcp + TCP_OFFSET_ACK) !== read32(buf, firstTcp + TCP_OFFSET_ACK)) return false;
+    if (read16(buf, tcp + TCP_OFFSET_WINDOW) !== read16(buf, firstTcp + TCP_OFFSET_WINDOW)) return false;
+    return bytesEqual(buf, tcp + TCP_MIN_HEADER, firstTcp + TCP_MIN_HEADER, tcpHeaderLength - TCP_MIN_HEADER);
+  }
+
+  // The UDP merge rules; flow key, length field, non-empty payload and
+  // checksum are already checked. The 64-member cap closes the group instead.
+  private canAppendUdp(buf: Uint8Array, g: number, off: number, ipHeaderLength: number, payloadLength: number): boolean {
+    if (payloadLength > this.groupMss[g]) return false;
+    if (ipHeaderLength + UDP_HEADER_LENGTH + this.groupPayloadLength[g] + payloadLength > IPV4_MAX_TOTAL_LENGTH) {
+      return false;
+    }
+    return this.ipv4HeadersMatch(buf, g, off, ipHeaderLength);
+  }
+
+  // The IPv4 rules shared by TCP and UDP: header length, TOS, TTL, DF and
+  // reserved bit, consecutive ids when DF is clear, identical options.
+  private ipv4HeadersMatch(buf: Uint8Array, g: number, off: number, ipHeaderLength: number): boolean {
+    const firstOff = this.packetOffset[this.groupFirst[g]];
+    if ((buf[firstOff] & 0x0f) << 2 !== ipHeaderLength) return false;
     if (buf[off + IPV4_OFFSET_TOS] !== buf[firstOff + IPV4_OFFSET_TOS]) return false;
     if (buf[off + IPV4_OFFSET_TTL] !== buf[firstOff + IPV4_OFFSET_TTL]) return false;
     const fragmentWord = read16(buf, off + IPV4_OFFSET_FLAGS_FRAGMENT);
@@ -424,34 +560,35 @@ export class CoalesceBatch {
       const lastOff = this.packetOffset[this.groupLast[g]];
       if (read16(buf, off + IPV4_OFFSET_ID) !== ((read16(buf, lastOff + IPV4_OFFSET_ID) + 1) & 0xffff)) return false;
     }
-    if (read32(buf, tcp + TCP_OFFSET_ACK) !== read32(buf, firstTcp + TCP_OFFSET_ACK)) return false;
-    if (read16(buf, tcp + TCP_OFFSET_WINDOW) !== read16(buf, firstTcp + TCP_OFFSET_WINDOW)) return false;
-    if (!bytesEqual(buf, off + IPV4_MIN_HEADER, firstOff + IPV4_MIN_HEADER, ipHeaderLength - IPV4_MIN_HEADER)) {
-      return false;
-    }
-    return bytesEqual(buf, tcp + TCP_MIN_HEADER, firstTcp + TCP_MIN_HEADER, tcpHeaderLength - TCP_MIN_HEADER);
+    return bytesEqual(buf, off + IPV4_MIN_HEADER, firstOff + IPV4_MIN_HEADER, ipHeaderLength - IPV4_MIN_HEADER);
   }
 
-  private tcpChecksumValid(buf: Uint8Array, off: number, ipHeaderLength: number, totalLength: number): boolean {
-    const tcpLength = totalLength - ipHeaderLength;
+  private checksumValid(buf: Uint8Array, off: number, ipHeaderLength: number, totalLength: number, protocol: number): boolean {
+    const l4Length = totalLength - ipHeaderLength;
     const pseudo = pseudoHeaderSum(
       read32(buf, off + IPV4_OFFSET_SOURCE),
       read32(buf, off + IPV4_OFFSET_DESTINATION),
-      IP_PROTOCOL_TCP,
-      tcpLength,
+      protocol,
+      l4Length,
     );
-    return onesComplementSum(buf, off + ipHeaderLength, tcpLength, pseudo) === 0xffff;
+    return onesComplementSum(buf, off + ipHeaderLength, l4Length, pseudo) === 0xffff;
   }
 
   // The flow's live bucket, or the empty bucket where it would go.
-  private findFlow(source: number, destination: number, ports: number): number {
-    let h = Math.imul(source, 0x9e3779b1) ^ Math.imul(destination, 0x85ebca6b) ^ Math.imul(ports, 0xc2b2ae35);
+  private findFlow(source: number, destination: number, ports: number, protocol: number): number {
+    let h =
+      Math.imul(source, 0x9e3779b1) ^ Math.imul(destination, 0x85ebca6b) ^ Math.imul(ports, 0xc2b2ae35) ^ protocol;
     h ^= h >>> 15;
     const mask = this.flowMask;
     const generation = this.generation;
     for (let b = h & mask; ; b = (b + 1) & mask) {
       if (this.flowStamp[b] !== generation) return b;
-      if (this.flowSource[b] === source && this.flowDestination[b] === destination && this.flowPorts[b] === ports) {
+      if (
+        this.flowSource[b] === source &&
+        this.flowDestination[b] === destination &&
+        this.flowPorts[b] === ports &&
+        this.flowProtocol[b] === protocol
+      ) {
         return b;
       }
     }

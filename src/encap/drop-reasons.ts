@@ -28,6 +28,10 @@ export const DropReason = {
   VxlanWrongMac: 20, // inner destination MAC is not our VTEP's
   VxlanNotIpv4: 21, // inner ethertype other than IPv4 (and not ARP)
   VxlanArp: 22, // an ARP request for our VTEP: flannel programs permanent neighbour entries, so peers never need one answered
+  // Who may send (anti-spoofing) and path MTU (forwarder.ts).
+  UnknownPeer: 23, // the datagram's outer source is not the PublicIP of any current lease
+  SpoofedSource: 24, // the inner source is outside the subnet of the lease the datagram came from
+  FragmentationNeeded: 25, // too big for the underlay with DF set: answered with ICMP fragmentation needed
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];

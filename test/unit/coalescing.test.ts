@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { onesComplementSumNaive, pseudoHeaderSum } from '../../src/encap/checksum.js';
-import { COALESCE_MAX_WRITE_HEADER, CoalesceBatch } from '../../src/encap/coalescing.js';
+import { COALESCE_MAX_UDP_SEGMENTS, COALESCE_MAX_WRITE_HEADER, CoalesceBatch } from '../../src/encap/coalescing.js';
 import { DropReason } from '../../src/encap/drop-reasons.js';
 import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP, validateIPv4 } from '../../src/encap/ipv4.js';
 import {
@@ -19,6 +19,7 @@ import {
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
   VIRTIO_NET_HDR_LEN,
   VirtioNetHeader,
   completePartialChecksum,
@@ -69,7 +70,8 @@ interface PacketSpec {
   ipOptions?: number[];
   tcpOptions?: number[];
   payload: Uint8Array;
-  l4Checksum?: 'full' | 'partial' | 'bad';
+  l4Checksum?: 'full' | 'partial' | 'bad' | 'zero';
+  udpLength?: number; // UDP length field, if not the true length
 }
 
 // Writes an IPv4 + TCP/UDP packet at buf[off..]; returns its length.
@@ -106,7 +108,7 @@ function writePacket(buf: Uint8Array, off: number, s: PacketSpec): number {
     buf.set(s.tcpOptions ?? [], l4 + 20);
     field = l4 + 16;
   } else {
-    write16(buf, l4 + 4, l4HeaderLength + s.payload.length);
+    write16(buf, l4 + 4, s.udpLength ?? l4HeaderLength + s.payload.length);
     field = l4 + 6;
   }
   write16(buf, field, 0);
@@ -115,6 +117,8 @@ function writePacket(buf: Uint8Array, off: number, s: PacketSpec): number {
   const pseudo = pseudoHeaderSum(src, DST, protocol, l4Length);
   let checksum = s.l4Checksum === 'partial' ? pseudo : ~onesComplementSumNaive(buf, l4, l4Length, pseudo) & 0xffff;
   if (s.l4Checksum === 'bad') checksum ^= 0x0101;
+  if (protocol === IP_PROTOCOL_UDP && checksum === 0) checksum = 0xffff; // 0 means "none" for UDP
+  if (s.l4Checksum === 'zero') checksum = 0;
   write16(buf, field, checksum);
   return total;
 }
@@ -439,6 +443,252 @@ test('a merged write resegments into the packets it was made of', () => {
     seg.set(work.subarray(out.payloadOffset[i], out.payloadOffset[i] + out.payloadLength[i]), out.headerLength[i]);
     assert.equal(seg, pool.subarray(offsets[i], offsets[i] + seg.length), `segment ${i}`);
   }
+});
+
+// ---- UDP: USO super-packets (udpSegmentation) ----
+
+// Consecutive datagrams of one UDP flow: one payload size each, consecutive ids.
+function flowDatagrams(sizes: number[], extra: Partial<PacketSpec> = {}, id0 = 0x300): PacketSpec[] {
+  return sizes.map((size, i) => ({
+    protocol: IP_PROTOCOL_UDP,
+    id: (id0 + i) & 0xffff,
+    payload: pattern(size, 100 + i),
+    ...extra,
+  }));
+}
+
+const repeat = (size: number, count: number): number[] => new Array(count).fill(size);
+
+function udpVerifies(packet: Uint8Array, ihl: number, src = SRC): boolean {
+  const l4Length = packet.length - ihl;
+  return onesComplementSumNaive(packet, ihl, l4Length, pseudoHeaderSum(src, DST, IP_PROTOCOL_UDP, l4Length)) === 0xffff;
+}
+
+// Splits write w of `batch` with splitSuperPacket, as the kernel's USO would,
+// and returns each resulting datagram as bytes.
+function resegment(batch: CoalesceBatch, w: number, capacity = 64): Uint8Array[] {
+  const merged = writeBytes(batch, w);
+  const stride = 128;
+  const work = new Uint8Array(merged.length + capacity * stride);
+  work.set(merged);
+  const vnet = new VirtioNetHeader();
+  vnet.read(work, 0);
+  const out = new SegmentList(capacity);
+  const n = splitSuperPacket(work, 10, merged.length - 10, vnet, merged.length, stride, 0, out);
+  assert.ok(n > 0, `split failed: ${n}`);
+  const datagrams: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) {
+    const seg = new Uint8Array(out.headerLength[i] + out.payloadLength[i]);
+    seg.set(work.subarray(out.headerOffset[i], out.headerOffset[i] + out.headerLength[i]));
+    seg.set(work.subarray(out.payloadOffset[i], out.payloadOffset[i] + out.payloadLength[i]), out.headerLength[i]);
+    datagrams.push(seg);
+  }
+  return datagrams;
+}
+
+test('UDP: same-size datagrams merge into one USO write', () => {
+  pool.fill(0);
+  const batch = new CoalesceBatch(64, 16, false, true);
+  const specs = flowDatagrams(repeat(64, 5));
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  assert.equal(grouping(batch, offsets), [[0, 1, 2, 3, 4]]);
+  assert.is(batch.writeHeaderLength[0], VIRTIO_NET_HDR_LEN + 28);
+
+  const bytes = writeBytes(batch, 0);
+  const vnet = new VirtioNetHeader();
+  vnet.read(bytes, 0);
+  assert.equal(
+    { ...vnet },
+    { flags: VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: VIRTIO_NET_HDR_GSO_UDP_L4, hdrLen: 28, gsoSize: 64, csumStart: 20, csumOffset: 6 },
+  );
+  const packet = bytes.subarray(VIRTIO_NET_HDR_LEN);
+  assert.is(packet.length, 28 + 5 * 64);
+  assert.is(validateIPv4(packet, 0, packet.length), DropReason.None, 'IPv4 header checksum rebuilt');
+  assert.is(read16(packet, 2), 28 + 320, 'IPv4 total length');
+  assert.is(read16(packet, 4), 0x300, "first member's id");
+  assert.is(read16(packet, 20), 40000, 'source port');
+  assert.is(read16(packet, 22), 5201, 'destination port');
+  assert.is(read16(packet, 24), 8 + 320, 'UDP length covers every payload');
+  assert.is(read16(packet, 26), pseudoHeaderSum(SRC, DST, IP_PROTOCOL_UDP, 328), 'partial checksum, not inverted');
+  // The segments are the payloads, in order, where they were received.
+  for (let i = 0; i < 5; i++) {
+    const s = batch.writeSegmentStart[0] + i;
+    assert.is(batch.segmentOffset[s], offsets[i] + 28);
+    assert.is(batch.segmentLength[s], 64);
+    assert.equal(packet.subarray(28 + i * 64, 28 + (i + 1) * 64), specs[i].payload, `payload ${i}`);
+  }
+  // What the kernel does with NEEDS_CSUM when it does not resegment: must verify.
+  assert.ok(completePartialChecksum(packet, 0, packet.length, vnet.csumStart, vnet.csumOffset));
+  assert.ok(udpVerifies(packet, 20));
+});
+
+test('UDP: a datagram alone is written untouched, zero virtio header', () => {
+  pool.fill(0);
+  const batch = new CoalesceBatch(8, 8, false, true);
+  const offsets = addAll(batch, flowDatagrams([100]));
+  const before = pool.slice(offsets[0], offsets[0] + 128);
+  pool.fill(0xee, ARENA, ARENA + STRIDE);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  assert.is(batch.writeHeaderLength[0], VIRTIO_NET_HDR_LEN);
+  assert.equal(Array.from(pool.subarray(ARENA, ARENA + VIRTIO_NET_HDR_LEN)), new Array(10).fill(0));
+  assert.is(batch.segmentOffset[0], offsets[0]);
+  assert.is(batch.segmentLength[0], 128);
+  assert.equal(pool.slice(offsets[0], offsets[0] + 128), before);
+});
+
+interface UdpRuleCase {
+  name: string;
+  sizes?: number[];
+  edit?: (specs: PacketSpec[]) => void;
+  expect: number[][];
+  verify?: boolean;
+  udpSegmentation?: boolean;
+}
+
+const udpRules: UdpRuleCase[] = [
+  { name: 'nothing differs (control)', expect: [[0, 1, 2]] },
+  { name: 'option off: nothing UDP merges', udpSegmentation: false, expect: [[0], [1], [2]] },
+  { name: 'a shorter last datagram closes the group', sizes: [64, 64, 30, 64], expect: [[0, 1, 2], [3]] },
+  { name: 'a shorter datagram in the middle splits', sizes: [64, 30, 64, 64], expect: [[0, 1], [2, 3]] },
+  { name: 'a larger datagram in the middle splits', sizes: [64, 64, 100, 64, 64], expect: [[0, 1], [2, 3], [4]] },
+  { name: 'a larger first datagram takes the next, shorter one as its last', sizes: [100, 64, 64], expect: [[0, 1], [2]] },
+  { name: 'zero-length payload never merges', sizes: [64, 0, 64], expect: [[0], [1], [2]] },
+  { name: 'zero checksum (none) is written alone', edit: (s) => (s[1].l4Checksum = 'zero'), expect: [[0], [1], [2]] },
+  { name: 'zero checksum on the first', edit: (s) => (s[0].l4Checksum = 'zero'), expect: [[0], [1, 2]] },
+  { name: 'bad checksum, verifying', verify: true, edit: (s) => (s[1].l4Checksum = 'bad'), expect: [[0], [1], [2]] },
+  { name: 'bad checksum, not verifying', edit: (s) => (s[1].l4Checksum = 'bad'), expect: [[0, 1, 2]] },
+  { name: 'good checksums, verifying', verify: true, expect: [[0, 1, 2]] },
+  { name: 'UDP length shorter than the IPv4 payload (padding)', edit: (s) => (s[1].udpLength = 8 + 60), expect: [[0], [1], [2]] },
+  { name: 'TTL', edit: (s) => s.slice(1).forEach((p) => (p.ttl = 62)), expect: [[0], [1, 2]] },
+  { name: 'TOS', edit: (s) => (s[2].tos = 0x10), expect: [[0, 1], [2]] },
+  { name: 'DF', edit: (s) => (s[1].df = false), expect: [[0], [1], [2]] },
+  { name: 'DF clear, consecutive ids', edit: (s) => s.forEach((p) => (p.df = false)), expect: [[0, 1, 2]] },
+  { name: 'DF clear, ids not consecutive', edit: (s) => s.forEach((p, i) => ((p.df = false), (p.id = 10 + i * 2))), expect: [[0], [1], [2]] },
+  { name: 'DF set, ids not consecutive (allowed)', edit: (s) => s.forEach((p, i) => (p.id = 10 + i * 7)), expect: [[0, 1, 2]] },
+  { name: 'IPv4 options, identical', edit: (s) => s.forEach((p) => (p.ipOptions = ROUTER_ALERT)), expect: [[0, 1, 2]] },
+  { name: 'IPv4 option bytes differ', edit: (s) => s.forEach((p, i) => (p.ipOptions = i === 1 ? [0x94, 0x04, 0, 1] : ROUTER_ALERT)), expect: [[0], [1], [2]] },
+  { name: 'IPv4 header length differs', edit: (s) => (s[1].ipOptions = ROUTER_ALERT), expect: [[0], [1], [2]] },
+  { name: 'a fragment is alone and belongs to no flow (a later fragment has no ports)', edit: (s) => (s[1].fragment = true), expect: [[0, 2], [1]] },
+  { name: 'another source port is another flow', edit: (s) => (s[1].sport = 40001), expect: [[0, 2], [1]] },
+];
+
+for (const c of udpRules) {
+  test(`UDP merge rule: ${c.name}`, () => {
+    pool.fill(0);
+    const specs = flowDatagrams(c.sizes ?? repeat(64, 3));
+    c.edit?.(specs);
+    const batch = new CoalesceBatch(16, 16, c.verify ?? false, c.udpSegmentation ?? true);
+    const offsets = addAll(batch, specs);
+    batch.finish(pool, ARENA, STRIDE);
+    assert.equal(grouping(batch, offsets), c.expect);
+  });
+}
+
+test('UDP: interleaved flows keep per-flow order; TCP and UDP with the same ports never mix', () => {
+  pool.fill(0);
+  const a = flowDatagrams(repeat(64, 4), { sport: 1111 }, 0x10);
+  const b = flowDatagrams([200, 200, 200, 50], { sport: 2222 }, 0x20);
+  const t = flowSegments(3, 1000, { sport: 1111 }); // same addresses and ports as flow a
+  const specs = [a[0], b[0], t[0], a[1], b[1], t[1], a[2], b[2], t[2], b[3], a[3]];
+  const batch = new CoalesceBatch(16, 16, false, true);
+  const offsets = addAll(batch, specs);
+  assert.is(batch.finish(pool, ARENA, STRIDE), 3);
+  assert.equal(grouping(batch, offsets), [
+    [0, 3, 6, 10],
+    [1, 4, 7, 9],
+    [2, 5, 8],
+  ]);
+  const tcp = writeBytes(batch, 2);
+  assert.is(tcp[1], VIRTIO_NET_HDR_GSO_TCPV4);
+  const udp = writeBytes(batch, 1);
+  assert.is(udp[1], VIRTIO_NET_HDR_GSO_UDP_L4);
+  assert.is(read16(udp, VIRTIO_NET_HDR_LEN + 24), 8 + 650);
+});
+
+test('UDP: a group closes at 64 datagrams', () => {
+  pool.fill(0);
+  const count = 70;
+  const batch = new CoalesceBatch(count, 4, false, true);
+  const offsets = addAll(batch, flowDatagrams(repeat(16, count)));
+  assert.is(batch.finish(pool, ARENA, STRIDE), 2);
+  const groups = grouping(batch, offsets);
+  assert.is(groups[0].length, COALESCE_MAX_UDP_SEGMENTS);
+  assert.is(groups[1].length, count - COALESCE_MAX_UDP_SEGMENTS);
+  assert.is(read16(writeBytes(batch, 0), VIRTIO_NET_HDR_LEN + 24), 8 + 64 * 16);
+  assert.is(read16(writeBytes(batch, 1), VIRTIO_NET_HDR_LEN + 4), 0x300 + 64, 'second group starts at its own id');
+});
+
+test('UDP: the merged total length stays within 65535', () => {
+  pool.fill(0);
+  const size = 1400;
+  const count = 50; // 28 + 50*1400 > 65535
+  const batch = new CoalesceBatch(count, 4, false, true);
+  const offsets = addAll(batch, flowDatagrams(repeat(size, count)));
+  assert.is(batch.finish(pool, ARENA, STRIDE), 2);
+  const groups = grouping(batch, offsets);
+  const fit = Math.floor((65535 - 28) / size); // 46
+  assert.is(groups[0].length, fit);
+  assert.is(groups[1].length, count - fit);
+  assert.is(read16(writeBytes(batch, 0), VIRTIO_NET_HDR_LEN + 2), 28 + fit * size);
+});
+
+const udpRoundTrips = [
+  { name: '64 x 64 B (iperf3 -u -l 64)', sizes: repeat(64, 64) },
+  { name: '10 x 1000 B and a 300 B tail', sizes: [...repeat(1000, 10), 300] },
+  { name: 'odd sizes', sizes: [...repeat(333, 7), 1] },
+  { name: 'IPv4 options', sizes: repeat(500, 6), extra: { ipOptions: ROUTER_ALERT } },
+  { name: 'DF clear, ids wrap', sizes: repeat(700, 5), extra: { df: false }, id0: 0xfffe },
+];
+
+for (const c of udpRoundTrips) {
+  test(`UDP round trip: USO resegmentation of the merged write gives back the datagrams: ${c.name}`, () => {
+    pool.fill(0);
+    const specs = flowDatagrams(c.sizes, c.extra ?? {}, c.id0 ?? 0x300);
+    const batch = new CoalesceBatch(64, 8, true, true);
+    const offsets = addAll(batch, specs);
+    assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+    const datagrams = resegment(batch, 0);
+    assert.is(datagrams.length, specs.length);
+    datagrams.forEach((d, i) => {
+      assert.equal(d, pool.subarray(offsets[i], offsets[i] + d.length), `datagram ${i}`);
+    });
+  });
+}
+
+test('UDP round trip: split then coalesce gives back the USO super-packet', () => {
+  pool.fill(0);
+  const superOff = 100_000;
+  const mss = 1200;
+  const payload = pattern(mss * 9 + 77, 5);
+  const length = writePacket(pool, superOff, { protocol: IP_PROTOCOL_UDP, payload, id: 0x4444, l4Checksum: 'partial' });
+  const vnet = new VirtioNetHeader();
+  vnet.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vnet.gsoType = VIRTIO_NET_HDR_GSO_UDP_L4;
+  vnet.hdrLen = 28;
+  vnet.gsoSize = mss;
+  vnet.csumStart = 20;
+  vnet.csumOffset = 6;
+  const originalVnet = new Uint8Array(10);
+  vnet.write(originalVnet, 0);
+  const original = pool.slice(superOff, superOff + length);
+
+  const segments = new SegmentList(64);
+  const n = splitSuperPacket(pool, superOff, length, vnet, 170_000, 128, 0, segments);
+  assert.is(n, 10);
+  const batch = new CoalesceBatch(64, 8, true, true);
+  for (let i = 0; i < n; i++) {
+    const off = PACKETS + i * SLOT;
+    const hl = segments.headerLength[i];
+    pool.copyWithin(off, segments.headerOffset[i], segments.headerOffset[i] + hl);
+    pool.copyWithin(off + hl, segments.payloadOffset[i], segments.payloadOffset[i] + segments.payloadLength[i]);
+    batch.add(pool, off, hl + segments.payloadLength[i]);
+  }
+  assert.is(batch.finish(pool, ARENA, STRIDE), 1);
+  const bytes = writeBytes(batch, 0);
+  assert.equal(bytes.subarray(0, 10), originalVnet, 'virtio_net_hdr');
+  assert.equal(bytes.subarray(10, 38), original.subarray(0, 28), 'headers, partial checksum included');
+  assert.equal(bytes.subarray(38), payload, 'payload');
 });
 
 test.run();
