@@ -51,6 +51,8 @@ export function parsePing(text: string): PingResult {
 export interface IperfTcpOptions {
   seconds?: number;
   streams?: number;
+  /** iperf3 -O: seconds run first and left out of the figures (slow start, ARP); default 0. */
+  omitSeconds?: number;
 }
 
 export interface IperfTcpResult {
@@ -65,6 +67,8 @@ export interface IperfUdpOptions {
   packetLen?: number;
   /** iperf3 -b syntax, e.g. '1G', '200M'; default '1G'. */
   bitrate?: string;
+  /** Target datagrams per second; overrides bitrate (iperf3 paces by payload bits). */
+  packetsPerSecond?: number;
 }
 
 export interface IperfUdpResult {
@@ -73,6 +77,8 @@ export interface IperfUdpResult {
   lossPct: number;
   /** Datagrams per second that reached the server. */
   receivedPps: number;
+  /** Datagrams per second the client managed to send (below the target when the sender is the limit). */
+  sentPps: number;
 }
 
 export async function iperf3Tcp(
@@ -83,7 +89,12 @@ export async function iperf3Tcp(
   opts: IperfTcpOptions = {},
 ): Promise<IperfTcpResult> {
   const seconds = opts.seconds ?? 5;
-  const report = await runIperf3(cluster, serverNs, serverIp, clientNs, seconds, ['-P', String(opts.streams ?? 1)]);
+  const omit = opts.omitSeconds ?? 0;
+  // iperf3 runs the omitted seconds before the -t seconds; the timeout's slack covers them.
+  const report = await runIperf3(cluster, serverNs, serverIp, clientNs, seconds, [
+    '-P', String(opts.streams ?? 1),
+    ...(omit > 0 ? ['-O', String(omit)] : []),
+  ]);
   const end = report.end as { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } };
   return {
     bitsPerSecond: end.sum_received?.bits_per_second ?? 0,
@@ -99,19 +110,55 @@ export async function iperf3Udp(
   opts: IperfUdpOptions = {},
 ): Promise<IperfUdpResult> {
   const seconds = opts.seconds ?? 5;
-  const report = await runIperf3(cluster, serverNs, serverIp, clientNs, seconds, [
-    '-u', '-l', String(opts.packetLen ?? 1400), '-b', opts.bitrate ?? '1G',
-  ]);
+  const packetLen = opts.packetLen ?? 1400;
+  const bitrate = opts.packetsPerSecond !== undefined ? String(Math.round(opts.packetsPerSecond * packetLen * 8)) : opts.bitrate ?? '1G';
+  const report = await runIperf3(cluster, serverNs, serverIp, clientNs, seconds, ['-u', '-l', String(packetLen), '-b', bitrate]);
   // For UDP the client's end.sum carries the server's view (packets it expected and lost).
   const sum = (report.end as { sum?: { packets?: number; lost_packets?: number; seconds?: number } }).sum ?? {};
   const sentPackets = sum.packets ?? 0;
   const lostPackets = sum.lost_packets ?? 0;
+  const duration = sum.seconds || seconds;
   return {
     sentPackets,
     lostPackets,
     lossPct: sentPackets ? (lostPackets / sentPackets) * 100 : 100,
-    receivedPps: (sentPackets - lostPackets) / (sum.seconds || seconds),
+    receivedPps: (sentPackets - lostPackets) / duration,
+    sentPps: sentPackets / duration,
   };
+}
+
+export interface UdpSocketCounters {
+  /** Datagrams delivered to sockets. */
+  inDatagrams: number;
+  /** Datagrams dropped because a socket's receive buffer was full: the reader, not the network, fell behind. */
+  receiveBufferErrors: number;
+}
+
+/** The UDP counters of one namespace (/proc/net/snmp follows the reader's namespace). */
+export async function udpSocketCounters(cluster: Cluster, ns: string): Promise<UdpSocketCounters> {
+  const { stdout } = await cluster.exec(ns, 'cat', ['/proc/net/snmp']);
+  const [names, values] = stdout.split('\n').filter((l) => l.startsWith('Udp: '));
+  if (!names || !values) throw new Error(`no Udp lines in /proc/net/snmp of ${ns}`);
+  const keys = names.split(/\s+/).slice(1);
+  const nums = values.split(/\s+/).slice(1).map(Number);
+  const get = (key: string) => nums[keys.indexOf(key)] ?? NaN;
+  return { inDatagrams: get('InDatagrams'), receiveBufferErrors: get('RcvbufErrors') };
+}
+
+export interface InterfaceCounters {
+  rxBytes: number;
+  rxPackets: number;
+  txBytes: number;
+  txPackets: number;
+}
+
+/** Byte and packet counters of one interface in one namespace. */
+export async function interfaceCounters(cluster: Cluster, ns: string, dev: string): Promise<InterfaceCounters> {
+  const { stdout } = await cluster.exec(ns, 'ip', ['-j', '-s', 'link', 'show', 'dev', dev]);
+  const [link] = JSON.parse(stdout) as { stats64?: { rx?: { bytes: number; packets: number }; tx?: { bytes: number; packets: number } } }[];
+  const stats = link?.stats64;
+  if (!stats?.rx || !stats.tx) throw new Error(`no statistics for ${dev} in ${ns}`);
+  return { rxBytes: stats.rx.bytes, rxPackets: stats.rx.packets, txBytes: stats.tx.bytes, txPackets: stats.tx.packets };
 }
 
 let portCounter = 0;

@@ -1,0 +1,74 @@
+// Command-line flags of the end-to-end benchmark, turned into the plan it follows.
+import { parseArgs } from 'node:util';
+import { PLANE_IDS, planeById, type PlaneSpec } from './planes.js';
+
+export interface BenchPlan {
+  quick: boolean;
+  reps: number;
+  planes: PlaneSpec[];
+  /** iperf3 TCP: measured seconds, after omitSeconds that are thrown away. */
+  tcpSeconds: number;
+  tcpOmitSeconds: number;
+  /** UDP 64 B sweep: target packets per second, in the order tried. */
+  udpRatesPps: number[];
+  udpSecondsPerRate: number;
+  /** iperf3 pairs run side by side per rate: one iperf3 (single-threaded) cannot offer or absorb enough. */
+  udpParallel: number;
+  /** Bisection steps between the last lossless and the first lossy sweep rate. */
+  udpRefineSteps: number;
+  udpPacketLen: number;
+  pingCount: number;
+  pingIntervalS: number;
+  /** Idle time before the CPU-metered run, to learn what the machine burns without our traffic. */
+  idleBaselineSeconds: number;
+  outDir: string;
+}
+
+export const USAGE = `Usage: npm run bench -- [--quick] [--reps N] [--only ${PLANE_IDS.slice(0, 2).join(',')}] [--out DIR]
+
+  --quick      smoke run: 1 repetition, 2 s TCP runs, 3 sweep points of 1 s
+  --reps N     repetitions per data plane, interleaved across planes [default: 3]
+  --only LIST  comma-separated data planes [default: all: ${PLANE_IDS.join(',')}]
+  --out DIR    where latest.{md,json,svg} go [default: bench/results]
+`;
+
+const FULL_SWEEP = [20_000, 40_000, 60_000, 90_000, 130_000, 180_000, 250_000];
+const QUICK_SWEEP = [20_000, 60_000, 130_000];
+
+export function parsePlan(argv: string[], defaultOutDir: string): BenchPlan | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      reps: { type: 'string' },
+      only: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return 'help';
+  const quick = values.quick ?? false;
+  const reps = values.reps === undefined ? (quick ? 1 : 3) : Number(values.reps);
+  if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new Error(`--reps must be an integer 1..50, got ${values.reps}`);
+  const ids = values.only === undefined ? PLANE_IDS : values.only.split(',').map((s) => s.trim()).filter(Boolean);
+  if (ids.length === 0) throw new Error('--only needs at least one data plane');
+  // Table order, whatever order --only named them in.
+  const wanted = new Set(ids.map((id) => planeById(id).id));
+  return {
+    quick,
+    reps,
+    planes: PLANE_IDS.filter((id) => wanted.has(id)).map(planeById),
+    tcpSeconds: quick ? 2 : 5,
+    tcpOmitSeconds: 1,
+    udpRatesPps: quick ? QUICK_SWEEP : FULL_SWEEP,
+    udpSecondsPerRate: quick ? 1 : 2,
+    udpParallel: 2,
+    udpRefineSteps: quick ? 1 : 2,
+    udpPacketLen: 64,
+    pingCount: 50,
+    pingIntervalS: 0.02,
+    idleBaselineSeconds: quick ? 1 : 2,
+    outDir: values.out ?? defaultOutDir,
+  };
+}

@@ -1,0 +1,67 @@
+// The data planes the end-to-end benchmark compares, in the order it reports
+// them. Adding one (say the agent's vxlan backend) is one line here.
+import type { ClusterOptions, Dataplane } from '../../src/testbed/cluster.js';
+
+export interface PlaneSpec {
+  /** What --only takes and the JSON uses. */
+  id: string;
+  /** Short enough for a chart's row label. */
+  short: string;
+  /** What it is, for the tables. */
+  label: string;
+  dataplane: Dataplane;
+  workers?: number;
+  agentArgs?: string[];
+  /** Default: the underlay MTU minus the cluster's idea of the plane's overhead (udp 28). */
+  podMtu?: number;
+  /**
+   * The agent in VXLAN mode: the testbed starts as kernel vxlan (flannel's
+   * programming) and the agent, with these extra arguments, replaces flannel.1
+   * on every node, keeping the VTEP MACs.
+   */
+  agentVxlanArgs?: string[];
+}
+
+export const PLANES: readonly PlaneSpec[] = [
+  { id: 'host-gw', short: 'host-gw', label: 'plain routing (host-gw), the ceiling', dataplane: 'host-gw' },
+  { id: 'kernel-vxlan', short: 'kernel vxlan', label: "kernel vxlan (flannel's vxlan backend)", dataplane: 'kernel-vxlan' },
+  { id: 'agent', short: 'agent udp ×2', label: 'this agent, UDP mode, defaults (2 workers)', dataplane: 'agent', workers: 2 },
+  { id: 'agent-w1', short: 'agent udp ×1', label: 'this agent, UDP mode, --workers 1', dataplane: 'agent', workers: 1 },
+  // flannel's C proxy cannot be built here; this is our agent doing what it does: one syscall per packet.
+  {
+    id: 'cproxy-standin',
+    short: 'C-proxy stand-in',
+    label: "this agent with --workers 1 --batch 1 --offload off, standing in for flannel's C proxy (one syscall per packet); not the C proxy itself",
+    dataplane: 'agent',
+    workers: 1,
+    // --offload off: the C proxy reads and writes one packet per TUN syscall, no TSO super-packets.
+    agentArgs: ['--batch', '1', '--offload', 'off'],
+  },
+  { id: 'agent-vxlan', short: 'agent vxlan ×2', label: 'this agent, VXLAN mode, zero outer UDP checksum (the default), 2 workers', dataplane: 'kernel-vxlan', workers: 2, agentVxlanArgs: [] },
+  {
+    id: 'agent-vxlan-csum',
+    short: 'agent vxlan+csum ×2',
+    label: 'this agent, VXLAN mode with --vxlan-udp-checksum on (allows UDP GSO), 2 workers',
+    dataplane: 'kernel-vxlan',
+    workers: 2,
+    agentVxlanArgs: ['--vxlan-udp-checksum', 'on'],
+  },
+];
+
+/** The planes measured by default, in table order. */
+export const PLANE_IDS = PLANES.map((p) => p.id);
+
+export function isAgentPlane(plane: PlaneSpec): boolean {
+  return plane.dataplane === 'agent' || plane.agentVxlanArgs !== undefined;
+}
+
+export function clusterOptionsFor(plane: PlaneSpec): ClusterOptions {
+  // Same shape for every plane: 2 nodes, 1 pod each, underlay MTU 1500; the pod MTU follows the plane's overhead.
+  return { nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers, agentArgs: plane.agentArgs, podMtu: plane.podMtu };
+}
+
+export function planeById(id: string): PlaneSpec {
+  const plane = PLANES.find((p) => p.id === id);
+  if (!plane) throw new Error(`unknown data plane "${id}"; known: ${PLANE_IDS.join(', ')}`);
+  return plane;
+}

@@ -1,0 +1,155 @@
+// The results as text: a table for the terminal and a Markdown document.
+// Metrics are rows and data planes columns, so the table stays narrow
+// however many planes there are.
+import { METRICS, type MetricSpec } from './metrics.js';
+import type { BenchResults } from './results.js';
+import type { Spread } from './summary.js';
+import type { TargetOutcome } from './targets.js';
+import { LOSSLESS_PCT } from './udp-sweep.js';
+
+function num(value: number, decimals: number): string {
+  return Number.isFinite(value) ? value.toFixed(decimals) : '—';
+}
+
+/** The median, with the range across repetitions when there was more than one. */
+export function formatSpread(s: Spread | undefined, m: MetricSpec): string {
+  if (!s) return '—';
+  if (s.n === 1) return num(s.median, m.decimals);
+  return `${num(s.median, m.decimals)} (${num(s.min, m.decimals)}–${num(s.max, m.decimals)})`;
+}
+
+function rowLabel(m: MetricSpec): string {
+  const unit = m.unit ? `, ${m.unit}` : '';
+  const way = m.better === 'higher' ? ' ↑' : m.better === 'lower' ? ' ↓' : '';
+  return `${m.header}${unit}${way}`;
+}
+
+function figureRows(results: BenchResults): { header: string[]; rows: string[][] } {
+  const header = ['', ...results.planes.map((p) => p.short), 'C proxy (ref.)'];
+  const rows = METRICS.map((m) => [
+    rowLabel(m),
+    ...results.planes.map((p) => formatSpread(results.summaries[p.id]?.[m.key], m)),
+    results.reference.figures[m.key] === undefined ? '' : `${results.reference.figures[m.key]}*`,
+  ]);
+  return { header, rows };
+}
+
+function ratioCells(t: TargetOutcome): string[] {
+  const m = METRICS.find((x) => x.key === t.spec.metric)!;
+  const values = t.verdict === 'n/a' && t.why ? t.why : `${num(t.numeratorValue!, m.decimals)} / ${num(t.denominatorValue!, m.decimals)}`;
+  return [t.spec.name, values, t.ratio === undefined ? '—' : t.ratio.toFixed(2), `${t.spec.op} ${t.spec.limit}`, t.verdict];
+}
+
+const RATIO_HEADER = ['target (medians of this run)', 'values', 'ratio', 'target', 'verdict'];
+
+function textTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function markdownTable(header: string[], rows: string[][]): string {
+  const esc = (c: string) => c.replace(/\|/g, '\\|');
+  return [
+    `| ${header.map(esc).join(' | ')} |`,
+    `|${header.map((_, i) => (i === 0 ? ' --- ' : ' ---: ')).join('|')}|`,
+    ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
+  ].join('\n');
+}
+
+function planeKey(results: BenchResults): string[] {
+  return results.planes.map((p) => `${p.short}: ${p.label}`);
+}
+
+function failures(results: BenchResults): string[] {
+  return results.reps.filter((r) => r.error).map((r) => `${r.planeId} rep ${r.rep}: ${r.error!.split('\n')[0]}`);
+}
+
+function repsLine(results: BenchResults): string {
+  return `${results.plan.reps} repetition(s) per plane, median (min–max)`;
+}
+
+export function consoleReport(results: BenchResults): string {
+  const { header, rows } = figureRows(results);
+  return [
+    `flannel-udp end-to-end benchmark (${results.mode}), ${repsLine(results)}; ↑ higher is better, ↓ lower is better`,
+    '',
+    textTable(header, rows),
+    `* ${results.reference.label}`,
+    '',
+    textTable(RATIO_HEADER, results.targets.map(ratioCells)),
+    '',
+    ...planeKey(results),
+    ...failures(results).map((f) => `FAILED ${f}`),
+  ].join('\n');
+}
+
+function sweepLines(results: BenchResults): string[] {
+  const lines: string[] = [];
+  for (const plane of results.planes) {
+    for (const rep of results.reps.filter((r) => r.planeId === plane.id && !r.error)) {
+      const sweep = rep.detail.udpSweep as
+        | { points: { targetPps: number; sentPps: number; receivedPps: number; lossPct: number; receiverSocketDropPct: number }[]; stoppedEarly?: string }
+        | undefined;
+      if (!sweep) continue;
+      const points = sweep.points
+        .map((p) => `${p.targetPps / 1000}k: sent ${(p.sentPps / 1000).toFixed(1)}k, rx ${(p.receivedPps / 1000).toFixed(1)}k, loss ${p.lossPct.toFixed(1)} % (${p.receiverSocketDropPct.toFixed(1)} % at the receiving socket)`)
+        .join('; ');
+      lines.push(`- ${plane.short}, rep ${rep.rep}: ${points}${sweep.stoppedEarly ? `; stopped: ${sweep.stoppedEarly}` : ''}`);
+    }
+  }
+  return lines;
+}
+
+export function markdownReport(results: BenchResults): string {
+  const { header, rows } = figureRows(results);
+  const m = results.machine;
+  const p = results.plan;
+  const fail = failures(results);
+  return [
+    '# flannel-udp end-to-end benchmark',
+    '',
+    `${results.mode === 'quick' ? '**Quick smoke run** (`--quick`): short runs, one repetition; not for conclusions. ' : ''}` +
+      `${m.date}, ${results.durationS.toFixed(0)} s. Kernel ${m.kernel}, ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${m.iperf3}, ${m.ping}, source ${m.gitDescribe}. ` +
+      `Load average when the run began: ${m.loadAverageAtStart.toFixed(2)} (other work on this machine shares the CPUs).`,
+    '',
+    `Testbed: 2 nodes in network namespaces joined by a veth/bridge underlay with MTU 1500, one pod per node; traffic from pod 1 to pod 2. ` +
+      `A fresh testbed per plane and repetition; repetitions are interleaved across planes so slow drifts in the machine's load hit every plane alike.`,
+    '',
+    `${repsLine(results)}. ↑ higher is better, ↓ lower is better.`,
+    '',
+    markdownTable(header, rows),
+    '',
+    `\\* ${results.reference.label}. The C-proxy stand-in column is this project's agent run as \`--workers 1 --batch 1 --offload off\` (one syscall per packet, like the C proxy); flannel's own C proxy cannot be built here.`,
+    '',
+    '## Targets',
+    '',
+    markdownTable(RATIO_HEADER, results.targets.map(ratioCells)),
+    '',
+    '## Data planes',
+    '',
+    ...planeKey(results).map((l) => `- ${l}`),
+    '',
+    '## How each figure is taken',
+    '',
+    `- **TCP**: iperf3, ${p.tcpSeconds} s measured after ${p.tcpOmitSeconds} s of warm-up that iperf3 leaves out (\`-O ${p.tcpOmitSeconds}\`); receiver's count.`,
+    `- **UDP 64 B**: iperf3 \`-u -l ${p.udpPacketLen}\` at target rates ${p.udpRatesPps.map((r) => `${r / 1000}k`).join(', ')} pps, ${p.udpSecondsPerRate} s each, ` +
+      `split over ${p.udpParallel} iperf3 pairs side by side (one single-threaded iperf3 cannot offer or absorb enough on this machine). ` +
+      `The sweep stops once loss reaches 5 % or the senders fall short of the target, then tries ${p.udpRefineSteps} rate(s) halfway between the highest lossless and the lowest lossy target. "lossless" is the received rate at the highest target with < ${LOSSLESS_PCT} % end-to-end loss; "path only" the same when drops at the receiving iperf3's full socket buffer (UDP RcvbufErrors in the server pod) are not counted, since those say iperf3 read too slowly, not that the path lost packets; "peak rx" the most received at any target.`,
+    `- **ping**: ${p.pingCount} pings at ${p.pingIntervalS} s interval (allowed as root).`,
+    `- **machine CPU**: busy time of the whole machine (user+nice+system+irq+softirq from /proc/stat) over the TCP 1-stream run, ` +
+      `divided by the GB that entered the server pod (its eth0 rx bytes, warm-up included). ` +
+      `It includes iperf3 itself on both ends, so it compares planes rather than pricing one; and when a plane saturates every CPU it comes to (CPUs × seconds) ÷ GB, the inverse of its throughput.`,
+    `- **busy before traffic**: CPUs busy during ${p.idleBaselineSeconds} s with the testbed up and no traffic of ours, just before the measurements. ` +
+      `Not subtracted from anything: well above 0 it means other work shared the machine and disturbed that repetition.`,
+    `- **agent CPU**: utime+stime of both agent processes (all worker threads) from /proc/<pid>/stat over the same run, per the same GB.`,
+    `- **syscalls/pkt**: both agents' system calls (every \`Syscalls*\` SIGUSR1 counter: TUN read/write, sendmmsg, recvmmsg, poll) over the whole repetition, per datagram sent through the tunnel.`,
+    `- **heap**: sum of the agents' worker V8 heaps (sampled once a second) before the first and after the last measurement.`,
+    '',
+    '## UDP sweeps',
+    '',
+    ...sweepLines(results),
+    ...(fail.length ? ['', '## Failures', '', ...fail.map((f) => `- ${f}`)] : []),
+    '',
+  ].join('\n');
+}

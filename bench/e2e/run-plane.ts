@@ -1,0 +1,136 @@
+// One repetition on one data plane: build a fresh 2-node testbed, take every
+// measurement in a fixed order, and always tear the testbed down.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
+import { replaceKernelVxlanWithAgent } from '../../src/testbed/vxlan-agents.js';
+import type { CapturedChild } from '../../src/testbed/exec.js';
+import { interfaceCounters, iperf3Tcp, ping } from '../../src/testbed/measure.js';
+import { readAgentCounters, sumAgents, syscallsPerPacket, type AgentCounters } from './agent-counters.js';
+import { machineCpuDelta, processCpuSeconds, sampleMachineCpu } from './cpu.js';
+import type { RepResult } from './metrics.js';
+import type { BenchPlan } from './options.js';
+import { clusterOptionsFor, isAgentPlane, type PlaneSpec } from './planes.js';
+import { udpSweep } from './udp-sweep.js';
+
+const GB = 1e9;
+const MIB = 1024 * 1024;
+// Busy CPUs, averaged over the idle baseline, above which something else is clearly running.
+const BUSY_WHEN_IDLE = 0.3;
+
+export async function runPlaneRep(plane: PlaneSpec, rep: number, plan: BenchPlan, progress: (line: string) => void): Promise<RepResult> {
+  const result: RepResult = { planeId: plane.id, rep, figures: {}, detail: {} };
+  let cluster: Cluster | undefined;
+  try {
+    cluster = await createCluster(clusterOptionsFor(plane));
+    const vxlanAgents: CapturedChild[] = [];
+    if (plane.agentVxlanArgs) {
+      for (const n of cluster.nodes()) vxlanAgents.push(await replaceKernelVxlanWithAgent(cluster, n.index, plane.agentVxlanArgs, plane.workers ?? 1));
+    }
+    await measure(cluster, plane, plan, result, progress, vxlanAgents);
+  } catch (err) {
+    result.error = (err as Error).message;
+    progress(`  ${plane.id} rep ${rep} failed: ${result.error.split('\n')[0]}`);
+  } finally {
+    await cluster?.destroy();
+  }
+  return result;
+}
+
+async function measure(
+  cluster: Cluster,
+  plane: PlaneSpec,
+  plan: BenchPlan,
+  result: RepResult,
+  progress: (line: string) => void,
+  vxlanAgents: CapturedChild[],
+): Promise<void> {
+  const { figures, detail } = result;
+  const client = cluster.pod(1);
+  const server = cluster.pod(2);
+  const withAgents = isAgentPlane(plane);
+  const agents = vxlanAgents.length > 0 ? vxlanAgents : withAgents ? cluster.nodes().map((n) => cluster.agent(n.index)!) : [];
+  const agentCounters = async (): Promise<AgentCounters> => sumAgents(await Promise.all(agents.map((a) => readAgentCounters(a))));
+  const agentCpuS = () => agents.reduce((s, a) => s + processCpuSeconds(a.pid!), 0);
+  detail.podMtu = cluster.podMtu;
+
+  // What the machine burns with the testbed up and no traffic of ours: idle agents, and other work on a
+  // shared box. Not subtracted (under load that work is displaced rather than added), only reported.
+  const idleBefore = sampleMachineCpu();
+  await sleep(plan.idleBaselineSeconds * 1000);
+  const idle = machineCpuDelta(idleBefore, sampleMachineCpu());
+  const idleBusyCpus = idle.busyS / idle.wallS;
+  figures.idleBusyCpus = idleBusyCpus;
+  detail.idleBaseline = idle;
+  if (idleBusyCpus > BUSY_WHEN_IDLE) {
+    progress(`  note: ${idleBusyCpus.toFixed(2)} CPUs busy before any traffic: other work is sharing the machine, this repetition's figures are disturbed`);
+  }
+
+  const atStart = withAgents ? await agentCounters() : undefined;
+
+  const rtt = await ping(cluster, client.ns, server.ip, { count: plan.pingCount, intervalS: plan.pingIntervalS });
+  if (rtt.received === 0) throw new Error(`no ping reply from ${server.ip}: the data plane does not forward`);
+  figures.pingMinMs = rtt.rttMinMs;
+  figures.pingAvgMs = rtt.rttAvgMs;
+  detail.ping = rtt;
+  progress(`  ping avg ${rtt.rttAvgMs.toFixed(3)} ms (min ${rtt.rttMinMs.toFixed(3)}, ${rtt.received}/${rtt.sent})`);
+
+  // TCP 1 stream, metered: CPU and bytes over the whole iperf3 run, warm-up second included on both sides.
+  const beforeTcp1 = withAgents ? await agentCounters() : undefined;
+  const rxBefore = await interfaceCounters(cluster, server.ns, 'eth0');
+  const agentCpuBefore = agentCpuS();
+  const machineBefore = sampleMachineCpu();
+  const tcp1 = await iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds: plan.tcpSeconds, streams: 1, omitSeconds: plan.tcpOmitSeconds });
+  const machine = machineCpuDelta(machineBefore, sampleMachineCpu());
+  const agentCpuUsed = agentCpuS() - agentCpuBefore;
+  const rxAfter = await interfaceCounters(cluster, server.ns, 'eth0');
+  const gb = (rxAfter.rxBytes - rxBefore.rxBytes) / GB;
+  figures.tcp1Gbps = tcp1.bitsPerSecond / 1e9;
+  figures.machineCpuSPerGB = machine.busyS / gb;
+  const cpuDetail: Record<string, number> = {
+    gbIntoServerPod: gb,
+    machineBusyS: machine.busyS,
+    stealS: machine.stealS,
+    wallS: machine.wallS,
+  };
+  if (withAgents) {
+    figures.agentCpuSPerGB = agentCpuUsed / gb;
+    cpuDetail.agentCpuS = agentCpuUsed;
+    detail.tcp1Syscalls = syscallsPerPacket(beforeTcp1!, await agentCounters());
+  }
+  detail.tcp1 = tcp1;
+  detail.tcp1Cpu = cpuDetail;
+  progress(`  TCP 1 stream ${figures.tcp1Gbps.toFixed(2)} Gbit/s, machine ${figures.machineCpuSPerGB.toFixed(2)} s/GB` +
+    (withAgents ? `, agents ${figures.agentCpuSPerGB!.toFixed(2)} s/GB` : ''));
+
+  const tcp4 = await iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds: plan.tcpSeconds, streams: 4, omitSeconds: plan.tcpOmitSeconds });
+  figures.tcp4Gbps = tcp4.bitsPerSecond / 1e9;
+  detail.tcp4 = tcp4;
+  progress(`  TCP 4 streams ${figures.tcp4Gbps.toFixed(2)} Gbit/s`);
+
+  const beforeUdp = withAgents ? await agentCounters() : undefined;
+  const sweep = await udpSweep(cluster, client, server, {
+    ratesPps: plan.udpRatesPps,
+    secondsPerRate: plan.udpSecondsPerRate,
+    packetLen: plan.udpPacketLen,
+    parallel: plan.udpParallel,
+    refineSteps: plan.udpRefineSteps,
+  });
+  figures.udpLosslessKpps = sweep.losslessPps / 1000;
+  figures.udpLosslessInPathKpps = sweep.losslessInPathPps / 1000;
+  figures.udpPeakKpps = sweep.peakReceivedPps / 1000;
+  detail.udpSweep = sweep;
+  progress(`  UDP 64 B: lossless ${figures.udpLosslessKpps.toFixed(1)} k pps, peak ${figures.udpPeakKpps.toFixed(1)} k pps` +
+    `  [${sweep.points.map((p) => `${p.targetPps / 1000}k→${(p.receivedPps / 1000).toFixed(1)}k ${p.lossPct.toFixed(1)}%`).join(', ')}]`);
+
+  if (withAgents) {
+    const atEnd = await agentCounters();
+    const whole = syscallsPerPacket(atStart!, atEnd);
+    figures.syscallsPerPacket = whole.perPacket;
+    figures.heapBeforeMiB = atStart!.heapUsedBytes / MIB;
+    figures.heapAfterMiB = atEnd.heapUsedBytes / MIB;
+    detail.wholeRunSyscalls = whole;
+    detail.udpSyscalls = syscallsPerPacket(beforeUdp!, atEnd);
+    detail.agentCountersAtEnd = atEnd.totals;
+    progress(`  syscalls/packet ${whole.perPacket.toFixed(2)}, worker heap ${figures.heapBeforeMiB.toFixed(1)} → ${figures.heapAfterMiB.toFixed(1)} MiB`);
+  }
+}
