@@ -3,13 +3,20 @@
 //
 //   <id>-ul      underlay: bridge br0, one port per node (192.0.2.0/24)
 //   <id>-n<i>    node i: eth0 = 192.0.2.i, bridge cni0 = 10.244.i.1/24, forwarding on
-//   <id>-p<i>    pod k=0 on node i (k>0: <id>-p<i>-<k>): eth0 = 10.244.i.(k+2), via cni0
+//   <id>-p<i>    pod k=0 on node i (k>0: <id>-p<i>-<k>): eth0 = an address of 10.244.i.0/24, via cni0
 //
-// and one of several data planes between the nodes. Everything it creates is
-// recorded before it is used, so destroy() (or the process-wide safety net,
-// on exit, signals and crashes) can remove it even after a half-built setup.
+// and one of several data planes between the nodes. Pods are wired the way
+// kubelet's runtime wires them: each node has flannel's subnet.env and
+// kube-flannel's conflist, and every pod is an ADD through that chain (our
+// flannel plugin → the reference bridge + host-local, then portmap), run in
+// the node's namespace; the bridge plugin creates cni0 and the veth, and
+// host-local picks the address. destroy() answers each with a DEL.
+// Everything it creates is recorded before it is used, so destroy() (or the
+// process-wide safety net, on exit, signals and crashes) can remove it even
+// after a half-built setup. Nothing is written outside the cluster's temp dir:
+// the plugin's saved configurations and host-local's reservations go there too.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +32,19 @@ import {
   type RunOptions,
   type RunResult,
 } from './exec.js';
+import {
+  addNetworkList,
+  delNetworkList,
+  hostInterface,
+  sandboxAddress,
+  loadConfList,
+  type Attachment,
+  type CniResult,
+  type ConfList,
+  type PluginRunner,
+  type PortMapping,
+} from '../cni/chain.js';
+import { CONFLIST_FILE, installCni, pluginMainPath } from '../cni/install.js';
 
 export type Dataplane = 'agent' | 'host-gw' | 'kernel-vxlan' | 'none';
 
@@ -47,6 +67,14 @@ export interface ClusterOptions {
   agentReadyTimeoutMs?: number;
   /** Where agent logs go; default the cluster's temp dir (removed by destroy; the in-memory tail survives). */
   logDir?: string;
+  /**
+   * FLANNEL_IPMASQ in every subnet.env; default true, as flanneld runs in
+   * kube-flannel.yml (--ip-masq). The flannel plugin gives the bridge
+   * ipMasq = !FLANNEL_IPMASQ, so with false the bridge plugin masquerades
+   * everything a pod sends outside its own node's subnet, pod-to-pod
+   * traffic across nodes included.
+   */
+  ipMasq?: boolean;
 }
 
 export interface NodeInfo {
@@ -58,13 +86,42 @@ export interface NodeInfo {
   /** cni0's address, the pods' default gateway. */
   gateway: string;
   subnetFile: string;
+  /** This node's conflist: kube-flannel's, with subnetFile and both data dirs pointed into the temp dir. */
+  confListFile: string;
+  /** The flannel plugin's dataDir: one saved delegate configuration per pod. */
+  cniDataDir: string;
+  /** host-local's dataDir: one file per reserved address, under the network name (cbr0). */
+  ipamDataDir: string;
 }
 
 export interface PodInfo {
   node: number;
   index: number;
   ns: string;
+  /** The address host-local gave the pod's eth0 (read from the ADD result). */
   ip: string;
+  /** CNI_CONTAINERID the pod was added with (the namespace's name). */
+  containerId: string;
+  /** The host end of the pod's veth, named and attached to cni0 by the bridge plugin. */
+  hostVeth: string;
+  /** What the chain answered to ADD: the result a runtime caches for CHECK and DEL. */
+  result: CniResult;
+}
+
+/** A namespace named like a pod of node `node`, with no network yet: for driving CNI plugins by hand. */
+export interface PodNamespace {
+  node: number;
+  index: number;
+  ns: string;
+  /** CNI_NETNS for it. */
+  netnsPath: string;
+}
+
+export interface AddPodOptions {
+  /** hostPort mappings, handed to portmap as runtimeConfig.portMappings (kubelet does this for a pod's hostPorts). */
+  portMappings?: PortMapping[];
+  /** Run the chain with this cniVersion instead of the conflist's 0.3.1. */
+  cniVersion?: string;
 }
 
 export interface Cluster {
@@ -88,6 +145,18 @@ export interface Cluster {
   /** Starts a long-running process in one of this cluster's namespaces; destroy() stops it. */
   spawn(ns: string, cmd: string, args: readonly string[], opts?: { logFile?: string }): CapturedChild;
   agent(i: number): CapturedChild | undefined;
+  /** CNI_PATH of every node: the dir with our `flannel` (installed by install-cni), then the reference plugins. */
+  readonly cniPath: readonly string[];
+  /** Runs CNI plugins in node i's namespace, as the runtime on that node does. */
+  cniRunner(i: number): PluginRunner;
+  /** Node i's conflist, parsed. */
+  confList(i: number): ConfList;
+  /** One more pod on node i, through the CNI chain; destroy() deletes it. */
+  addPod(i: number, opts?: AddPodOptions): Promise<PodInfo>;
+  /** CNI DEL through the chain, then the pod's namespace is removed. */
+  removePod(pod: PodInfo): Promise<void>;
+  /** A pod namespace on node i without any network; destroy() removes it. */
+  addPodNamespace(i: number): Promise<PodNamespace>;
   startAgent(i: number): Promise<void>;
   stopAgent(i: number, signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** A readable description of namespaces, addresses and processes. */
@@ -105,6 +174,11 @@ const UNDERLAY_PREFIX = '192.0.2';
 const VXLAN_VNI = 1;
 const VXLAN_PORT = 8472; // the Linux default, which flannel keeps unless configured
 const AGENT_READY = /flannel-udp agent ready/;
+/** Debian's containernetworking-plugins puts the reference plugins here. */
+export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
+const REFERENCE_PLUGINS = ['bridge', 'host-local', 'portmap'];
+const POD_IFNAME = 'eth0';
+const BRIDGE = 'cni0';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const agentCliPath = join(repoRoot, 'dist/src/cli.js');
@@ -140,6 +214,16 @@ export async function checkPrerequisites(): Promise<void> {
   } catch (err) {
     throw new Error(`'ip netns' is unavailable (install iproute2; scripts/setup.sh does): ${(err as Error).message}`);
   }
+  const missing = REFERENCE_PLUGINS.map((p) => join(REFERENCE_PLUGIN_DIR, p)).filter((p) => !existsSync(p));
+  if (missing.length > 0) {
+    throw new Error(`the CNI reference plugins are missing (${missing.join(', ')}): install Debian's containernetworking-plugins (scripts/setup.sh does)`);
+  }
+  try {
+    await run('iptables', ['--version'], { timeoutMs: 10_000 });
+  } catch {
+    throw new Error('iptables is missing (the bridge and portmap CNI plugins need it): install iptables (scripts/setup.sh does)');
+  }
+  if (!existsSync(pluginMainPath)) throw new Error(`the flannel CNI plugin is not built: ${pluginMainPath} is missing (run npm run build)`);
 }
 
 function overheadFor(dataplane: Dataplane): number {
@@ -163,6 +247,9 @@ class ClusterImpl implements Cluster {
   readonly tempDir: string;
   readonly leasesFile: string;
   readonly namespaces: string[] = [];
+  readonly cniPath: readonly string[];
+  private readonly ipMasq: boolean;
+  private readonly cniBinDir: string;
   private readonly workers: number;
   private readonly agentArgs: string[];
   private readonly agentReadyTimeoutMs: number;
@@ -170,6 +257,12 @@ class ClusterImpl implements Cluster {
   private readonly agents = new Map<number, CapturedChild>();
   private readonly children = new Set<CapturedChild>();
   private destroying: Promise<void> | undefined;
+  /** Created pods by "node/index", in creation order. */
+  private readonly podTable = new Map<string, PodInfo>();
+  /** Every CNI attachment made (or attempted: recorded before ADD), for destroy()'s DEL. */
+  private readonly attachments = new Map<string, { node: number; list: ConfList; att: Attachment; result?: CniResult }>();
+  private readonly nextPodIndex = new Map<number, number>();
+  private readonly confLists = new Map<number, ConfList>();
 
   constructor(opts: ClusterOptions) {
     this.id = `${TESTBED_PREFIX}${process.pid.toString(36)}-${(clusterCounter++).toString(36)}`;
@@ -191,6 +284,9 @@ class ClusterImpl implements Cluster {
     this.tempDir = mkdtempSync(join(tmpdir(), `${this.id}-`));
     this.logDir = opts.logDir ?? this.tempDir;
     this.leasesFile = join(this.tempDir, 'leases.json');
+    this.ipMasq = opts.ipMasq ?? true;
+    this.cniBinDir = join(this.tempDir, 'cni', 'bin');
+    this.cniPath = [this.cniBinDir, REFERENCE_PLUGIN_DIR];
   }
 
   node(i: number): NodeInfo {
@@ -202,6 +298,9 @@ class ClusterImpl implements Cluster {
       subnet: `10.244.${i}.0/24`,
       gateway: `10.244.${i}.1`,
       subnetFile: join(this.tempDir, `subnet-n${i}.env`),
+      confListFile: join(this.tempDir, 'cni', `n${i}`, 'net.d', CONFLIST_FILE),
+      cniDataDir: join(this.tempDir, 'cni', `n${i}`, 'flannel'),
+      ipamDataDir: join(this.tempDir, 'cni', `n${i}`, 'networks'),
     };
   }
 
@@ -211,13 +310,89 @@ class ClusterImpl implements Cluster {
 
   pod(i: number, k = 0): PodInfo {
     this.node(i);
-    if (!Number.isInteger(k) || k < 0 || k >= this.podsPerNode) throw new Error(`no pod ${k} on node ${i} (pods are 0..${this.podsPerNode - 1})`);
-    // .1 is cni0, so pod k gets .(k+2).
-    return { node: i, index: k, ns: k === 0 ? `${this.id}-p${i}` : `${this.id}-p${i}-${k}`, ip: `10.244.${i}.${k + 2}` };
+    const pod = this.podTable.get(`${i}/${k}`);
+    if (!pod) {
+      const have = [...this.podTable.values()].filter((p) => p.node === i).map((p) => p.index);
+      throw new Error(`no pod ${k} on node ${i} (pods there: ${have.length ? have.join(', ') : 'none'})`);
+    }
+    return pod;
   }
 
   pods(): PodInfo[] {
-    return this.nodes().flatMap((n) => Array.from({ length: this.podsPerNode }, (_, k) => this.pod(n.index, k)));
+    return [...this.podTable.values()].sort((a, b) => a.node - b.node || a.index - b.index);
+  }
+
+  private podNamespaceName(i: number, k: number): string {
+    return k === 0 ? `${this.id}-p${i}` : `${this.id}-p${i}-${k}`;
+  }
+
+  cniRunner(i: number): PluginRunner {
+    const { ns } = this.node(i);
+    this.assertOwn(ns);
+    return {
+      cniPath: this.cniPath,
+      // `ip netns exec` keeps the environment (CNI_* included) and execs the plugin after setns.
+      exec: (path, env, stdin) => run('ip', ['netns', 'exec', ns, path], { env, input: stdin, allowFailure: true, timeoutMs: 60_000 }),
+    };
+  }
+
+  confList(i: number): ConfList {
+    const list = this.confLists.get(i);
+    if (!list) throw new Error(`node ${i} has no CNI configuration yet`);
+    return list;
+  }
+
+  async addPodNamespace(i: number): Promise<PodNamespace> {
+    this.node(i);
+    const k = this.nextPodIndex.get(i) ?? 0;
+    this.nextPodIndex.set(i, k + 1);
+    const ns = this.podNamespaceName(i, k);
+    await this.addNamespace(ns);
+    // The runtime's loopback plugin would do this; kube-flannel's chain does not.
+    await this.ip(ns, 'link', 'set', 'lo', 'up');
+    return { node: i, index: k, ns, netnsPath: `/var/run/netns/${ns}` };
+  }
+
+  async addPod(i: number, opts: AddPodOptions = {}): Promise<PodInfo> {
+    if (this.destroying) throw new Error(`cluster ${this.id} is being destroyed`);
+    const { ns, index: k, netnsPath } = await this.addPodNamespace(i);
+    const list = opts.cniVersion ? { ...this.confList(i), cniVersion: opts.cniVersion } : this.confList(i);
+    const att: Attachment = {
+      containerId: ns,
+      netns: netnsPath,
+      ifName: POD_IFNAME,
+      ...(opts.portMappings ? { capabilityArgs: { portMappings: opts.portMappings } } : {}),
+    };
+    // Recorded before ADD: a half-done ADD is answered with a DEL too, as a runtime does.
+    const record: { node: number; list: ConfList; att: Attachment; result?: CniResult } = { node: i, list, att };
+    this.attachments.set(ns, record);
+    let result: CniResult;
+    try {
+      result = await addNetworkList(this.cniRunner(i), list, att);
+    } catch (err) {
+      throw new Error(`CNI ADD of pod ${i}.${k} (${ns}) on node ${i} failed: ${(err as Error).message}`);
+    }
+    record.result = result;
+    const address = sandboxAddress(result, POD_IFNAME);
+    const node = this.node(i);
+    if (address.gateway !== undefined && address.gateway !== node.gateway) {
+      throw new Error(`pod ${ns} got gateway ${address.gateway}, expected cni0's ${node.gateway}`);
+    }
+    const pod: PodInfo = { node: i, index: k, ns, ip: address.ip, containerId: ns, hostVeth: hostInterface(result, BRIDGE) ?? '', result };
+    this.podTable.set(`${i}/${k}`, pod);
+    return pod;
+  }
+
+  async removePod(pod: PodInfo): Promise<void> {
+    const record = this.attachments.get(pod.ns);
+    if (!record || this.podTable.get(`${pod.node}/${pod.index}`) !== pod) throw new Error(`${pod.ns} is not a pod of testbed ${this.id}`);
+    await delNetworkList(this.cniRunner(record.node), record.list, record.att, record.result);
+    this.attachments.delete(pod.ns);
+    this.podTable.delete(`${pod.node}/${pod.index}`);
+    await killPidsInNetns(pod.ns);
+    await run('ip', ['netns', 'del', pod.ns], { timeoutMs: 10_000 });
+    const at = this.namespaces.indexOf(pod.ns);
+    if (at >= 0) this.namespaces.splice(at, 1);
   }
 
   exec(ns: string, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
@@ -286,12 +461,21 @@ class ClusterImpl implements Cluster {
               ? 'host-gw routes via eth0'
               : 'no data plane';
       lines.push(`  ${`node ${node.index}`.padEnd(10)}${node.ns.padEnd(20)}eth0 ${node.underlayIp}/24, cni0 ${node.gateway}/24, ${plane}`);
-      for (let k = 0; k < this.podsPerNode; k++) {
-        const pod = this.pod(node.index, k);
-        lines.push(`    ${`pod ${node.index}.${k}`.padEnd(8)}${pod.ns.padEnd(20)}eth0 ${pod.ip}/24 via ${node.gateway}`);
+      for (const pod of this.pods().filter((p) => p.node === node.index)) {
+        const { prefixLength, gateway } = sandboxAddress(pod.result, POD_IFNAME);
+        lines.push(
+          `    ${`pod ${node.index}.${pod.index}`.padEnd(8)}${pod.ns.padEnd(20)}eth0 ${pod.ip}/${prefixLength} via ${gateway ?? '-'}, host side ${pod.hostVeth || '?'} on cni0`,
+        );
       }
     }
-    lines.push(`  ${'files'.padEnd(10)}${this.tempDir} (subnet-n<i>.env, leases.json)`);
+    const list = this.confLists.get(1);
+    if (list) {
+      lines.push(
+        `  ${'cni'.padEnd(10)}conflist ${list.name} (cniVersion ${list.cniVersion}): ${list.plugins.map((p) => p.type).join(' → ')}; ` +
+          `flannel delegates to bridge + host-local; CNI_PATH ${this.cniPath.join(':')}`,
+      );
+    }
+    lines.push(`  ${'files'.padEnd(10)}${this.tempDir} (subnet-n<i>.env, leases.json, cni/)`);
     return lines.join('\n');
   }
 
@@ -302,6 +486,13 @@ class ClusterImpl implements Cluster {
     await this.ip(this.underlayNs, 'link', 'set', 'br0', 'up');
     for (const node of this.nodes()) await this.buildNode(node);
     this.writeFlannelFiles();
+    this.installCniFiles();
+    // Nodes in parallel, pods of one node in turn (as one kubelet adds them).
+    await Promise.all(
+      this.nodes().map(async (node) => {
+        for (let k = 0; k < this.podsPerNode; k++) await this.addPod(node.index);
+      }),
+    );
     if (this.dataplane === 'host-gw') for (const node of this.nodes()) await this.programHostGw(node);
     if (this.dataplane === 'kernel-vxlan') for (const node of this.nodes()) await this.programVxlan(node);
     if (this.dataplane === 'agent') await Promise.all(this.nodes().map((n) => this.startAgent(n.index)));
@@ -318,21 +509,34 @@ class ClusterImpl implements Cluster {
     await this.ip(ul, 'link', 'set', `n${i}`, 'master', 'br0', 'up');
     await this.ip(ns, 'link', 'set', 'eth0', 'mtu', String(this.underlayMtu), 'up');
     await this.ip(ns, 'addr', 'add', `${node.underlayIp}/24`, 'dev', 'eth0');
-    await this.ip(ns, 'link', 'add', 'cni0', 'mtu', String(this.podMtu), 'type', 'bridge');
-    await this.ip(ns, 'addr', 'add', `${node.gateway}/24`, 'dev', 'cni0');
-    await this.ip(ns, 'link', 'set', 'cni0', 'up');
-    for (let k = 0; k < this.podsPerNode; k++) await this.buildPod(node, this.pod(i, k));
+    // No cni0 here: the bridge plugin creates it (MTU = FLANNEL_MTU, the
+    // gateway address from host-local) at the node's first pod ADD.
   }
 
-  private async buildPod(node: NodeInfo, pod: PodInfo): Promise<void> {
-    const hostSide = `veth${pod.index}`;
-    await this.addNamespace(pod.ns);
-    await this.ip(pod.ns, 'link', 'set', 'lo', 'up');
-    await this.ip(node.ns, 'link', 'add', hostSide, 'mtu', String(this.podMtu), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod.ns);
-    await this.ip(node.ns, 'link', 'set', hostSide, 'master', 'cni0', 'up');
-    await this.ip(pod.ns, 'link', 'set', 'eth0', 'mtu', String(this.podMtu), 'up');
-    await this.ip(pod.ns, 'addr', 'add', `${pod.ip}/24`, 'dev', 'eth0');
-    await this.ip(pod.ns, 'route', 'add', 'default', 'via', node.gateway);
+  /**
+   * What `flannel-udp install-cni` does on a real node, into the temp dir: our
+   * plugin as cni/bin/flannel and kube-flannel's conflist. Each node then gets
+   * that conflist with its own subnet.env and data dirs (stock flannel reads
+   * /run/flannel/subnet.env and writes under /var/lib/cni, which the nodes of
+   * one machine would share).
+   */
+  private installCniFiles(): void {
+    const sharedConfDir = join(this.tempDir, 'cni', 'net.d');
+    installCni({ binDir: this.cniBinDir, confDir: sharedConfDir, force: false });
+    const stock = loadConfList(join(sharedConfDir, CONFLIST_FILE));
+    for (const node of this.nodes()) {
+      const list: ConfList = {
+        ...stock,
+        plugins: stock.plugins.map((p) =>
+          p.type === 'flannel'
+            ? { ...p, subnetFile: node.subnetFile, dataDir: node.cniDataDir, ipam: { dataDir: node.ipamDataDir } }
+            : p,
+        ),
+      };
+      mkdirSync(dirname(node.confListFile), { recursive: true });
+      writeFileSync(node.confListFile, JSON.stringify(list, null, 2) + '\n');
+      this.confLists.set(node.index, list);
+    }
   }
 
   /** What flanneld would leave for the CNI plugin and keep in its store. */
@@ -342,7 +546,7 @@ class ClusterImpl implements Cluster {
     for (const node of this.nodes()) {
       writeFileSync(
         node.subnetFile,
-        `FLANNEL_NETWORK=${CLUSTER_NETWORK}\nFLANNEL_SUBNET=${node.gateway}/24\nFLANNEL_MTU=${this.podMtu}\nFLANNEL_IPMASQ=false\n`,
+        `FLANNEL_NETWORK=${CLUSTER_NETWORK}\nFLANNEL_SUBNET=${node.gateway}/24\nFLANNEL_MTU=${this.podMtu}\nFLANNEL_IPMASQ=${this.ipMasq}\n`,
       );
       leases[node.subnet.replace('/', '-')] = {
         PublicIP: node.underlayIp,
@@ -410,12 +614,33 @@ class ClusterImpl implements Cluster {
   private async destroyAsync(): Promise<void> {
     // Give processes (the agent above all) a chance to shut down cleanly, then insist.
     await Promise.all([...this.children].map((c) => stopChild(c, 'SIGTERM', 3000).catch(() => undefined)));
+    await this.deleteAttachments();
     for (const ns of [...this.namespaces].reverse()) {
       await killPidsInNetns(ns);
       await run('ip', ['netns', 'del', ns], { timeoutMs: 10_000 }).catch(() => undefined);
     }
     rmSync(this.tempDir, { recursive: true, force: true });
     liveClusters.delete(this);
+  }
+
+  /**
+   * CNI DEL for every pod, as the runtime does when a pod goes away: each
+   * node's in turn, newest first, nodes in parallel. Best effort: the node
+   * namespaces (cni0, the veths' host ends, any iptables rules of bridge and
+   * portmap) and the temp dir (saved configurations, host-local's
+   * reservations) are removed next whatever DEL managed.
+   */
+  private async deleteAttachments(): Promise<void> {
+    const byNode = new Map<number, Array<{ list: ConfList; att: Attachment; result?: CniResult }>>();
+    for (const record of this.attachments.values()) byNode.set(record.node, [...(byNode.get(record.node) ?? []), record]);
+    await Promise.all(
+      [...byNode].map(async ([node, records]) => {
+        for (const r of records.reverse()) {
+          await delNetworkList(this.cniRunner(node), r.list, r.att, r.result).catch(() => undefined);
+        }
+      }),
+    );
+    this.attachments.clear();
   }
 
   /** For the exit/signal path, where only synchronous work runs to completion. */
