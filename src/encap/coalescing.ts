@@ -129,6 +129,7 @@ import {
   VIRTIO_NET_HDR_LEN,
   VirtioNetHeader,
 } from './virtio-net-header.js';
+import { read16, read32, write16 } from './bytes.js';
 
 /** Arena room one write needs: virtio_net_hdr + the largest IPv4 + TCP header (a UDP one is smaller). */
 export const COALESCE_MAX_WRITE_HEADER = VIRTIO_NET_HDR_LEN + SEGMENT_MAX_HEADERS;
@@ -139,18 +140,6 @@ const IPV4_MERGE_FLAG_BITS = 0xc000;
 /** Most datagrams in one UDP group: the kernel's UDP_GRO_CNT_MAX and UDP_MAX_SEGMENTS. */
 export const COALESCE_MAX_UDP_SEGMENTS = 64;
 
-function read16(buf: Uint8Array, at: number): number {
-  return (buf[at] << 8) | buf[at + 1];
-}
-
-function read32(buf: Uint8Array, at: number): number {
-  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
-}
-
-function write16(buf: Uint8Array, at: number, value: number): void {
-  buf[at] = value >>> 8;
-  buf[at + 1] = value;
-}
 
 function bytesEqual(buf: Uint8Array, a: number, b: number, length: number): boolean {
   for (let i = 0; i < length; i++) if (buf[a + i] !== buf[b + i]) return false;

@@ -2,6 +2,7 @@
 // decrement, build. No allocation; addresses are uint32 numbers.
 import { checksumAdjust16, internetChecksum, onesComplementSum } from './checksum.js';
 import { DropReason, type DropReasonCode } from './drop-reasons.js';
+import { read16, read32, write16, write32 } from './bytes.js';
 
 export const IPV4_MIN_HEADER = 20;
 export const IPV4_MAX_HEADER = 60;
@@ -29,25 +30,6 @@ export const IP_PROTOCOL_UDP = 17;
 
 export const IPV4_DEFAULT_TTL = 64;
 
-function read16(buf: Uint8Array, at: number): number {
-  return (buf[at] << 8) | buf[at + 1];
-}
-
-function read32(buf: Uint8Array, at: number): number {
-  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
-}
-
-function write16(buf: Uint8Array, at: number, value: number): void {
-  buf[at] = value >>> 8;
-  buf[at + 1] = value;
-}
-
-function write32(buf: Uint8Array, at: number, value: number): void {
-  buf[at] = value >>> 24;
-  buf[at + 1] = value >>> 16;
-  buf[at + 2] = value >>> 8;
-  buf[at + 3] = value;
-}
 
 export function ipv4HeaderLength(buf: Uint8Array, off: number): number {
   return (buf[off] & 0x0f) << 2;

@@ -30,6 +30,7 @@ import {
   VIRTIO_NET_HDR_GSO_UDP_L4,
   type VirtioNetHeader,
 } from './virtio-net-header.js';
+import { read16, read32, write16, write32 } from './bytes.js';
 
 // TCP header layout (RFC 9293), shared with coalescing.ts.
 export const TCP_MIN_HEADER = 20;
@@ -56,25 +57,6 @@ export const UDP_OFFSET_CHECKSUM = 6;
 /** Largest IPv4 + TCP header a segment can have: the arena room needed per segment. */
 export const SEGMENT_MAX_HEADERS = IPV4_MAX_HEADER + TCP_MAX_HEADER;
 
-function read16(buf: Uint8Array, at: number): number {
-  return (buf[at] << 8) | buf[at + 1];
-}
-
-function read32(buf: Uint8Array, at: number): number {
-  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0;
-}
-
-function write16(buf: Uint8Array, at: number, value: number): void {
-  buf[at] = value >>> 8;
-  buf[at + 1] = value;
-}
-
-function write32(buf: Uint8Array, at: number, value: number): void {
-  buf[at] = value >>> 24;
-  buf[at + 1] = value >>> 16;
-  buf[at + 2] = value >>> 8;
-  buf[at + 3] = value;
-}
 
 // End-around-carry fold of a non-negative sum below 2^31.
 function fold16(sum: number): number {
