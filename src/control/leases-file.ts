@@ -153,6 +153,8 @@ class JsonStop {
 const JSON_NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 
 /** A JSON syntax check that says where it stopped and finds duplicate top-level keys. */
+const MAX_JSON_DEPTH = 64;
+
 function scanJson(text: string): JsonScan {
   const topLevelKeys = new Map<string, number>();
   let i = 0;
@@ -185,6 +187,9 @@ function scanJson(text: string): JsonScan {
     }
   };
   const scanValue = (depth: number): void => {
+    // A leases file nests four levels (file → lease → BackendData → value);
+    // anything far deeper is not one, and recursing into it would overflow the stack.
+    if (depth > MAX_JSON_DEPTH) stop(`nested more than ${MAX_JSON_DEPTH} levels deep: not a leases file`);
     skipSpace();
     const c = text[i];
     if (c === '{') {

@@ -330,4 +330,9 @@ test('LeasesFileSource: a deleted file is reported once and the old table kept',
   }
 });
 
+test('absurdly deep JSON is refused with a clear error, not a stack overflow', () => {
+  const deep = '{"10.244.2.0-24": {"PublicIP": "192.0.2.2", "BackendType": "udp", "BackendData": ' + '['.repeat(10_000) + ']'.repeat(10_000) + '}}';
+  assert.throws(() => parseLeasesFile(deep, 'deep.json'), (err: Error) => !(err instanceof RangeError) && /nested more than 64 levels/.test(err.message));
+});
+
 test.run();
