@@ -1,0 +1,194 @@
+// The trace filter: its grammar (what compiles, and where an error points)
+// and its verdicts on real packets built by the encap modules.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { compileTraceFilter, TraceFilterError } from '../../src/observe/trace-filter.js';
+import { ICMP_ECHO_REQUEST, buildIcmpEcho } from '../../src/encap/icmp.js';
+import { IPV4_OFFSET_FLAGS_FRAGMENT, IP_PROTOCOL_TCP, IP_PROTOCOL_UDP, buildIPv4Header } from '../../src/encap/ipv4.js';
+import { parseIPv4 } from '../../src/control/ipv4-address.js';
+
+const POD1 = '10.244.1.2';
+const POD2 = '10.244.2.2';
+const OFF = 32; // packets sit behind headroom in a pool slot
+
+function icmp(src = POD1, dst = POD2): Uint8Array {
+  const buf = new Uint8Array(OFF + 84 + 16);
+  buildIcmpEcho(buf, OFF, parseIPv4(src), parseIPv4(dst), ICMP_ECHO_REQUEST, 20, 47, 56);
+  return buf;
+}
+
+function transport(protocol: number, src: string, dst: string, sport: number, dport: number, fragmentOffset8 = 0): Uint8Array {
+  const headerLength = protocol === IP_PROTOCOL_TCP ? 20 : 8;
+  const buf = new Uint8Array(OFF + 20 + headerLength + 16);
+  buildIPv4Header(buf, OFF, 20 + headerLength, 0x1234, 64, protocol, parseIPv4(src), parseIPv4(dst), true);
+  const t = OFF + 20;
+  buf[t] = sport >>> 8;
+  buf[t + 1] = sport;
+  buf[t + 2] = dport >>> 8;
+  buf[t + 3] = dport;
+  if (fragmentOffset8) {
+    buf[OFF + IPV4_OFFSET_FLAGS_FRAGMENT] = fragmentOffset8 >>> 8;
+    buf[OFF + IPV4_OFFSET_FLAGS_FRAGMENT + 1] = fragmentOffset8;
+  }
+  return buf;
+}
+
+const tcp = (sport: number, dport: number, src = POD1, dst = POD2) => transport(IP_PROTOCOL_TCP, src, dst, sport, dport);
+const udp = (sport: number, dport: number, src = POD1, dst = POD2) => transport(IP_PROTOCOL_UDP, src, dst, sport, dport);
+
+function matches(expr: string, pkt: Uint8Array): boolean {
+  return compileTraceFilter(expr)(pkt, OFF);
+}
+
+test('empty, blank and undefined expressions match every packet, even garbage', () => {
+  for (const expr of [undefined, '', '   ']) {
+    const f = compileTraceFilter(expr);
+    assert.ok(f(icmp(), OFF));
+    assert.ok(f(new Uint8Array(4), 0));
+  }
+});
+
+test('protocols', () => {
+  assert.ok(matches('icmp', icmp()));
+  assert.not.ok(matches('icmp', tcp(1, 2)));
+  assert.ok(matches('tcp', tcp(1, 2)));
+  assert.not.ok(matches('tcp', udp(1, 2)));
+  assert.ok(matches('udp', udp(1, 2)));
+  assert.ok(matches('ip', udp(1, 2)));
+  assert.ok(matches('ICMP', icmp()), 'keywords are case-insensitive');
+});
+
+test('hosts: either, src, dst', () => {
+  const p = icmp(POD1, POD2);
+  assert.ok(matches(`host ${POD1}`, p));
+  assert.ok(matches(`host ${POD2}`, p));
+  assert.not.ok(matches('host 10.244.3.3', p));
+  assert.ok(matches(`src host ${POD1}`, p));
+  assert.not.ok(matches(`src host ${POD2}`, p));
+  assert.ok(matches(`dst host ${POD2}`, p));
+  assert.not.ok(matches(`dst host ${POD1}`, p));
+  // Addresses with the top bit set compare right (signed int32 inside).
+  assert.ok(matches('src host 192.0.2.1', icmp('192.0.2.1', '255.255.255.254')));
+  assert.ok(matches('dst host 255.255.255.254', icmp('192.0.2.1', '255.255.255.254')));
+});
+
+test('networks: prefix match on either, src, dst; /0 and /32', () => {
+  const p = icmp(POD1, POD2);
+  assert.ok(matches('net 10.244.0.0/16', p));
+  assert.ok(matches('src net 10.244.1.0/24', p));
+  assert.not.ok(matches('dst net 10.244.1.0/24', p));
+  assert.ok(matches('dst net 10.244.2.0/24', p));
+  assert.ok(matches('net 0.0.0.0/0', p));
+  assert.ok(matches(`net ${POD2}/32`, p));
+  assert.not.ok(matches('net 192.0.2.0/24', p));
+  assert.ok(matches('net 128.0.0.0/1', icmp('200.1.1.1', '10.0.0.1')));
+});
+
+test('ports: TCP and UDP, src/dst, with a protocol qualifier; never ICMP or later fragments', () => {
+  assert.ok(matches('port 5201', tcp(40000, 5201)));
+  assert.ok(matches('port 40000', tcp(40000, 5201)));
+  assert.ok(matches('dst port 5201', tcp(40000, 5201)));
+  assert.not.ok(matches('src port 5201', tcp(40000, 5201)));
+  assert.ok(matches('src port 53', udp(53, 9999)));
+  assert.ok(matches('tcp port 5201', tcp(40000, 5201)));
+  assert.not.ok(matches('udp port 5201', tcp(40000, 5201)));
+  assert.ok(matches('udp dst port 9999', udp(53, 9999)));
+  assert.not.ok(matches('port 20', icmp()), 'ICMP has no ports (bytes 20-23 hold type, code, checksum)');
+  const later = transport(IP_PROTOCOL_UDP, POD1, POD2, 53, 9999, 185);
+  assert.not.ok(matches('port 53', later), 'a later fragment carries no UDP header');
+  const first = transport(IP_PROTOCOL_UDP, POD1, POD2, 53, 9999, 0x2000); // MF set, offset 0
+  assert.ok(matches('port 53', first), 'the first fragment does');
+  assert.ok(matches('port 65535', udp(65535, 1)));
+  assert.ok(matches('port 0', udp(0, 1)));
+});
+
+test('ports follow the IHL: options move the transport header', () => {
+  const buf = new Uint8Array(OFF + 24 + 8);
+  buildIPv4Header(buf, OFF, 32, 1, 64, IP_PROTOCOL_UDP, parseIPv4(POD1), parseIPv4(POD2), false);
+  buf[OFF] = 0x46; // IHL 6: four bytes of options
+  buf[OFF + 24] = 0x14;
+  buf[OFF + 25] = 0xe9; // 5353
+  assert.ok(matches('src port 5353', buf));
+});
+
+test('and, or, not, symbols, parentheses and precedence', () => {
+  const ping = icmp(POD1, POD2);
+  const iperf = tcp(40000, 5201);
+  const dns = udp(40000, 53);
+  const cases: Array<[string, Uint8Array, boolean]> = [
+    ['icmp and host 10.244.2.2', ping, true],
+    ['icmp && host 10.244.9.9', ping, false],
+    ['icmp or tcp', iperf, true],
+    ['icmp || tcp', dns, false],
+    ['not icmp', ping, false],
+    ['! icmp', dns, true],
+    ['!icmp', dns, true],
+    ['not not icmp', ping, true],
+    ['tcp or udp and port 53', iperf, true], // and binds tighter: tcp or (udp and port 53)
+    ['(tcp or udp) and port 53', iperf, false],
+    ['(tcp or udp) and port 53', dns, true],
+    ['icmp or tcp and port 1', ping, true],
+    ['not (tcp or udp)', ping, true],
+    ['((icmp))', ping, true],
+    ['tcp port 5201 or (udp and not dst net 10.244.1.0/24)', dns, true],
+    ['tcp port 5201 or (udp and not dst net 10.244.2.0/24)', dns, false],
+    ['src host 10.244.1.2 and dst host 10.244.2.2 and icmp', ping, true],
+  ];
+  for (const [expr, pkt, expected] of cases) assert.is(matches(expr, pkt), expected, expr);
+});
+
+test('not an IPv4 packet: every primitive is false (so "not" of one is true)', () => {
+  const v6 = new Uint8Array(OFF + 40);
+  v6[OFF] = 0x60;
+  v6[OFF + 9] = 1; // would read as ICMP if the version were ignored
+  for (const expr of ['icmp', 'ip', 'host 0.0.0.0', 'net 0.0.0.0/0', 'port 0']) assert.not.ok(matches(expr, v6), expr);
+  assert.ok(matches('not icmp', v6));
+});
+
+test('a runt at the end of its buffer never throws', () => {
+  const f = compileTraceFilter('host 10.244.2.2 or port 53 or net 10.0.0.0/8');
+  const runt = Uint8Array.of(0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17);
+  assert.not.ok(f(runt, 0));
+  assert.not.ok(f(new Uint8Array(0), 0));
+});
+
+function errorOf(expr: string): TraceFilterError {
+  try {
+    compileTraceFilter(expr);
+  } catch (err) {
+    assert.instance(err, TraceFilterError);
+    return err as TraceFilterError;
+  }
+  throw new Error(`"${expr}" compiled`);
+}
+
+test('errors say what is wrong and point at it', () => {
+  const cases: Array<[string, number, RegExp]> = [
+    ['host', 4, /expected an IPv4 address \(A.B.C.D\) after "host", found the end of the expression/],
+    ['host 10.1', 5, /"10.1" is not an IPv4 address/],
+    ['host 10.244.1.0/24', 5, /expected an IPv4 address/],
+    ['icmp and', 8, /expected a primitive/],
+    ['icmp or or tcp', 8, /found "or"/],
+    ['(icmp', 5, /expected "\)" to close the "\(" at position 1/],
+    ['icmp)', 4, /expected "and", "or" or the end/],
+    ['icmp tcp', 5, /expected "and", "or"/],
+    ['port 70000', 5, /port number \(0-65535\)/],
+    ['port http', 5, /port number/],
+    ['net 10.244.1.0', 4, /network A.B.C.D\/N/],
+    ['net 10.244.1.0/16', 4, /bits set outside its \/16 prefix/],
+    ['net 10.0.0.0/33', 4, /N from 0 to 32/],
+    ['src 10.0.0.1', 4, /expected "host", "net", "port" after "src"/],
+    ['tcp src host 1.2.3.4', 8, /expected "port" after "tcp src"/],
+    ['arp', 0, /unknown keyword "arp"/],
+    ['icmp & tcp', 5, /must be doubled/],
+    ['icmp # x', 5, /unexpected character "#"/],
+  ];
+  for (const [expr, offset, message] of cases) {
+    const err = errorOf(expr);
+    assert.is(err.offset, offset, `${expr}: offset`);
+    assert.match(err.message, message, expr);
+    assert.match(err.message, new RegExp(`at position ${offset + 1}\\n  ${expr.replace(/[()|.*+?^$\\[\]{}]/g, '\\$&')}\\n  ${' '.repeat(offset)}\\^$`), `${expr}: caret`);
+  }
+});
+
+test.run();
