@@ -5,7 +5,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-packages=(iproute2 iperf3 iputils-ping procps ethtool tcpdump)
+packages=(iproute2 iperf3 iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -30,6 +30,8 @@ if ((${#missing[@]})); then
   apt-get update -q
   say "installing: ${missing[*]}"
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # etcd-server's package enables a system-wide etcd on :2379; the tests start their own, so keep it off.
+  if [[ " ${missing[*]} " == *" etcd-server "* && -d /run/systemd/system ]]; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 else
   say "Debian packages present: ${packages[*]}"
 fi

@@ -9,6 +9,8 @@ import { formatCidr, formatIPv4, parseIPv4 } from './control/ipv4-address.js';
 import type { Lease } from './control/lease.js';
 import type { LeaseSource } from './control/lease-source.js';
 import { LeasesFileSource } from './control/leases-file.js';
+import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
+import { IpMasq } from './control/ip-masq.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
@@ -28,7 +30,22 @@ export interface AgentOptions {
   vtepMac?: string;
   vxlanUdpChecksum: boolean;
   subnetFile: string;
-  leasesFile: string;
+  /** The static leases file; exactly one of leasesFile and etcd is set. */
+  leasesFile?: string;
+  /** flanneld's etcd mode: the lease is acquired from etcd, subnet.env written, the peers watched. */
+  etcd?: {
+    endpoints: string[];
+    prefix: string;
+    caFile?: string;
+    certFile?: string;
+    keyFile?: string;
+    /** renew the subnet lease this long before it expires */
+    renewMarginMs: number;
+  };
+  /** --ip-masq: masquerade pod traffic leaving the cluster network (flannel's FLANNEL-POSTRTG chain). */
+  ipMasq?: boolean;
+  /** how often the masquerade rules are re-checked; default 5 s */
+  iptablesResyncMs?: number;
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
   watchLeases: boolean;
   publicIp?: string;
@@ -40,6 +57,7 @@ export interface AgentOptions {
   socketBufferBytes: number;
   offload: boolean;
   busyPollUs: number;
+  observe?: import('./observe/options.js').ObserveOptions;
 }
 
 export type Log = (line: string) => void;
@@ -55,6 +73,12 @@ const VXLAN_SOURCE_PORTS = 4;
 export class Agent {
   private dataPlane?: DataPlane;
   private leaseSource?: LeaseSource;
+  private etcd?: EtcdSubnetManager;
+  private ipMasq?: IpMasq;
+  /** The UDP port in use: --port, or Backend.Port from the etcd network config. */
+  port = 0;
+  /** Called when the agent cannot go on (its etcd lease was revoked); the CLI stops it. */
+  onFatal: (err: Error) => void = (err) => this.log(`fatal: ${err.message}`);
   private leaseVersion = 0;
   private leases: Lease[] = [];
   subnet!: SubnetConfig;
@@ -69,14 +93,39 @@ export class Agent {
 
   async start(): Promise<void> {
     const { opts, log } = this;
-    this.subnet = await readSubnetFile(opts.subnetFile);
+    this.port = opts.port;
+    if (opts.etcd) {
+      // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
+      this.publicIp = resolvePublicIp(opts);
+      this.etcd = new EtcdSubnetManager({
+        ...opts.etcd,
+        publicIp: this.publicIp,
+        subnetFile: opts.subnetFile,
+        ipMasq: opts.ipMasq ?? false,
+        log,
+        onFatal: (err) => this.onFatal(err),
+      });
+      const joined = await this.etcd.start();
+      if (joined.config.backendType !== opts.backend) {
+        throw new ConfigError(`the etcd network config says Backend.Type "${joined.config.backendType}" but this agent runs ${opts.backend}`);
+      }
+      this.subnet = joined.subnetConfig;
+      this.port = joined.port ?? opts.port;
+    } else {
+      this.subnet = await readSubnetFile(opts.subnetFile);
+      this.publicIp = resolvePublicIp(opts);
+      if (opts.ipMasq !== undefined && this.subnet.ipMasq !== opts.ipMasq) {
+        log(`warning: ${opts.subnetFile} says FLANNEL_IPMASQ=${this.subnet.ipMasq} but --ip-masq is ${opts.ipMasq ? 'on' : 'off'}; pods may be masqueraded twice or not at all`);
+      }
+    }
     for (const note of this.subnet.unsupported) log(`warning: ${note}`);
-    this.publicIp = resolvePublicIp(opts);
     if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
 
     // Leases before the device: a broken leases file must not leave a TUN behind.
-    this.leaseSource = new LeasesFileSource(opts.leasesFile, { ownSubnet: this.subnet.subnet, watch: opts.watchLeases });
+    this.leaseSource = this.etcd
+      ? this.etcd.leaseSource()
+      : new LeasesFileSource(opts.leasesFile ?? '', { ownSubnet: this.subnet.subnet, watch: opts.watchLeases });
     await this.leaseSource.start({
       onLeases: (leases) => this.setLeases(leases),
       onError: (err) => log(`leases: ${err.message}; keeping the last good leases`),
@@ -93,7 +142,7 @@ export class Agent {
             : undefined,
         workers: opts.workers,
         bindAddress: this.publicIp,
-        port: opts.port,
+        port: this.port,
         mtu,
         pathMtu: this.pathMtu(mtu),
         batchSize: opts.batchSize,
@@ -110,6 +159,10 @@ export class Agent {
       await this.dataPlane.start();
       log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
       await configureTun({ tunName: opts.tunName, subnet, network, mtu }, log);
+      if (opts.ipMasq) {
+        this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+        await this.ipMasq.start();
+      }
     } catch (err) {
       await this.stop();
       throw err;
@@ -123,7 +176,7 @@ export class Agent {
       );
     }
     log(
-      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${opts.port}; ` +
+      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${this.port}; ` +
         `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
     );
     log(READY_LINE);
@@ -238,8 +291,13 @@ export class Agent {
   async stop(): Promise<void> {
     await this.leaseSource?.stop();
     this.leaseSource = undefined;
+    await this.ipMasq?.stop();
+    this.ipMasq = undefined;
     await this.dataPlane?.stop();
     this.dataPlane = undefined;
+    // The etcd lease is left in place: a restarted agent finds it and keeps its subnet.
+    await this.etcd?.stop();
+    this.etcd = undefined;
   }
 }
 

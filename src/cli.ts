@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { Agent, type AgentOptions } from './agent.js';
 import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
+import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
+import { OBSERVE_FLAGS, OBSERVE_HELP, parseObserveFlags } from './observe/options.js';
 
 const VERSION = '0.1.0';
 
@@ -10,7 +12,10 @@ const HELP = `flannel-udp ${VERSION} — userspace UDP/TUN data plane for flanne
 
 Usage:
   flannel-udp up --subnet-file FILE --leases FILE (--public-ip IP | --iface NAME) [options]
+  flannel-udp up --subnet-file FILE --etcd-endpoints URL[,URL…] (--public-ip IP | --iface NAME) [options]
   flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force]   (see install-cni --help)
+  flannel-udp stats [--tun NAME] [--watch [SECONDS]] [--json]      a running agent's counters (see stats --help)
+  flannel-udp trace [--tun NAME] [--filter EXPR] [--limit N] [--json]  follow packets through it (see trace --help)
   flannel-udp --help | --version
 
 up: create the TUN device, route the cluster network through it and forward
@@ -18,6 +23,8 @@ packets between it and the peers named in the leases file, until SIGINT or
 SIGTERM (which remove everything it created). SIGHUP re-reads the leases file
 (it is also watched); SIGUSR1 prints the counters and the lease table;
 SIGUSR2 makes worker 0 fail on purpose (fault injection: it is restarted).
+With --etcd-endpoints, as flanneld: the node leases a subnet from etcd, writes
+subnet.env and follows the other nodes' leases live (SIGHUP re-reads them).
 
 Options for up:
   --backend TYPE       udp: flannel's udp wire format, the bare inner IPv4 packet in
@@ -39,6 +46,22 @@ Options for up:
                        This node's own subnet may appear; it is skipped.
   --no-leases-watch    do not follow edits of the leases file; re-read it on SIGHUP
                        only (for filesystems without inotify, e.g. NFS)
+  --etcd-endpoints URLS
+                       instead of --leases: flannel's etcd store, comma-separated
+                       http(s)://host:port. Reads <prefix>/config, leases a subnet
+                       under <prefix>/subnets/ (24 h, renewed), writes --subnet-file
+                       and watches the other nodes' leases
+  --etcd-prefix PATH   [default: ${DEFAULT_ETCD_PREFIX}]
+  --etcd-cafile FILE   CA that signed etcd's certificate (https endpoints)
+  --etcd-certfile FILE client certificate for etcd (with --etcd-keyfile)
+  --etcd-keyfile FILE  its private key
+  --subnet-lease-renew-margin MIN
+                       renew the subnet lease this many minutes before it expires
+                       [default: 60]
+  --ip-masq            masquerade pod traffic leaving the cluster network behind
+                       this node's address (flannel's FLANNEL-POSTRTG nat chain,
+                       removed on exit); written to subnet.env as FLANNEL_IPMASQ
+  --iptables-resync S  re-check the masquerade rules every S seconds [default: 5]
   --public-ip IP       this node's underlay address: the UDP socket binds to it and
                        peers send to it
   --iface NAME         take the public IP from this interface instead (like flanneld)
@@ -55,7 +78,8 @@ Options for up:
                        per TUN read/write, as flannel's proxy [default: auto]
   -h, --help           this text
   --version            print the version
-`;
+
+${OBSERVE_HELP}`;
 
 function die(message: string, code = 2): never {
   process.stderr.write(`flannel-udp: ${message}\n`);
@@ -99,6 +123,15 @@ async function up(argv: string[]): Promise<void> {
       'socket-buffer': { type: 'string' },
       offload: { type: 'string' },
       'busy-poll': { type: 'string' },
+      'etcd-endpoints': { type: 'string' },
+      'etcd-prefix': { type: 'string' },
+      'etcd-cafile': { type: 'string' },
+      'etcd-certfile': { type: 'string' },
+      'etcd-keyfile': { type: 'string' },
+      'subnet-lease-renew-margin': { type: 'string' },
+      'ip-masq': { type: 'boolean' },
+      'iptables-resync': { type: 'string' },
+      ...OBSERVE_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -107,7 +140,13 @@ async function up(argv: string[]): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
-  if (!values.leases) die('--leases FILE is required (the peers; see --help)');
+  const etcdEndpoints = values['etcd-endpoints'];
+  if (values.leases && etcdEndpoints) die('--leases and --etcd-endpoints are mutually exclusive: the peers come from a file or from etcd, not both');
+  if (!values.leases && !etcdEndpoints) die('--leases FILE or --etcd-endpoints URLS is required (where the peers come from; see --help)');
+  if (etcdEndpoints && values.backend) die("--backend: with --etcd-endpoints the backend is the network config's Backend.Type");
+  for (const f of ['etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'subnet-lease-renew-margin'] as const) {
+    if (values[f] !== undefined && !etcdEndpoints) die(`--${f} needs --etcd-endpoints`);
+  }
   const backend = values.backend ?? 'udp';
   if (backend !== 'udp' && backend !== 'vxlan') die(`--backend: "${backend}" is not udp or vxlan`);
   const checksum = values['vxlan-udp-checksum'] ?? 'zero';
@@ -119,6 +158,19 @@ async function up(argv: string[]): Promise<void> {
     vxlanUdpChecksum: checksum === 'on',
     subnetFile: values['subnet-file'] ?? DEFAULT_SUBNET_FILE,
     leasesFile: values.leases,
+    etcd: etcdEndpoints
+      ? {
+          endpoints: etcdEndpoints.split(',').map((e) => e.trim()).filter((e) => e !== ''),
+          prefix: values['etcd-prefix'] ?? DEFAULT_ETCD_PREFIX,
+          caFile: values['etcd-cafile'],
+          certFile: values['etcd-certfile'],
+          keyFile: values['etcd-keyfile'],
+          // the lease lives 24 h (1440 min); the margin must leave time before renewing
+          renewMarginMs: intFlag('subnet-lease-renew-margin', values['subnet-lease-renew-margin'], 60, 1, 1439) * 60_000,
+        }
+      : undefined,
+    ipMasq: values['ip-masq'] ?? false,
+    iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
     publicIp: values['public-ip'],
     iface: values.iface,
@@ -129,18 +181,19 @@ async function up(argv: string[]): Promise<void> {
     socketBufferBytes: intFlag('socket-buffer', values['socket-buffer'], 4 << 20, 65536, 1 << 30),
     offload: offloadFlag(values.offload),
     busyPollUs: intFlag('busy-poll', values['busy-poll'], 0, 0, 1_000_000),
+    observe: parseObserveFlags(values, values.tun ?? 'flannel0'),
   };
 
   const agent = new Agent(opts, log);
   let stopping = false;
-  const shutdown = (signal: string) => {
+  const shutdown = (signal: string, code = 0) => {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping`);
     agent.stop().then(
       () => {
         log('stopped; TUN device, routes and sockets removed');
-        process.exit(0);
+        process.exit(code);
       },
       (err) => die(`error while stopping: ${err}`, 1),
     );
@@ -153,6 +206,8 @@ async function up(argv: string[]): Promise<void> {
   });
   process.on('SIGUSR1', () => process.stderr.write(JSON.stringify(agent.statsSnapshot()) + '\n'));
   process.on('SIGUSR2', () => agent.injectWorkerFault(0));
+  // etcd mode: this node's lease was deleted or expired. flanneld exits then; a supervisor restarts it.
+  agent.onFatal = (err) => shutdown(`fatal: ${err.message}`, 1);
 
   try {
     await agent.start();
@@ -169,6 +224,10 @@ async function main(argv: string[]): Promise<void> {
       return up(rest);
     case 'install-cni':
       return (await import('./cni/install.js')).installCniCommand(rest);
+    case 'stats':
+      return (await import('./observe/commands.js')).statsCommand(rest);
+    case 'trace':
+      return (await import('./observe/commands.js')).traceCommand(rest);
     case '--version':
     case 'version':
       process.stdout.write(`${VERSION}\n`);
@@ -186,7 +245,11 @@ async function main(argv: string[]): Promise<void> {
 
 // Errors the user can act on (bad flags, files, a device already in use) get
 // one clear line and exit code 2; anything unexpected keeps its stack (exit 1).
-const USER_ERRORS = new Set(['ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError']);
+const USER_ERRORS = new Set([
+  'ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError',
+  'NetworkConfigError', 'EtcdError', 'EtcdSetupError', 'SubnetExhaustedError', 'IpMasqError',
+  'ObserveFlagError', 'TraceFilterError', 'CommandLineError', 'ControlClientError', 'ControlSocketInUseError',
+]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   const e = err instanceof Error ? err : new Error(String(err));

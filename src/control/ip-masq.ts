@@ -1,0 +1,176 @@
+// --ip-masq, as flanneld does it (pkg/trafficmngr/iptables): pods reach
+// addresses outside the cluster network masqueraded behind the node's own
+// address, while traffic inside the cluster network keeps its pod addresses.
+// The rules live in their own chain of the nat table, jumped to from
+// POSTROUTING, with flannel's chain name and comment so an operator (or
+// flanneld) recognises them:
+//
+//   -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+//   -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 … -j RETURN           kube-proxy marked it: it masquerades
+//   -A FLANNEL-POSTRTG -s <node subnet> -d <network> … -j RETURN           pod → pod: keep the source
+//   -A FLANNEL-POSTRTG -s <network> -d <node subnet> … -j RETURN           pod → pod, arriving
+//   -A FLANNEL-POSTRTG ! -s <network> -d <node subnet> … -j RETURN         outside → a pod here (e.g. a NodePort)
+//   -A FLANNEL-POSTRTG -s <network> ! -d 224.0.0.0/4 … -j MASQUERADE --random-fully   pod → outside
+//   -A FLANNEL-POSTRTG ! -s <network> -d <network> … -j MASQUERADE --random-fully     host → a remote pod
+//
+// The chain is filled with one iptables-restore --noflush (atomic: no moment
+// with half the rules), checked every resync period (default 5 s, flanneld's
+// --iptables-resync) and rebuilt whole when anything is missing, because the
+// order matters. stop() removes the jump and the chain.
+
+import { execFile } from 'node:child_process';
+import { type Cidr, formatCidr } from './ipv4-address.js';
+
+export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
+const COMMENT = ['-m', 'comment', '--comment', 'flanneld masq'];
+/** kube-proxy's masquerade mark */
+const KUBE_PROXY_MARK = '0x4000/0x4000';
+
+export interface IptablesRule {
+  table: 'nat';
+  chain: string;
+  /** the rule after `-A <chain>` */
+  spec: string[];
+}
+
+export class IpMasqError extends Error {
+  override name = 'IpMasqError';
+}
+
+/** flannel's masquerade rules for one node (pure, for tests and the log). */
+export function masqRules(network: Cidr, subnet: Cidr, randomFully = true): IptablesRule[] {
+  const cluster = formatCidr(network);
+  const pods = formatCidr(subnet);
+  const masq = randomFully ? ['-j', 'MASQUERADE', '--random-fully'] : ['-j', 'MASQUERADE'];
+  const rule = (...spec: string[]): IptablesRule => ({ table: 'nat', chain: MASQ_CHAIN, spec });
+  return [
+    { table: 'nat', chain: 'POSTROUTING', spec: [...COMMENT, '-j', MASQ_CHAIN] },
+    rule('-m', 'mark', '--mark', KUBE_PROXY_MARK, ...COMMENT, '-j', 'RETURN'),
+    rule('-s', pods, '-d', cluster, ...COMMENT, '-j', 'RETURN'),
+    rule('-s', cluster, '-d', pods, ...COMMENT, '-j', 'RETURN'),
+    rule('!', '-s', cluster, '-d', pods, ...COMMENT, '-j', 'RETURN'),
+    rule('-s', cluster, '!', '-d', '224.0.0.0/4', ...COMMENT, ...masq),
+    rule('!', '-s', cluster, '-d', cluster, ...COMMENT, ...masq),
+  ];
+}
+
+/** The chain's rules as iptables-restore input; declaring the chain under --noflush empties it first. */
+export function chainRestoreInput(rules: readonly IptablesRule[]): string {
+  const quote = (a: string) => (/^[\w./:!-]+$/.test(a) ? a : `"${a}"`);
+  const lines = ['*nat', `:${MASQ_CHAIN} - [0:0]`];
+  for (const r of rules) if (r.chain === MASQ_CHAIN) lines.push(`-A ${MASQ_CHAIN} ${r.spec.map(quote).join(' ')}`);
+  lines.push('COMMIT', '');
+  return lines.join('\n');
+}
+
+export interface IpMasqOptions {
+  network: Cidr;
+  subnet: Cidr;
+  /** how often the rules are checked and restored; default 5 s */
+  resyncMs?: number;
+  log: (line: string) => void;
+}
+
+export class IpMasq {
+  private readonly rules: IptablesRule[];
+  private timer: NodeJS.Timeout | undefined;
+  private checking: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private lastError = '';
+
+  constructor(private readonly opts: IpMasqOptions) {
+    this.rules = masqRules(opts.network, opts.subnet);
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.install();
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT') throw new IpMasqError('--ip-masq needs iptables: apt-get install iptables (scripts/setup.sh does)');
+      throw new IpMasqError(`--ip-masq: installing the ${MASQ_CHAIN} rules failed: ${e.message}`);
+    }
+    this.opts.log(
+      `ip-masq: ${MASQ_CHAIN} in the nat table: pods in ${formatCidr(this.opts.subnet)} reach addresses outside ${formatCidr(this.opts.network)} ` +
+        `masqueraded behind this node; rules re-checked every ${(this.opts.resyncMs ?? 5000) / 1000} s`,
+    );
+    this.timer = setInterval(() => {
+      this.checking = this.checking.then(() => this.ensure());
+    }, this.opts.resyncMs ?? 5000);
+  }
+
+  /** Removes the jump and the chain. Best effort and quiet: a rule already gone is what we want. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.checking;
+    await this.uninstall();
+  }
+
+  private async install(): Promise<void> {
+    // -N fails if the chain exists; either way it is there afterwards.
+    await iptables(['-t', 'nat', '-N', MASQ_CHAIN]).catch((err: Error & { code?: string }) => {
+      if (err.code === 'ENOENT') throw err;
+    });
+    await run('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules));
+    const jump = this.rules.find((r) => r.chain === 'POSTROUTING')!;
+    if (!(await this.exists(jump))) await iptables(['-t', 'nat', '-A', jump.chain, ...jump.spec]);
+  }
+
+  private async ensure(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      for (const rule of this.rules) {
+        if (await this.exists(rule)) continue;
+        if (this.stopped) return;
+        this.opts.log(`ip-masq: rule missing (${rule.chain} ${rule.spec.join(' ')}); rebuilding ${MASQ_CHAIN}`);
+        await this.install();
+        break;
+      }
+      this.lastError = '';
+    } catch (err) {
+      // Logged once per distinct problem, then retried quietly every period.
+      const message = (err as Error).message;
+      if (message !== this.lastError) this.opts.log(`ip-masq: checking the rules failed: ${message}; retrying`);
+      this.lastError = message;
+    }
+  }
+
+  private async uninstall(): Promise<void> {
+    const jump = this.rules.find((r) => r.chain === 'POSTROUTING')!;
+    // Delete every copy of the jump (an earlier crashed run may have left one too).
+    for (let i = 0; i < 10 && (await this.exists(jump)); i++) {
+      await iptables(['-t', 'nat', '-D', jump.chain, ...jump.spec]).catch(() => undefined);
+    }
+    await iptables(['-t', 'nat', '-F', MASQ_CHAIN]).catch(() => undefined);
+    await iptables(['-t', 'nat', '-X', MASQ_CHAIN]).catch(() => undefined);
+    this.opts.log(`ip-masq: removed ${MASQ_CHAIN} and its POSTROUTING jump`);
+  }
+
+  private async exists(rule: IptablesRule): Promise<boolean> {
+    try {
+      await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
+      return false;
+    }
+  }
+}
+
+function iptables(args: string[]): Promise<string> {
+  // --wait: take the xtables lock in turn with kube-proxy and friends instead of failing.
+  return run('iptables', ['--wait', ...args]);
+}
+
+function run(cmd: string, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      if (!err) return resolve(stdout);
+      const e = err as Error & { code?: string | number };
+      if (e.code === 'ENOENT') return reject(e);
+      reject(Object.assign(new Error(`${cmd} ${args.join(' ')}: ${(stderr || e.message).trim()}`), { code: String(e.code ?? '') }));
+    });
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
