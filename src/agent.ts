@@ -2,7 +2,7 @@
 // creates and configures the TUN device, and runs the data plane until it is
 // told to stop. Setup is all-or-nothing: if any step fails, everything made
 // so far is undone before the error is reported.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
 import { formatCidr, formatIPv4, parseIPv4 } from './control/ipv4-address.js';
@@ -14,6 +14,11 @@ import { IpMasq } from './control/ip-masq.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
+import { TunInUseError, validateTunName } from './dataplane/tun-device.js';
+import { formatSubnetKey } from './control/lease.js';
+import { startControlServer, type ControlServer } from './observe/control-socket.js';
+import { startHealthServer, type AgentStats, type HealthServer } from './observe/metrics.js';
+import { renderTraceEvent } from './observe/trace-render.js';
 import { VXLAN_OVERHEAD, formatMac, parseMac } from './encap/vxlan.js';
 import { vtepMacOf } from './control/lease-table.js';
 import { createHash } from 'node:crypto';
@@ -79,6 +84,9 @@ export class Agent {
   port = 0;
   /** Called when the agent cannot go on (its etcd lease was revoked); the CLI stops it. */
   onFatal: (err: Error) => void = (err) => this.log(`fatal: ${err.message}`);
+  private controlServer?: ControlServer;
+  private healthServer?: HealthServer;
+  private ready = false;
   private leaseVersion = 0;
   private leases: Lease[] = [];
   subnet!: SubnetConfig;
@@ -93,6 +101,13 @@ export class Agent {
 
   async start(): Promise<void> {
     const { opts, log } = this;
+    // Before anything else (etcd, sockets, files): a second agent on this TUN name must not touch the first one's state.
+    try {
+      validateTunName(opts.tunName);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+    if (existsSync(`/sys/class/net/${opts.tunName}`)) throw new TunInUseError(opts.tunName);
     this.port = opts.port;
     if (opts.etcd) {
       // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
@@ -131,6 +146,21 @@ export class Agent {
       onError: (err) => log(`leases: ${err.message}; keeping the last good leases`),
     });
 
+    // The control socket before the device: a second agent on this TUN is refused here, having made nothing.
+    if (opts.observe?.controlSocket) {
+      this.controlServer = await startControlServer(
+        opts.observe.controlSocket,
+        {
+          stats: () => this.statsSnapshot(),
+          startTrace: (filter, limit, onEvent) => {
+            if (!this.dataPlane) throw new Error('the data plane is not up yet');
+            return this.dataPlane.startTrace({ filter, limit, perSecond: 0 }, onEvent);
+          },
+        },
+        { log },
+      );
+    }
+
     const { subnet, network, mtu } = this.subnet;
     this.dataPlane = new DataPlane(
       {
@@ -151,6 +181,8 @@ export class Agent {
         busyPollUs: opts.busyPollUs,
         ownNetwork: subnet.network,
         ownMask: subnet.mask,
+        node: formatSubnetKey(subnet),
+        capture: opts.observe?.capture,
         log,
       },
       this.snapshot(),
@@ -179,6 +211,18 @@ export class Agent {
       `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${this.port}; ` +
         `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
     );
+    const trace = opts.observe?.trace;
+    if (trace) {
+      const color = process.stderr.isTTY === true;
+      this.dataPlane.startTrace(trace, (event) => process.stderr.write(renderTraceEvent(event, { color }) + '\n'));
+      log(`tracing ${trace.filter || 'every packet'} (at most ${trace.limit || 'unlimited'} packets, ${trace.perSecond || 'any number'} per second)`);
+    }
+    if (opts.observe?.capture) log(`capturing to ${opts.observe.capture.dir} (tun-in, udp-out, udp-in, tun-out per worker)`);
+    if (opts.observe?.healthz) {
+      this.healthServer = await startHealthServer({ ...opts.observe.healthz, snapshot: () => this.statsSnapshot(), ready: () => this.ready, log });
+      log(`serving /healthz, /readyz and /metrics on ${opts.observe.healthz.ip}:${this.healthServer.port}`);
+    }
+    this.ready = true;
     log(READY_LINE);
   }
 
@@ -283,12 +327,23 @@ export class Agent {
     }
   }
 
-  statsSnapshot(): { workers: WorkerStatsSnapshot[]; leases: string[] } {
-    return { workers: this.dataPlane?.statsSnapshot() ?? [], leases: this.leases.map(describeLease) };
+  statsSnapshot(): AgentStats {
+    return {
+      node: this.subnet ? formatSubnetKey(this.subnet.subnet) : '',
+      backend: this.opts.backend,
+      ready: this.ready,
+      workers: this.dataPlane?.statsSnapshot() ?? [],
+      leases: this.leases.map(describeLease),
+    };
   }
 
   /** Undoes everything start() made: workers, sockets, the TUN device (its routes go with it). */
   async stop(): Promise<void> {
+    this.ready = false;
+    await this.healthServer?.close();
+    this.healthServer = undefined;
+    await this.controlServer?.close();
+    this.controlServer = undefined;
     await this.leaseSource?.stop();
     this.leaseSource = undefined;
     await this.ipMasq?.stop();

@@ -16,7 +16,8 @@ export function readAgentCounters(agent: CapturedChild, timeoutMs = 5000): Promi
   if (pid === undefined) return Promise.reject(new Error('the agent has no pid (it never started)'));
   return new Promise((resolve, reject) => {
     const onLine = (line: string) => {
-      if (!line.startsWith('{"workers"')) return;
+      // The agent's SIGUSR1 answer: one JSON line with its AgentStats (node, backend, ready, workers, leases).
+      if (!line.startsWith('{') || !line.includes('"workers":[')) return;
       finish();
       try {
         resolve(parseAgentCounters(line));

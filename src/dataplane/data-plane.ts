@@ -13,7 +13,9 @@ import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4
 import { openUdpSocket } from './udp-socket.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-main.js';
-import type { WorkerControlMessage, WorkerReport } from './forwarder.js';
+import type { WorkerControlMessage, WorkerReport, TraceRequest } from './forwarder.js';
+import type { CaptureConfig } from './forwarder-observer.js';
+import type { TraceEvent } from '../observe/trace-event.js';
 import type { LeaseTableSnapshot } from '../control/lease-table.js';
 
 export interface VxlanOptions {
@@ -42,7 +44,19 @@ export interface DataPlaneOptions {
   busyPollUs: number;
   ownNetwork: number;
   ownMask: number;
+  /** This node's name in trace events: its subnet key. */
+  node: string;
+  /** --capture. */
+  capture?: CaptureConfig;
   log: (line: string) => void;
+}
+
+export interface TraceSettings {
+  filter: string;
+  /** Packets in all, across workers (0 = no limit). */
+  limit: number;
+  /** Packets per second per worker at most (0 = no limit). */
+  perSecond: number;
 }
 
 interface WorkerSlot {
@@ -51,8 +65,9 @@ interface WorkerSlot {
   udpFd: number;
   udpGro: boolean;
   udpGso: boolean;
-  /** Sockets this worker sends from (UDP mode: udpFd itself). */
+  /** Sockets this worker sends from (UDP mode: udpFd itself), and their ports. */
   sendFds: number[];
+  sendPorts: number[];
   wakeFd: number;
   thread?: Worker;
   port?: MessagePort;
@@ -71,6 +86,10 @@ export class DataPlane {
   private leases: LeaseTableSnapshot;
   private stopping = false;
   private tunFds: number[] = [];
+  /** The trace in force (workers started or restarted meanwhile join it), and where each session's events go. */
+  private activeTrace: TraceRequest | undefined;
+  private nextTraceSession = 0;
+  private readonly traceHandlers = new Map<number, (event: TraceEvent) => void>();
   private vnetHeader = false;
   private tunUso = false;
 
@@ -101,6 +120,7 @@ export class DataPlane {
           gro: opts.offload,
         });
         let sendFds = [socket.fd];
+        let sendPorts = [socket.port];
         let gso = socket.gso;
         if (opts.backend === 'vxlan' && opts.vxlan) {
           // Port 0: the kernel picks a free source port for each sender.
@@ -114,6 +134,7 @@ export class DataPlane {
             }),
           );
           sendFds = senders.map((s) => s.fd);
+          sendPorts = senders.map((s) => s.port);
           gso = senders.every((s) => s.gso);
         }
         this.slots.push({
@@ -123,6 +144,7 @@ export class DataPlane {
           udpGro: socket.gro,
           udpGso: opts.offload && gso,
           sendFds,
+          sendPorts,
           wakeFd: libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC),
           recentRestarts: [],
         });
@@ -159,6 +181,11 @@ export class DataPlane {
       vni: this.opts.vxlan?.vni ?? 0,
       vtepMac: this.opts.vxlan?.vtepMac ?? new Uint8Array(6),
       sendFds: slot.sendFds,
+      sendPorts: slot.sendPorts,
+      node: this.opts.node,
+      publicIp: this.opts.bindAddress,
+      capture: this.opts.capture,
+      trace: this.activeTrace,
       peerPort: this.opts.port,
       batchSize: this.opts.batchSize,
       mtu: this.opts.mtu,
@@ -182,6 +209,8 @@ export class DataPlane {
           resolve();
         } else if (m.type === 'log') {
           this.opts.log(m.line);
+        } else if (m.type === 'trace') {
+          this.traceHandlers.get(m.session)?.(m.event);
         }
       });
       thread.on('error', (err) => {
@@ -226,6 +255,25 @@ export class DataPlane {
     slot.port.postMessage(msg);
     Atomics.add(this.controlSequence, slot.index, 1);
     libc.write(slot.wakeFd, this.wakeValue.address, 8);
+  }
+
+  /**
+   * Traces packets matching settings.filter on every worker; each event goes
+   * to onEvent. One trace at a time: a new one replaces the old. Returns the
+   * function that ends it.
+   */
+  startTrace(settings: TraceSettings, onEvent: (event: TraceEvent) => void): () => void {
+    const session = this.nextTraceSession++;
+    const request: TraceRequest = { session, ...settings, shared: new SharedArrayBuffer(4) };
+    if (this.activeTrace) this.traceHandlers.delete(this.activeTrace.session);
+    this.activeTrace = request;
+    this.traceHandlers.set(session, onEvent);
+    for (const slot of this.slots) this.post(slot, { type: 'trace', request });
+    return () => {
+      if (this.activeTrace?.session === session) this.activeTrace = undefined;
+      this.traceHandlers.delete(session);
+      for (const slot of this.slots) this.post(slot, { type: 'trace-stop', session });
+    };
   }
 
   /** Fault injection for tests: makes worker `index` throw; it is restarted like any failed worker. */

@@ -43,16 +43,35 @@ import {
 import { SegmentList, splitSuperPacket } from '../encap/segmentation.js';
 import { CoalesceBatch } from '../encap/coalescing.js';
 import { LeaseTable, type LeaseTableSnapshot } from '../control/lease-table.js';
+import { formatIPv4 } from '../control/ipv4-address.js';
+import { ForwarderObserver, type CaptureConfig } from './forwarder-observer.js';
+import { batchSizeBucket } from '../observe/metrics.js';
+import type { TraceEvent } from '../observe/trace-event.js';
+import { dropReasonNames } from '../encap/drop-reasons.js';
 
 /** Messages the main thread sends a worker (through `controlPort`). */
+/** What a trace session asks of every worker; `shared` counts admitted packets across workers. */
+export interface TraceRequest {
+  session: number;
+  filter: string;
+  limit: number;
+  perSecond: number;
+  shared: SharedArrayBuffer;
+}
+
 export type WorkerControlMessage =
   | { type: 'leases'; snapshot: LeaseTableSnapshot }
   | { type: 'stop' }
+  | { type: 'trace'; request: TraceRequest }
+  | { type: 'trace-stop'; session: number }
   /** Fault injection (SIGUSR2 on the agent): the worker throws, as a bug would make it, and is restarted. */
   | { type: 'crash' };
 
 /** Messages a worker sends the main thread (through parentPort). */
-export type WorkerReport = { type: 'ready' } | { type: 'log'; line: string };
+export type WorkerReport =
+  | { type: 'ready' }
+  | { type: 'log'; line: string }
+  | { type: 'trace'; session: number; event: TraceEvent };
 
 export interface ForwarderConfig {
   workerIndex: number;
@@ -100,6 +119,14 @@ export interface ForwarderConfig {
   udpGso: boolean;
   /** After traffic, keep polling without sleeping for this long (µs) before blocking; 0 = never. */
   busyPollUs: number;
+  /** For trace events and captures: this node's name (its subnet key), public IP and the send sockets' ports. */
+  node: string;
+  publicIp: number;
+  sendPorts: number[];
+  /** --trace from the start (session 0, rendered to the agent's log). */
+  trace?: TraceRequest;
+  /** --capture DIR. */
+  capture?: CaptureConfig;
 }
 
 const POLL_TIMEOUT_MS = 1000;
@@ -153,6 +180,8 @@ export class Forwarder {
   private udpDrained = true;
   private stopping = false;
   private nextHeapSampleMs = 0;
+  private observer: ForwarderObserver | undefined;
+  private traceSession = -1;
 
   constructor(private readonly cfg: ForwarderConfig) {
     this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac) : undefined;
@@ -201,6 +230,43 @@ export class Forwarder {
       this.pollFds.view.setInt16(i * libc.SIZEOF_POLLFD + 4, libc.POLLIN, true);
     });
     this.scratch = new libc.NativeMemory(libc.SIZEOF_POLLFD + 8);
+    if (cfg.capture) this.observe().startCapture(cfg.capture);
+    if (cfg.trace) this.startTrace(cfg.trace);
+  }
+
+  private observe(): ForwarderObserver {
+    this.observer ??= new ForwarderObserver(
+      this.cfg.workerIndex,
+      this.cfg.publicIp,
+      this.cfg.peerPort,
+      this.cfg.peerPort,
+      this.cfg.sendPorts,
+      this.vxlan ? 'vxlan-payload' : 'udp-payload',
+    );
+    return this.observer;
+  }
+
+  private startTrace(request: TraceRequest): void {
+    const session = request.session;
+    this.traceSession = session;
+    this.observe().startTrace(
+      {
+        node: this.cfg.node,
+        worker: this.cfg.workerIndex,
+        filter: request.filter,
+        limit: request.limit,
+        perSecond: request.perSecond,
+        sharedCount: new Int32Array(request.shared),
+      },
+      (event) => parentPort?.postMessage({ type: 'trace', session, event } satisfies WorkerReport),
+    );
+  }
+
+  private stopTrace(session: number): void {
+    if (session !== this.traceSession || !this.observer) return;
+    this.observer.stopTrace();
+    this.traceSession = -1;
+    if (this.observer.idle) this.observer = undefined;
   }
 
   /** Runs until a stop message arrives. Throws on an unexpected syscall failure (the main thread restarts the worker). */
@@ -248,11 +314,13 @@ export class Forwarder {
       }
       if (rounds > 0 && this.cfg.busyPollUs > 0) busyUntil = performance.now() + this.cfg.busyPollUs / 1000;
     }
+    this.observer?.close();
   }
 
   private heartbeat(): void {
     const now = Date.now();
     this.c[Counter.HeartbeatMs] = now;
+    this.observer?.tick(now);
     if (now >= this.nextHeapSampleMs) {
       // Allocates one object, once a second: off the per-packet path.
       this.c[Counter.HeapUsedBytes] = getHeapStatistics().used_heap_size;
@@ -306,10 +374,16 @@ export class Forwarder {
         this.drop(DropReason.TooBig);
         continue;
       }
+      const o = this.observer;
+      const traced = o === undefined ? -1 : o.tunRead(bytes, off, length, superPacket);
       const lease = this.leaseTable.lookup(ipv4Destination(bytes, off));
       if (lease < 0) {
         this.answerIcmp(off, length, ICMP_NET_UNREACHABLE, 0);
         this.drop(DropReason.NoLease);
+        if (traced >= 0) {
+          o!.leaseLookup(traced, bytes, off, length, this.leaseTable, -1);
+          o!.dropped(traced, bytes, off, length, 'no-lease', 'ICMP net unreachable written back into the TUN (write), from the destination address');
+        }
         continue;
       }
       const wireLength = superPacket ? this.segmentWireLength(off) : length;
@@ -318,17 +392,20 @@ export class Forwarder {
           // The sender asked not to fragment: tell it the size that fits (RFC 1191).
           this.answerIcmp(off, length, ICMP_FRAG_NEEDED, this.cfg.pathMtu);
           this.drop(DropReason.FragmentationNeeded);
+          if (traced >= 0) o!.dropped(traced, bytes, off, length, 'fragmentation-needed', `ICMP fragmentation needed (mtu ${this.cfg.pathMtu}) written back into the TUN`);
           continue;
         }
         c[Counter.OuterFragmented]++;
       }
       if (!decrementTtl(bytes, off)) {
         this.drop(DropReason.TtlExpired);
+        if (traced >= 0) o!.dropped(traced, bytes, off, length, 'ttl-expired');
         continue;
       }
+      if (traced >= 0) o!.leaseLookup(traced, bytes, off, length, this.leaseTable, lease);
       const peer = this.leaseTable.publicIpAt(lease);
       if (superPacket) {
-        this.queueSegments(off, length, lease, peer);
+        this.queueSegments(off, length, lease, peer, traced);
       } else {
         // A single packet whose L4 checksum the kernel left for the "hardware":
         // finish it, since the wire packet must be valid on its own.
@@ -338,12 +415,20 @@ export class Forwarder {
             continue;
           }
         }
-        const queue = this.sendQueues[this.senderFor(off)];
+        const k = this.senderFor(off);
+        const queue = this.sendQueues[k];
         if (!queue.hasRoom(1, 1)) this.flushSend();
         const start = this.encap.encapsulate(bytes, off, length, lease);
         queue.begin(peer, this.cfg.peerPort, 0, 1);
         queue.add(this.poolAddress + start, off + length - start);
         queue.end();
+        if (o !== undefined) {
+          o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
+          if (traced >= 0) {
+            o.encapsulated(traced, bytes, start, off + length - start, 1);
+            o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1);
+          }
+        }
       }
       count++;
     }
@@ -378,7 +463,7 @@ export class Forwarder {
    * Cuts a super-packet into wire-sized packets: headers rebuilt in the arena,
    * payloads left in the slot, queued as GSO messages of up to 64 segments.
    */
-  private queueSegments(off: number, length: number, lease: number, peer: number): void {
+  private queueSegments(off: number, length: number, lease: number, peer: number, traced: number): void {
     const c = this.c;
     const seg = this.segments;
     const headroom = this.encap.headroom;
@@ -398,7 +483,9 @@ export class Forwarder {
     c[Counter.SegmentsFromSplit] += n;
     const datagramSize = headroom + seg.headerLength[0] + seg.payloadLength[0];
     const perMessage = this.gsoEnabled ? Math.min(GSO_MAX_SEGMENTS, Math.floor(GSO_MAX_BYTES / datagramSize)) : 1;
-    const queue = this.sendQueues[this.senderFor(off)];
+    const k = this.senderFor(off);
+    const queue = this.sendQueues[k];
+    const o = this.observer;
     for (let first = 0; first < n; first += perMessage) {
       const last = Math.min(n, first + perMessage);
       queue.begin(peer, this.cfg.peerPort, last - first > 1 ? datagramSize : 0, last - first);
@@ -407,19 +494,30 @@ export class Forwarder {
         const start = this.encap.encapsulate(this.bytes, header, seg.headerLength[i] + seg.payloadLength[i], lease);
         queue.add(this.poolAddress + start, header + seg.headerLength[i] - start);
         queue.add(this.poolAddress + seg.payloadOffset[i], seg.payloadLength[i]);
+        o?.captureUdpOut(this.bytes, start, header + seg.headerLength[i] - start, seg.payloadOffset[i], seg.payloadLength[i], peer, k);
       }
       queue.end();
+    }
+    if (traced >= 0 && o !== undefined) {
+      // The first segment as it goes on the wire, copied for display (a traced packet may allocate).
+      const start = seg.headerOffset[0] - headroom;
+      const headerBytes = headroom + seg.headerLength[0];
+      const shown = new Uint8Array(headerBytes + seg.payloadLength[0]);
+      shown.set(this.bytes.subarray(start, start + headerBytes), 0);
+      shown.set(this.bytes.subarray(seg.payloadOffset[0], seg.payloadOffset[0] + seg.payloadLength[0]), headerBytes);
+      o.encapsulated(traced, shown, 0, shown.length, n);
+      o.queuedSend(traced, k, shown, 0, shown.length, peer, n);
     }
   }
 
   /** sendmmsg every queue's messages, resuming after partial sends; then the arena is free again. */
   private flushSend(): void {
     const queues = this.sendQueues;
-    for (let k = 0; k < queues.length; k++) if (queues[k].messages > 0) this.flushQueue(queues[k], this.cfg.sendFds[k]);
+    for (let k = 0; k < queues.length; k++) if (queues[k].messages > 0) this.flushQueue(queues[k], this.cfg.sendFds[k], k);
     this.txArenaUsed = 0;
   }
 
-  private flushQueue(queue: SendQueue, fd: number): void {
+  private flushQueue(queue: SendQueue, fd: number, k: number): void {
     const c = this.c;
     const count = queue.messages;
     let sent = 0;
@@ -428,6 +526,8 @@ export class Forwarder {
       const r = libc.sendmmsg(fd, queue.addressOfMessage(sent), count - sent, 0);
       c[Counter.SyscallsSend]++;
       if (r > 0) {
+        c[Counter.SendBatchSizeLe1 + batchSizeBucket(r)]++;
+        c[Counter.SendBatchSizeSum] += r;
         for (let m = sent; m < sent + r; m++) {
           c[Counter.UdpSentPackets] += queue.datagrams[m];
           c[Counter.UdpSentBytes] += queue.bytes[m];
@@ -453,6 +553,7 @@ export class Forwarder {
       sent++;
     }
     queue.reset();
+    this.observer?.sent(k, count);
   }
 
   private waitWritable(fd: number): boolean {
@@ -482,6 +583,7 @@ export class Forwarder {
     if (n === 0) return; // RFC 792: never an ICMP error about an ICMP error or a later fragment
     const headerLength = this.vnet ? VIRTIO_NET_HDR_LEN : 0;
     if (this.vnet) bytes.fill(0, at - headerLength, at); // a plain packet: no offload requested
+    this.observer?.captureTunOut(bytes, at, n);
     const w = libc.write(this.cfg.tunFd, this.poolAddress + at - headerLength, n + headerLength);
     this.c[Counter.SyscallsTunWrite]++;
     if (w === n + headerLength) this.c[Counter.IcmpSent]++;
@@ -507,6 +609,8 @@ export class Forwarder {
     }
     this.lastReceived = n;
     c[Counter.ReceiveBatches]++;
+    c[Counter.ReceiveBatchSizeLe1 + batchSizeBucket(n)]++;
+    c[Counter.ReceiveBatchSizeSum] += n;
     if (n < this.cfg.batchSize) this.udpDrained = true;
     for (let i = 0; i < n; i++) {
       const off = offsets[first + i];
@@ -517,28 +621,35 @@ export class Forwarder {
         continue;
       }
       // Who may send: only a node that holds a current lease, from its PublicIP.
-      const peer = this.leaseTable.findByPublicIp(batch.sourceAddress(i));
+      const peerIp = batch.sourceAddress(i);
+      const peerPort = batch.sourcePort(i);
+      const peer = this.leaseTable.findByPublicIp(peerIp);
       // With UDP GRO one message may hold several datagrams of groSize bytes each (the last may be shorter).
       const groSize = batch.groSegmentSize(i);
       if (groSize > 0 && groSize < length) {
         c[Counter.GroReceives]++;
-        for (let p = 0; p < length; p += groSize) this.receiveDatagram(off + p, Math.min(groSize, length - p), peer);
+        for (let p = 0; p < length; p += groSize) this.receiveDatagram(off + p, Math.min(groSize, length - p), peer, peerIp, peerPort);
       } else {
-        this.receiveDatagram(off, length, peer);
+        this.receiveDatagram(off, length, peer, peerIp, peerPort);
       }
     }
-    if (this.vnet) this.writeCoalesced();
+    if (this.vnet) {
+      this.writeCoalesced();
+      this.observer?.written(this.bytes, 'writev', true);
+    }
   }
 
   /**
    * One datagram from the lease at `peer` (-1: from an address no lease has):
    * unwrap, check, and write (plain) or hand to the coalescer (offload).
    */
-  private receiveDatagram(off: number, length: number, peer: number): void {
+  private receiveDatagram(off: number, length: number, peer: number, peerIp: number, peerPort: number): void {
     const c = this.c;
     const bytes = this.bytes;
     c[Counter.UdpReceivedPackets]++;
     c[Counter.UdpReceivedBytes] += length;
+    const o = this.observer;
+    o?.captureUdpIn(bytes, off, length, peerIp, peerPort);
     if (peer < 0) {
       this.drop(DropReason.UnknownPeer);
       return;
@@ -548,33 +659,51 @@ export class Forwarder {
       this.drop(-inner);
       return;
     }
-    const reason = validateIPv4(bytes, inner, length - (inner - off));
+    const innerLength = length - (inner - off);
+    const reason = validateIPv4(bytes, inner, innerLength);
     if (reason !== DropReason.None) {
       this.drop(reason);
       return;
     }
+    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, () => this.leaseKey(peer));
     // A leased node may only send packets from its own pods' subnet.
     if (!this.leaseTable.subnetContains(peer, ipv4Source(bytes, inner))) {
-      this.drop(DropReason.SpoofedSource);
+      this.dropTraced(DropReason.SpoofedSource, traced, inner, innerLength);
       return;
     }
     // No reflection: only packets for this node's own pods go into the TUN.
     if (((ipv4Destination(bytes, inner) & this.cfg.ownMask) >>> 0) !== this.cfg.ownNetwork) {
-      this.drop(DropReason.NotForThisNode);
+      this.dropTraced(DropReason.NotForThisNode, traced, inner, innerLength);
       return;
     }
     if (!decrementTtl(bytes, inner)) {
-      this.drop(DropReason.TtlExpired);
+      this.dropTraced(DropReason.TtlExpired, traced, inner, innerLength);
       return;
     }
     // Trailing bytes past the IPv4 total length are not part of the packet.
     const total = ipv4TotalLength(bytes, inner);
-    if (this.vnet) this.coalescer.add(bytes, inner, total);
-    else this.writeToTun(inner, total);
+    if (traced >= 0) o!.willWrite(traced, inner, total);
+    if (this.vnet) {
+      this.coalescer.add(bytes, inner, total);
+    } else {
+      this.writeToTun(inner, total);
+      if (traced >= 0) o!.written(bytes, 'write', false);
+    }
+  }
+
+  private dropTraced(reason: number, traced: number, off: number, length: number): void {
+    this.drop(reason);
+    if (traced >= 0) this.observer?.dropped(traced, this.bytes, off, length, dropReasonNames[reason]);
+  }
+
+  /** The flannel subnet key of the lease at index (for trace notes only: allocates). */
+  private leaseKey(index: number): string {
+    return `${formatIPv4(this.leaseTable.subnetNetworkAt(index))}-${this.leaseTable.prefixLengthAt(index)}`;
   }
 
   private writeToTun(off: number, length: number): void {
     const c = this.c;
+    this.observer?.captureTunOut(this.bytes, off, length);
     for (;;) {
       const w = libc.write(this.cfg.tunFd, this.poolAddress + off, length);
       c[Counter.SyscallsTunWrite]++;
@@ -614,6 +743,15 @@ export class Forwarder {
         iov.setU64(at + 8, co.segmentLength[s]);
         total += co.segmentLength[s];
         pieces++;
+      }
+      const o = this.observer;
+      if (o !== undefined && o.captures !== undefined) {
+        // The capture shows the IPv4 packet the kernel receives: without the virtio header.
+        const headerOffset = co.writeHeaderOffset[w];
+        o.captureTunOutBegin(total - VIRTIO_NET_HDR_LEN);
+        o.captureTunOutAppend(this.bytes, headerOffset + VIRTIO_NET_HDR_LEN, co.writeHeaderLength[w] - VIRTIO_NET_HDR_LEN);
+        for (let s = firstSegment; s < firstSegment + segmentCount; s++) o.captureTunOutAppend(this.bytes, co.segmentOffset[s], co.segmentLength[s]);
+        o.captureTunOutEnd();
       }
       let r = libc.writev(this.cfg.tunFd, iov.address, pieces);
       while (r < 0 && libc.errno() === libc.EINTR) r = libc.writev(this.cfg.tunFd, iov.address, pieces);
@@ -656,6 +794,10 @@ export class Forwarder {
         this.c[Counter.LeaseTableVersion] = msg.snapshot.version;
       } else if (msg.type === 'stop') {
         this.stopping = true;
+      } else if (msg.type === 'trace') {
+        this.startTrace(msg.request);
+      } else if (msg.type === 'trace-stop') {
+        this.stopTrace(msg.session);
       } else if (msg.type === 'crash') {
         throw new Error('fault injected (SIGUSR2): this worker stops as if it had hit a bug');
       }

@@ -20,6 +20,8 @@ export interface UdpSocketOptions {
 
 export interface UdpSocket {
   fd: number;
+  /** The port it is bound to (the kernel's choice when asked for port 0). */
+  port: number;
   /** The kernel accepted UDP_GRO on this socket. */
   gro: boolean;
   /** The kernel supports UDP_SEGMENT (GSO) sends. */
@@ -58,7 +60,10 @@ export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
     } catch {
       gso = false;
     }
-    return { fd, gro, gso };
+    scratch.view.setUint32(48, libc.SIZEOF_SOCKADDR_IN, true);
+    libc.getsockname(fd, scratch.address + 32, scratch.address + 48);
+    const port = scratch.view.getUint16(32 + 2, false);
+    return { fd, port, gro, gso };
   } catch (err) {
     libc.close(fd);
     throw err;

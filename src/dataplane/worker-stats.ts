@@ -33,9 +33,31 @@ export const Counter = {
   GroReceives: 26, // received messages the kernel had coalesced (UDP_GRO)
   SyscallsTunWritev: 27,
   OuterFragmented: 28, // inner packets larger than the underlay allows, without DF: sent, the kernel fragments the outer datagram
+  // flannel_udp_batch_size (observe/metrics.ts): messages per sendmmsg / recvmmsg, one counter per
+  // bucket (not cumulative), then +Inf, then the sum.
+  SendBatchSizeLe1: 29,
+  SendBatchSizeLe2: 30,
+  SendBatchSizeLe4: 31,
+  SendBatchSizeLe8: 32,
+  SendBatchSizeLe16: 33,
+  SendBatchSizeLe32: 34,
+  SendBatchSizeLe64: 35,
+  SendBatchSizeLe128: 36,
+  SendBatchSizeLeInf: 37,
+  SendBatchSizeSum: 38,
+  ReceiveBatchSizeLe1: 39,
+  ReceiveBatchSizeLe2: 40,
+  ReceiveBatchSizeLe4: 41,
+  ReceiveBatchSizeLe8: 42,
+  ReceiveBatchSizeLe16: 43,
+  ReceiveBatchSizeLe32: 44,
+  ReceiveBatchSizeLe64: 45,
+  ReceiveBatchSizeLe128: 46,
+  ReceiveBatchSizeLeInf: 47,
+  ReceiveBatchSizeSum: 48,
 } as const;
 
-const FIXED_COUNTERS = 29;
+const FIXED_COUNTERS = 49;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

@@ -14,7 +14,7 @@ async function agentStats(cluster: Cluster, i: number): Promise<{ workers: Array
   agent.kill('SIGUSR1');
   for (let t = 0; t < 50; t++) {
     await new Promise((r) => setTimeout(r, 50));
-    const line = agent.log.snapshot().slice(before).find((l) => l.startsWith('{"workers"'));
+    const line = agent.log.snapshot().slice(before).find((l) => l.startsWith('{') && l.includes('"workers":['));
     if (line) return JSON.parse(line);
   }
   throw new Error(`agent ${i} did not answer SIGUSR1:\n${agent.log.tail()}`);

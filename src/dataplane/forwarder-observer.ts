@@ -1,0 +1,240 @@
+// What a worker shows of its packets: trace events for the few packets a
+// trace admits, and pcap captures at the four user/kernel crossings. The
+// forwarder holds `observer: ForwarderObserver | undefined` and calls it only
+// when it exists, so a node that observes nothing pays one comparison per
+// stage. Allocation here is limited to traced packets (a handful).
+import { WorkerTracer, type WorkerTraceConfig } from '../observe/worker-tracer.js';
+import { WorkerCaptures, writeSyntheticUdpPrefix, SYNTHETIC_UDP_PREFIX, wallClockNs } from '../observe/pcap-writer.js';
+import type { TraceEvent, TraceLayers } from '../observe/trace-event.js';
+import { formatIPv4 } from '../control/ipv4-address.js';
+import type { LeaseTable } from '../control/lease-table.js';
+
+export interface CaptureConfig {
+  dir: string;
+  rotateBytes: number;
+  maxFiles: number;
+}
+
+/** A traced packet queued for sendmmsg: its udp-send event is reported once the call returns. */
+interface PendingSend {
+  packet: number;
+  buf: Uint8Array;
+  queue: number;
+  start: number;
+  length: number;
+  peer: number;
+  srcPort: number;
+  datagrams: number;
+}
+
+/** A traced packet handed to the coalescer: its tun-write is reported after the batch's writes. */
+interface PendingWrite {
+  packet: number;
+  off: number;
+  length: number;
+}
+
+export class ForwarderObserver {
+  tracer: WorkerTracer | undefined;
+  captures: WorkerCaptures | undefined;
+  /** The loop's last clock reading, for the trace limiter (no clock read per packet). */
+  nowMs = 0;
+  private readonly prefix = new Uint8Array(SYNTHETIC_UDP_PREFIX);
+  private pendingSends: PendingSend[] = [];
+  private pendingWrites: PendingWrite[] = [];
+  private captureTimeNs = 0;
+
+  constructor(
+    readonly worker: number,
+    private readonly localIp: number,
+    private readonly localPort: number,
+    private readonly peerPort: number,
+    /** Source port of each send socket (VXLAN: one per flow hash). */
+    private readonly sendPorts: number[],
+    private readonly payloadLayers: TraceLayers,
+  ) {}
+
+  /** Starts (or replaces) the trace; events go to `post`. */
+  startTrace(cfg: WorkerTraceConfig, post: (ev: TraceEvent) => void): void {
+    this.tracer = new WorkerTracer(cfg, post);
+    this.pendingSends = [];
+    this.pendingWrites = [];
+  }
+
+  stopTrace(): void {
+    this.tracer = undefined;
+  }
+
+  startCapture(cfg: CaptureConfig): void {
+    this.captures = new WorkerCaptures(cfg.dir, this.worker, { rotateBytes: cfg.rotateBytes, maxFiles: cfg.maxFiles });
+  }
+
+  get idle(): boolean {
+    return this.tracer === undefined && this.captures === undefined;
+  }
+
+  /** Once per loop turn: the clock for the limiter and captures, and a flush at most every 100 ms. */
+  tick(nowMs: number): void {
+    this.nowMs = nowMs;
+    if (this.captures) {
+      this.captureTimeNs = wallClockNs();
+      this.captures.maybeFlush(nowMs);
+    }
+  }
+
+  close(): void {
+    this.captures?.close();
+    this.captures = undefined;
+  }
+
+  // ---- TUN → UDP ----
+
+  /** A packet read from the TUN: captured, and admitted to the trace or not (returns its trace number or -1). */
+  tunRead(buf: Uint8Array, off: number, length: number, superPacket: boolean): number {
+    this.captures?.tunIn.write(buf, off, length, this.captureTimeNs);
+    const t = this.tracer;
+    if (t === undefined) return -1;
+    const packet = t.admit(buf, off, this.nowMs);
+    if (packet >= 0) {
+      t.emit(packet, 'tun-read', 'ip', buf, off, length, {
+        note: superPacket ? `a TSO super-packet of ${length} bytes: the kernel handed over many TCP segments in one read` : undefined,
+      });
+    }
+    return packet;
+  }
+
+  leaseLookup(packet: number, buf: Uint8Array, off: number, length: number, table: LeaseTable, lease: number): void {
+    const t = this.tracer;
+    if (t === undefined || packet < 0) return;
+    if (lease < 0) {
+      t.emit(packet, 'lease-lookup', 'ip', buf, off, length, { lease: null, note: 'no lease covers the destination' });
+      return;
+    }
+    const key = `${formatIPv4(table.subnetNetworkAt(lease))}-${table.prefixLengthAt(lease)}`;
+    t.emit(packet, 'lease-lookup', 'ip', buf, off, length, {
+      lease: { key, publicIp: formatIPv4(table.publicIpAt(lease)) },
+      note: `longest prefix match: ${key.replace('-', '/')} is node ${formatIPv4(table.publicIpAt(lease))}; TTL decremented`,
+    });
+  }
+
+  encapsulated(packet: number, buf: Uint8Array, start: number, length: number, segments: number): void {
+    const t = this.tracer;
+    if (t === undefined || packet < 0) return;
+    t.emit(packet, 'encapsulate', this.payloadLayers, buf, start, length, {
+      note:
+        segments > 1
+          ? `cut into ${segments} wire-sized packets (headers rebuilt in an arena, payloads left in place); the first is shown`
+          : this.payloadLayers === 'udp-payload'
+            ? 'UDP mode: the UDP payload is the bare inner packet; the kernel adds outer IPv4 and UDP'
+            : 'VXLAN and Ethernet headers written into the headroom in front of the packet',
+    });
+  }
+
+  /** A traced packet is in send queue `queue`; reported as udp-send after that queue's sendmmsg. */
+  queuedSend(packet: number, queue: number, buf: Uint8Array, start: number, length: number, peer: number, datagrams: number): void {
+    if (this.tracer === undefined || packet < 0) return;
+    this.pendingSends.push({ packet, buf, queue, start, length, peer, srcPort: this.sendPorts[queue] ?? this.peerPort, datagrams });
+  }
+
+  /** After sendmmsg on queue `queue`: the udp-send events of its traced packets. */
+  sent(queue: number, messages: number): void {
+    const t = this.tracer;
+    if (t === undefined || this.pendingSends.length === 0) return;
+    const rest: PendingSend[] = [];
+    for (const p of this.pendingSends) {
+      if (p.queue !== queue) {
+        rest.push(p);
+        continue;
+      }
+      t.emitOuter(p.packet, 'udp-send', this.localIp, p.peer, p.srcPort, this.peerPort, p.buf, p.start, p.length, {
+        note: `sendmmsg: ${messages} message(s) in one call${p.datagrams > 1 ? `; this one becomes ${p.datagrams} datagrams (UDP GSO)` : ''}`,
+      });
+    }
+    this.pendingSends = rest;
+  }
+
+  /** One datagram as it leaves: [a header piece, a payload piece] (the header piece may be empty). */
+  captureUdpOut(buf: Uint8Array, headerOff: number, headerLength: number, payloadOff: number, payloadLength: number, peer: number, queue: number): void {
+    const cap = this.captures;
+    if (cap === undefined) return;
+    const length = headerLength + payloadLength;
+    writeSyntheticUdpPrefix(this.prefix, 0, undefined, undefined, this.localIp | 0, peer | 0, this.sendPorts[queue] ?? this.peerPort, this.peerPort, length, 0);
+    cap.udpOut.begin(SYNTHETIC_UDP_PREFIX + length, this.captureTimeNs);
+    cap.udpOut.append(this.prefix, 0, SYNTHETIC_UDP_PREFIX);
+    if (headerLength > 0) cap.udpOut.append(buf, headerOff, headerLength);
+    cap.udpOut.append(buf, payloadOff, payloadLength);
+    cap.udpOut.end();
+  }
+
+  // ---- UDP → TUN ----
+
+  captureUdpIn(buf: Uint8Array, off: number, length: number, peerIp: number, peerPort: number): void {
+    const cap = this.captures;
+    if (cap === undefined) return;
+    writeSyntheticUdpPrefix(this.prefix, 0, undefined, undefined, peerIp | 0, this.localIp | 0, peerPort, this.localPort, length, 0);
+    cap.udpIn.begin(SYNTHETIC_UDP_PREFIX + length, this.captureTimeNs);
+    cap.udpIn.append(this.prefix, 0, SYNTHETIC_UDP_PREFIX);
+    cap.udpIn.append(buf, off, length);
+    cap.udpIn.end();
+  }
+
+  /** A received datagram whose inner packet is valid: admitted or not; reports receive, validation and decapsulation. */
+  received(buf: Uint8Array, off: number, length: number, inner: number, innerLength: number, peerIp: number, peerPort: number, leaseKey: () => string): number {
+    const t = this.tracer;
+    if (t === undefined) return -1;
+    const packet = t.admit(buf, inner, this.nowMs);
+    if (packet < 0) return -1;
+    t.emitOuter(packet, 'udp-receive', peerIp, this.localIp, peerPort, this.localPort, buf, off, length, {
+      note: 'recvmmsg: a batch of datagrams in one call',
+    });
+    t.emit(packet, 'validate', 'ip', buf, inner, innerLength, {
+      note: `sent by ${formatIPv4(peerIp)}, the node of lease ${leaseKey()}; inner source in that subnet, destination in ours; header checksum and lengths good`,
+    });
+    t.emit(packet, 'decapsulate', 'ip', buf, inner, innerLength, {
+      note: inner === off ? 'UDP mode: the payload is the inner packet, nothing to strip' : `${inner - off} bytes of VXLAN and Ethernet header skipped; TTL decremented`,
+    });
+    return packet;
+  }
+
+  /** A traced packet that will be written to the TUN (now, or with the batch's coalesced writes). */
+  willWrite(packet: number, off: number, length: number): void {
+    if (packet >= 0 && this.tracer !== undefined) this.pendingWrites.push({ packet, off, length });
+  }
+
+  /** After the TUN writes of a batch: the tun-write events. */
+  written(buf: Uint8Array, syscall: 'write' | 'writev', coalesced: boolean): void {
+    const t = this.tracer;
+    if (t === undefined || this.pendingWrites.length === 0) return;
+    for (const w of this.pendingWrites) {
+      t.emit(w.packet, 'tun-write', 'ip', buf, w.off, w.length, {
+        syscall,
+        note: coalesced ? 'written with the batch: TCP segments of one flow merged into one super-packet (GRO)' : undefined,
+      });
+    }
+    this.pendingWrites = [];
+  }
+
+  captureTunOut(buf: Uint8Array, off: number, length: number): void {
+    this.captures?.tunOut.write(buf, off, length, this.captureTimeNs);
+  }
+
+  /** A coalesced TUN write: its IPv4 header(s) then the payload slices, as one captured packet. */
+  captureTunOutBegin(totalLength: number): void {
+    this.captures?.tunOut.begin(totalLength, this.captureTimeNs);
+  }
+
+  captureTunOutAppend(buf: Uint8Array, off: number, length: number): void {
+    this.captures?.tunOut.append(buf, off, length);
+  }
+
+  captureTunOutEnd(): void {
+    this.captures?.tunOut.end();
+  }
+
+  /** A traced packet that is not forwarded. */
+  dropped(packet: number, buf: Uint8Array, off: number, length: number, reason: string, note?: string): void {
+    const t = this.tracer;
+    if (t === undefined || packet < 0) return;
+    t.emit(packet, 'drop', 'ip', buf, off, length, { drop: reason, note });
+  }
+}
