@@ -208,7 +208,9 @@ export class ForwarderObserver {
     for (const w of this.pendingWrites) {
       t.emit(w.packet, 'tun-write', 'ip', buf, w.off, w.length, {
         syscall,
-        note: coalesced ? 'written with the batch: TCP segments of one flow merged into one super-packet (GRO)' : undefined,
+        note: coalesced
+          ? "written with the batch's TUN writes: a virtio-net header in front; consecutive TCP or UDP segments of one flow would be merged into one super-packet (GRO)"
+          : undefined,
       });
     }
     this.pendingWrites = [];
