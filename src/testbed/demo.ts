@@ -16,7 +16,7 @@ import { replaceKernelVxlanWithAgent } from './vxlan-agents.js';
 import { iperf3Tcp, ping, type PingResult } from './measure.js';
 
 const BACKENDS: Record<string, Dataplane> = { udp: 'agent', vxlan: 'kernel-vxlan', 'host-gw': 'host-gw', 'kernel-vxlan': 'kernel-vxlan' };
-const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S]';
+const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S] [--trace] [--keep]\n  --trace  also follow one ping through both agents (flannel-udp trace on each node)\n  --keep   leave the cluster up until Ctrl-C, to explore it (flannel-udp stats/trace in a node namespace)';
 
 function parseCommandLine() {
   const { values } = parseArgs({
@@ -24,6 +24,8 @@ function parseCommandLine() {
       backend: { type: 'string', default: 'udp' },
       workers: { type: 'string', default: '1' },
       seconds: { type: 'string', default: '5' },
+      trace: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -37,7 +39,7 @@ function parseCommandLine() {
   if (!dataplane) throw new UsageError(`unknown backend '${values.backend}'`);
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError(`--workers must be a positive integer`);
   if (!Number.isFinite(seconds) || seconds < 1) throw new UsageError(`--seconds must be at least 1`);
-  return { backend: values.backend!, dataplane, workers, seconds };
+  return { backend: values.backend!, dataplane, workers, seconds, trace: values.trace!, keep: values.keep! };
 }
 
 class UsageError extends Error {}
@@ -116,7 +118,9 @@ async function main(): Promise<number> {
         console.log(`\nagent output on node ${node.index} (last lines):\n${agent?.log.tail(20) ?? '(none)'}`);
       }
     }
+    if (args.trace && usesAgent(args)) await traceOnePing(cluster);
     console.log(ok ? '\nresult: OK (no ping loss, TCP moved data)' : '\nresult: FAILED (ping loss or no TCP data)');
+    if (args.keep) await keepUntilInterrupted(cluster);
     return ok ? 0 : 1;
   } finally {
     await cluster.destroy();
@@ -133,3 +137,33 @@ main().then(
     process.exitCode = 1;
   },
 );
+
+function usesAgent(args: { dataplane: Dataplane; backend: string }): boolean {
+  return args.dataplane === 'agent' || args.backend === 'vxlan';
+}
+
+/** The life of one ping, as each node's agent saw it (docs/guide.md explains every stage). */
+async function traceOnePing(cluster: Awaited<ReturnType<typeof createCluster>>): Promise<void> {
+  const [pod1, pod2] = [cluster.pod(1), cluster.pod(2)];
+  const traces = cluster.nodes().map((n) =>
+    cluster.exec(n.ns, process.execPath, [agentCliPath, 'trace', '--filter', `icmp and host ${pod2.ip}`, '--limit', '2'], { timeoutMs: 20_000 }),
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  await cluster.exec(pod1.ns, 'ping', ['-c', '1', pod2.ip]);
+  const outputs = await Promise.all(traces);
+  outputs.forEach((t, i) => console.log(`\ntrace on node ${i + 1} (flannel-udp trace --filter 'icmp and host ${pod2.ip}'):\n${t.stdout.trimEnd()}`));
+}
+
+/** --keep: the cluster stays until Ctrl-C (or SIGTERM); the finally block then removes it. */
+function keepUntilInterrupted(cluster: Awaited<ReturnType<typeof createCluster>>): Promise<void> {
+  const n1 = cluster.node(1).ns;
+  console.log(`\ncluster kept. Try, in another terminal:
+  ip netns exec ${n1} node ${agentCliPath} stats --watch 1
+  ip netns exec ${n1} node ${agentCliPath} trace --filter icmp --limit 4
+  ip netns exec ${cluster.pod(1).ns} ping -c 2 ${cluster.pod(2).ip}
+press Ctrl-C to remove it.`);
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
