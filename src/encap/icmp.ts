@@ -71,9 +71,9 @@ function isMulticastOrBroadcast(addr: number): boolean {
 // Returns the length written (at most ICMP_DEST_UNREACH_MAX_LENGTH), or 0 when
 // no error may be sent (RFC 792, RFC 1122 §3.2.2): the original is malformed,
 // is itself an ICMP error, is a non-first fragment, or has a non-unicast
-// source or a multicast/broadcast destination. The caller counts a 0 as
-// DropReason.IcmpSuppressed. Informational ICMP (echo request, ...) does get
-// an answer: flannel's C proxy refuses all ICMP, so there `ping` to a missing
+// source or a multicast/broadcast destination. The caller still counts the
+// packet as dropped (no-lease), just sends nothing. Informational ICMP (echo
+// request, ...) does get an answer: flannel's C proxy refuses all ICMP, so there `ping` to a missing
 // subnet times out instead of reporting "Destination Net Unreachable".
 //
 // `out` must not overlap the original. `ipId` defaults to the node's counter;
