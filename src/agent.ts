@@ -19,7 +19,8 @@ import { formatSubnetKey } from './control/lease.js';
 import { startControlServer, type ControlServer } from './observe/control-socket.js';
 import { startHealthServer, type AgentStats, type HealthServer } from './observe/metrics.js';
 import { renderTraceEvent } from './observe/trace-render.js';
-import { VXLAN_OVERHEAD, formatMac, parseMac } from './encap/vxlan.js';
+import { VXLAN_OVERHEAD, VXLAN_DEFAULT_PORT, formatMac, parseMac } from './encap/vxlan.js';
+import { backendVni } from './control/network-config.js';
 import { vtepMacOf } from './control/lease-table.js';
 import { createHash } from 'node:crypto';
 import type { WorkerStatsSnapshot } from './dataplane/worker-stats.js';
@@ -112,20 +113,23 @@ export class Agent {
     if (opts.etcd) {
       // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
       this.publicIp = resolvePublicIp(opts);
+      // Known before the subnet is claimed, so a vxlan lease can publish it (flannel's BackendData).
+      this.vtepMac = this.resolveVtepMac();
       this.etcd = new EtcdSubnetManager({
         ...opts.etcd,
         publicIp: this.publicIp,
+        vtepMac: formatMac(this.vtepMac),
         subnetFile: opts.subnetFile,
         ipMasq: opts.ipMasq ?? false,
         log,
         onFatal: (err) => this.onFatal(err),
       });
       const joined = await this.etcd.start();
-      if (joined.config.backendType !== opts.backend) {
-        throw new ConfigError(`the etcd network config says Backend.Type "${joined.config.backendType}" but this agent runs ${opts.backend}`);
-      }
+      // As with flanneld, the network config chooses the backend (the CLI refuses --backend with etcd).
+      opts.backend = joined.config.backendType as Backend;
+      if (opts.backend === 'vxlan') opts.vni = backendVni(joined.config);
       this.subnet = joined.subnetConfig;
-      this.port = joined.port ?? opts.port;
+      this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
     } else {
       this.subnet = await readSubnetFile(opts.subnetFile);
       this.publicIp = resolvePublicIp(opts);
@@ -237,9 +241,10 @@ export class Agent {
   }
 
   /**
-   * --vtep-mac, else derived from this node's public IP and subnet: stable
-   * across restarts with no state file, different per node, and published in
-   * the lease (etcd keeps it there, as flannel does).
+   * --vtep-mac, else derived from this node's public IP: stable across
+   * restarts with no state file, different per node, known before a subnet
+   * is claimed, and published in the lease (etcd keeps it there, as flannel
+   * does).
    */
   private resolveVtepMac(): Uint8Array {
     if (this.opts.vtepMac !== undefined) {
@@ -249,7 +254,7 @@ export class Agent {
         throw new ConfigError(`--vtep-mac: ${(err as Error).message}`);
       }
     }
-    const digest = createHash('sha256').update(`flannel-udp vtep ${this.publicIp} ${formatCidr(this.subnet.subnet)}`).digest();
+    const digest = createHash('sha256').update(`flannel-udp vtep ${this.publicIp}`).digest();
     const mac = Uint8Array.from(digest.subarray(0, 6));
     mac[0] = (mac[0] & 0xfe) | 0x02; // unicast, locally administered
     return mac;

@@ -33,7 +33,7 @@ Options for up:
                        8472) [default: udp]
   --vni N              vxlan: VXLAN network identifier [default: 1]
   --vtep-mac MAC       vxlan: this node's VTEP MAC [default: derived from the public
-                       IP and subnet, so stable across restarts]
+                       IP, so stable across restarts]
   --vxlan-udp-checksum MODE
                        vxlan: zero (RFC 7348's recommendation, what flannel's
                        kernel device sends unless udpcsum) or on (a real checksum;

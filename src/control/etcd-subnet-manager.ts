@@ -23,7 +23,7 @@ import { type Cidr, formatCidr, formatIPv4, makeCidr } from './ipv4-address.js';
 import { formatSubnetKey, parseLeaseAttrs, parseSubnetKey } from './lease.js';
 import { EtcdClient, EtcdError, type EtcdTlsFiles, type KeyValue } from './etcd-client.js';
 import { EtcdLeaseSource } from './etcd-lease-source.js';
-import { backendPort, type NetworkConfig, NetworkConfigError, parseNetworkConfig } from './network-config.js';
+import { backendPort, backendVni, type NetworkConfig, NetworkConfigError, parseNetworkConfig } from './network-config.js';
 import { chooseSubnet, isSubnetCompatible, isSubnetTaken } from './subnet-allocator.js';
 import { readSubnetFile, type SubnetConfig, writeSubnetFileAtomic } from './subnet-file.js';
 
@@ -42,13 +42,23 @@ const RACE_RETRIES = 10;
  */
 export interface BackendSpec {
   overhead: number;
-  backendData(config: NetworkConfig): unknown;
+  /** What the lease publishes; vtepMac is this node's VTEP MAC (vxlan). */
+  backendData(config: NetworkConfig, vtepMac: string | undefined): unknown;
   port(config: NetworkConfig): number | undefined;
 }
 
 export const BACKENDS: Record<string, BackendSpec> = {
   // outer IPv4 (20) + UDP (8); flannel's udp lease carries no BackendData.
   udp: { overhead: 28, backendData: () => null, port: backendPort },
+  // outer IPv4 + UDP + VXLAN + inner Ethernet; flannel's vxlan lease: {"VNI": 1, "VtepMAC": "…"}.
+  vxlan: {
+    overhead: 50,
+    backendData: (config, vtepMac) => {
+      if (vtepMac === undefined) throw new EtcdSetupError('vxlan backend: no VTEP MAC to publish');
+      return { VNI: backendVni(config), VtepMAC: vtepMac };
+    },
+    port: backendPort,
+  },
 };
 
 /** Problems the user must fix (no interface for the public IP, an unsupported backend): exit code 2. */
@@ -194,6 +204,8 @@ export interface EtcdSubnetManagerOptions extends EtcdTlsFiles {
   ttlSeconds?: number;
   /** the underlay MTU; default: the MTU of the interface holding publicIp */
   underlayMtu?: number;
+  /** this node's VTEP MAC, published in a vxlan lease's BackendData */
+  vtepMac?: string;
   probeIntervalMs?: number;
   random?: () => number;
 }
@@ -249,7 +261,7 @@ export class EtcdSubnetManager {
         const lease = await acquireLease(client, prefix, config, {
           publicIp: opts.publicIp,
           backendType: config.backendType,
-          backendData: backend.backendData(config),
+          backendData: backend.backendData(config, opts.vtepMac),
           previousSubnet,
           ttlSeconds: opts.ttlSeconds,
           random: opts.random,

@@ -149,6 +149,16 @@ export function backendPort(config: NetworkConfig): number | undefined {
   return port;
 }
 
+/** Backend.VNI: the VXLAN network identifier of the vxlan backend (1 when absent, flannel's). */
+export function backendVni(config: NetworkConfig): number {
+  const vni = field(config.backend, 'VNI');
+  if (vni === undefined) return 1;
+  if (typeof vni !== 'number' || !Number.isInteger(vni) || vni < 0 || vni > 0xffffff) {
+    throw new NetworkConfigError(`network config: Backend.VNI must be a whole number 0..16777215, found ${JSON.stringify(vni)}`);
+  }
+  return vni;
+}
+
 /** How many subnets SubnetMin..SubnetMax hold. */
 export function subnetCount(config: NetworkConfig): number {
   return (config.subnetMax - config.subnetMin) / 2 ** (32 - config.subnetLen) + 1;

@@ -172,7 +172,7 @@ manager('an unsupported backend type is refused, naming what is supported', asyn
   try {
     const err = await m.start().then(() => undefined, (e: Error) => e);
     assert.instance(err, EtcdSetupError);
-    assert.match(err!.message, /Backend\.Type "host-gw" is not supported .*\(supported: udp\)/);
+    assert.match(err!.message, /Backend\.Type "host-gw" is not supported .*\(supported: udp, vxlan\)/);
     assert.is((await client.range(`${prefix}/subnets/`, { prefix: true })).kvs.length, 0, 'no lease taken');
   } finally {
     await m.stop();
