@@ -179,7 +179,17 @@ export class ForwarderObserver {
   }
 
   /** A received datagram whose inner packet is valid: admitted or not; reports receive, validation and decapsulation. */
-  received(buf: Uint8Array, off: number, length: number, inner: number, innerLength: number, peerIp: number, peerPort: number, leaseKey: () => string): number {
+  received(
+    buf: Uint8Array,
+    off: number,
+    length: number,
+    inner: number,
+    innerLength: number,
+    peerIp: number,
+    peerPort: number,
+    table: LeaseTable,
+    peer: number,
+  ): number {
     const t = this.tracer;
     if (t === undefined) return -1;
     const packet = t.admit(buf, inner, this.nowMs);
@@ -188,7 +198,7 @@ export class ForwarderObserver {
       note: 'recvmmsg: a batch of datagrams in one call',
     });
     t.emit(packet, 'validate', 'ip', buf, inner, innerLength, {
-      note: `sent by ${formatIPv4(peerIp)}, the node of lease ${leaseKey()}; inner source in that subnet, destination in ours; header checksum and lengths good`,
+      note: `sent by ${formatIPv4(peerIp)}, the node of lease ${formatIPv4(table.subnetNetworkAt(peer))}-${table.prefixLengthAt(peer)}; header checksum and lengths good`,
     });
     t.emit(packet, 'decapsulate', 'ip', buf, inner, innerLength, {
       note: inner === off ? 'UDP mode: the payload is the inner packet, nothing to strip' : `${inner - off} bytes of VXLAN and Ethernet header skipped; TTL decremented`,

@@ -665,7 +665,7 @@ export class Forwarder {
       this.drop(reason);
       return;
     }
-    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, () => this.leaseKey(peer));
+    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer);
     // A leased node may only send packets from its own pods' subnet.
     if (!this.leaseTable.subnetContains(peer, ipv4Source(bytes, inner))) {
       this.dropTraced(DropReason.SpoofedSource, traced, inner, innerLength);
@@ -696,10 +696,6 @@ export class Forwarder {
     if (traced >= 0) this.observer?.dropped(traced, this.bytes, off, length, dropReasonNames[reason]);
   }
 
-  /** The flannel subnet key of the lease at index (for trace notes only: allocates). */
-  private leaseKey(index: number): string {
-    return `${formatIPv4(this.leaseTable.subnetNetworkAt(index))}-${this.leaseTable.prefixLengthAt(index)}`;
-  }
 
   private writeToTun(off: number, length: number): void {
     const c = this.c;
