@@ -95,8 +95,9 @@ export class MessageBatch {
     return this.memory.view.getInt32(i * libc.SIZEOF_MMSGHDR + libc.MSGHDR_FLAGS, true);
   }
 
+  /** The sender's IPv4 address as a signed 32-bit integer: never a heap number on the hot path (see LeaseTable.publicIps). */
   sourceAddress(i: number): number {
-    return this.memory.view.getUint32(this.nameBase + i * libc.SIZEOF_SOCKADDR_IN + 4, false);
+    return this.memory.view.getInt32(this.nameBase + i * libc.SIZEOF_SOCKADDR_IN + 4, false);
   }
 
   sourcePort(i: number): number {

@@ -146,8 +146,21 @@ test('10 000 random leases agree with a brute-force linear scan on 100 000 addre
 
   for (let i = 0; i < leases.length; i += 97) {
     const found = table.findByPublicIp(leases[i].publicIp);
-    assert.ok(found !== -1 && table.publicIpAt(found) === leases[i].publicIp);
+    assert.ok(found !== -1 && table.publicIpAt(found) >>> 0 === leases[i].publicIp);
   }
+});
+
+test('public IPs at or above 2^31 are found from either representation and come back as the same 32 bits', () => {
+  const table = new LeaseTable(
+    buildLeaseTableSnapshot([{ subnet: parseCidr('10.244.7.0/24'), publicIp: ip('192.0.2.7'), backendType: 'udp', backendData: null, key: '10.244.7.0-24' }], 1),
+  );
+  const uint32 = ip('192.0.2.7');
+  assert.ok(uint32 > 0x7fffffff);
+  assert.is(table.findByPublicIp(uint32), 0);
+  assert.is(table.findByPublicIp(uint32 | 0), 0, 'the int32 a MessageBatch reads');
+  assert.is(table.publicIpAt(0), uint32 | 0, 'int32: never a heap number on the hot path');
+  assert.is(table.publicIpAt(0) >>> 0, uint32);
+  assert.is(formatIPv4(table.publicIpAt(0)), '192.0.2.7');
 });
 
 test.run();
