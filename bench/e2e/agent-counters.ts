@@ -1,6 +1,7 @@
 // The agent's own counters, asked for with SIGUSR1 (it answers with one JSON
 // line on stderr), summed over its workers.
 import type { CapturedChild } from '../../src/testbed/exec.js';
+import { requestStatsLine } from '../../src/testbed/agent-signal.js';
 
 export interface AgentCounters {
   /** Every worker's counters added up, by counter name. */
@@ -10,37 +11,9 @@ export interface AgentCounters {
   workers: number;
 }
 
-/** Resolves with the first stats line printed after the signal, so an older line in the log is never taken. */
-export function readAgentCounters(agent: CapturedChild, timeoutMs = 5000): Promise<AgentCounters> {
-  const pid = agent.pid;
-  if (pid === undefined) return Promise.reject(new Error('the agent has no pid (it never started)'));
-  return new Promise((resolve, reject) => {
-    const onLine = (line: string) => {
-      // The agent's SIGUSR1 answer: one JSON line with its AgentStats (node, backend, ready, workers, leases).
-      if (!line.startsWith('{') || !line.includes('"workers":[')) return;
-      finish();
-      try {
-        resolve(parseAgentCounters(line));
-      } catch (err) {
-        reject(err);
-      }
-    };
-    const finish = () => {
-      clearTimeout(timer);
-      agent.log.off('line', onLine);
-    };
-    const timer = setTimeout(() => {
-      finish();
-      reject(new Error(`agent pid ${pid} printed no counters within ${timeoutMs} ms after SIGUSR1; its output:\n${agent.log.tail(10)}`));
-    }, timeoutMs);
-    agent.log.on('line', onLine);
-    try {
-      process.kill(pid, 'SIGUSR1');
-    } catch (err) {
-      finish();
-      reject(new Error(`cannot signal agent pid ${pid}: ${(err as Error).message}`));
-    }
-  });
+/** SIGUSR1, then the agent's counters summed over its workers (src/testbed/agent-signal.ts). */
+export async function readAgentCounters(agent: CapturedChild, timeoutMs = 5000): Promise<AgentCounters> {
+  return parseAgentCounters((await requestStatsLine(agent, timeoutMs)).line);
 }
 
 export function parseAgentCounters(line: string): AgentCounters {

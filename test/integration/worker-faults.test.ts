@@ -5,19 +5,12 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { waitForLine } from '../../src/testbed/exec.js';
+import { requestStatsLine } from '../../src/testbed/agent-signal.js';
 import { tcpTransfer } from '../support/pod-traffic.js';
 
 /** The agent's counters: it prints them as one JSON line on stderr for SIGUSR1. */
 async function agentStats(cluster: Cluster, i: number): Promise<{ workers: Array<{ counters: Record<string, number>; drops: Record<string, number> }> }> {
-  const agent = cluster.agent(i)!;
-  const before = agent.log.snapshot().length;
-  agent.kill('SIGUSR1');
-  for (let t = 0; t < 50; t++) {
-    await new Promise((r) => setTimeout(r, 50));
-    const line = agent.log.snapshot().slice(before).find((l) => l.startsWith('{') && l.includes('"workers":['));
-    if (line) return JSON.parse(line);
-  }
-  throw new Error(`agent ${i} did not answer SIGUSR1:\n${agent.log.tail()}`);
+  return JSON.parse((await requestStatsLine(cluster.agent(i)!, 5000)).line);
 }
 
 function total(stats: Awaited<ReturnType<typeof agentStats>>, name: string): number {

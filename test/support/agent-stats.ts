@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import type { Cluster } from '../../src/testbed/cluster.js';
 import type { CapturedChild } from '../../src/testbed/exec.js';
+import { isStatsLine, requestStatsLine } from '../../src/testbed/agent-signal.js';
 
 export interface WorkerStats {
   worker: number;
@@ -25,49 +26,13 @@ export interface AgentStats {
   at: number;
 }
 
-/**
- * Sends SIGUSR1 and resolves with the first stats line printed after it, so
- * an older line in the log is never taken. Rejects after `timeoutMs` (a
- * liveness bound, so a hung agent fails the test instead of hanging it).
- */
-export function readAgentStats(agent: CapturedChild, timeoutMs = 10_000): Promise<AgentStats> {
-  const pid = agent.pid;
-  if (pid === undefined || agent.exitCode !== null || agent.signalCode !== null) {
-    return Promise.reject(new Error(`the agent is not running (pid ${pid}, exit ${agent.exitCode ?? agent.signalCode}); its output:\n${agent.log.tail(20)}`));
-  }
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const onLine = (line: string) => {
-      if (!isStatsLine(line)) return;
-      finish();
-      try {
-        resolve(parseAgentStats(line, performance.now() - started));
-      } catch (err) {
-        reject(err);
-      }
-    };
-    const finish = () => {
-      clearTimeout(timer);
-      agent.log.off('line', onLine);
-    };
-    const timer = setTimeout(() => {
-      finish();
-      reject(new Error(`agent pid ${pid} printed no stats within ${timeoutMs} ms of SIGUSR1; its output:\n${agent.log.tail(20)}`));
-    }, timeoutMs);
-    agent.log.on('line', onLine);
-    try {
-      process.kill(pid, 'SIGUSR1');
-    } catch (err) {
-      finish();
-      reject(new Error(`cannot signal agent pid ${pid}: ${(err as Error).message}`));
-    }
-  });
+/** SIGUSR1, then the agent's counters summed over its workers (src/testbed/agent-signal.ts). */
+export async function readAgentStats(agent: CapturedChild, timeoutMs = 10_000): Promise<AgentStats> {
+  const { line, answeredMs } = await requestStatsLine(agent, timeoutMs);
+  return parseAgentStats(line, answeredMs);
 }
 
-/** The SIGUSR1 answer: one JSON object with a "workers" array (other keys, e.g. "node", may come first). */
-export function isStatsLine(line: string): boolean {
-  return line.startsWith('{') && line.includes('"workers":[');
-}
+export { isStatsLine };
 
 export function parseAgentStats(line: string, answeredMs = 0): AgentStats {
   const parsed = JSON.parse(line) as { workers: WorkerStats[]; leases?: string[] };

@@ -5,15 +5,14 @@
 // before and end after whatever it does meanwhile, on any machine speed.
 // Prints "sent <MiB>" every 8 MiB, so the test can wait for progress.
 import { connect } from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { CHUNK, PseudoRandomChunks } from './pseudo-random-chunks.js';
 
 const [host, portText, minText] = process.argv.slice(2);
 const minBytes = Number(minText);
-const CHUNK = 1 << 20;
 const hash = createHash('sha256');
-const base = randomBytes(CHUNK);
+const chunks = new PseudoRandomChunks();
 let sent = 0;
-let counter = 0;
 let stopRequested = false;
 
 process.on('SIGUSR2', () => {
@@ -26,18 +25,9 @@ socket.on('error', (err) => {
   process.exit(1);
 });
 
-function nextChunk(): Buffer {
-  const chunk = Buffer.allocUnsafe(CHUNK);
-  const src = new Uint32Array(base.buffer, base.byteOffset, CHUNK >>> 2);
-  const dst = new Uint32Array(chunk.buffer, chunk.byteOffset, CHUNK >>> 2);
-  counter++;
-  for (let i = 0; i < dst.length; i++) dst[i] = src[i] ^ (counter * 2654435761 + i);
-  return chunk;
-}
-
 function pump(): void {
   while (!(stopRequested && sent >= minBytes)) {
-    const chunk = nextChunk();
+    const chunk = chunks.next();
     sent += chunk.length;
     hash.update(chunk);
     if (sent % (8 * CHUNK) === 0) process.stdout.write(`sent ${sent / CHUNK}\n`);

@@ -23,34 +23,8 @@ import {
   VirtioNetHeader,
 } from '../../src/encap/virtio-net-header.js';
 
-const SRC = 0x0af40105; // 10.244.1.5
-const DST = 0x0af40909; // 10.244.9.9
-const TIMESTAMPS = [1, 1, 8, 10, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0];
-const ROUTER_ALERT = [0x94, 0x04, 0x00, 0x00];
-
-const read16 = (b: Uint8Array, at: number): number => (b[at] << 8) | b[at + 1];
-const read32 = (b: Uint8Array, at: number): number =>
-  ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
-function write16(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 8;
-  b[at + 1] = v;
-}
-function write32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 24;
-  b[at + 1] = v >>> 16;
-  b[at + 2] = v >>> 8;
-  b[at + 3] = v;
-}
-
-function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed | 1;
-  for (let i = 0; i < length; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) | 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
+import { read16, read32, write16, write32 } from '../../src/encap/bytes.js';
+import { SRC, DST, TIMESTAMPS, ROUTER_ALERT, pattern } from '../support/packet-fixtures.js';
 
 interface PacketSpec {
   protocol?: number;
