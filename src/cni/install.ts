@@ -8,10 +8,15 @@
 // plugins by path with an environment of their own, so neither `node` on PATH
 // (#!/usr/bin/env node) nor a relative import may be relied on. It is tied to
 // this checkout and this node binary: run install-cni again after moving either.
+// In a container (the DaemonSet's init container) --runtime-dir first copies
+// node and the plugin onto the host (runtime-bundle.ts), and --conf-source
+// installs the ConfigMap's cni-conf.json, checked, instead of the built-in list.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { ConfListError, checkFlannelConfList } from './conflist-check.js';
+import { installRuntimeBundle, planRuntimeBundle, pruneRuntimeBundles } from './runtime-bundle.js';
 
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
@@ -36,8 +41,8 @@ export function flannelConfList(): Record<string, unknown> {
   };
 }
 
-export function confListText(): string {
-  return JSON.stringify(flannelConfList(), null, 2) + '\n';
+export function confListText(list: unknown = flannelConfList()): string {
+  return JSON.stringify(list, null, 2) + '\n';
 }
 
 function shellQuote(s: string): string {
@@ -62,6 +67,10 @@ export interface InstallOptions {
   nodePath?: string;
   /** Default: the compiled plugin next to this module. */
   mainPath?: string;
+  /** The conflist to install, checked by checkFlannelConfList; default flannelConfList(). */
+  confList?: unknown;
+  /** Copy node and the compiled tree holding mainPath here, and run the plugin from that copy. */
+  runtimeDir?: string;
 }
 
 export type FileAction = 'installed' | 'unchanged' | 'replaced';
@@ -69,6 +78,8 @@ export type FileAction = 'installed' | 'unchanged' | 'replaced';
 export interface InstallReport {
   plugin: { path: string; action: FileAction };
   confList: { path: string; action: FileAction };
+  /** With runtimeDir: the bundle the plugin runs from, and older bundles removed. */
+  runtime?: { path: string; action: 'installed' | 'unchanged'; removed: string[] };
   /** Configuration files in confDir that a runtime would pick before ours (it takes the first by name). */
   shadowing: string[];
 }
@@ -121,8 +132,12 @@ function writeAtomic(path: string, text: string, mode: number): void {
 export function installCni(opts: InstallOptions): InstallReport {
   const pluginPath = join(opts.binDir, PLUGIN_FILE);
   const confListPath = join(opts.confDir, CONFLIST_FILE);
-  const script = pluginScript(opts.nodePath ?? process.execPath, resolve(opts.mainPath ?? pluginMainPath));
-  const confText = confListText();
+  const nodePath = opts.nodePath ?? process.execPath;
+  const mainPath = resolve(opts.mainPath ?? pluginMainPath);
+  // dist/src: the plugin's imports reach into src/control, so the whole compiled tree goes.
+  const bundle = opts.runtimeDir === undefined ? undefined : planRuntimeBundle(resolve(opts.runtimeDir), nodePath, dirname(dirname(mainPath)), mainPath);
+  const script = bundle ? pluginScript(bundle.nodePath, bundle.mainPath) : pluginScript(nodePath, mainPath);
+  const confText = confListText(opts.confList);
 
   const pluginState = compareFile(pluginPath, script, () => false);
   const confState = compareFile(confListPath, confText, sameJson(confText));
@@ -133,16 +148,20 @@ export function installCni(opts: InstallOptions): InstallReport {
     throw new InstallConflictError(`not replacing existing files (nothing was written; --force replaces them):\n  ${conflicts.join('\n  ')}`);
   }
 
+  // The bundle first: the script must never point at files not yet there.
+  const bundleAction = bundle ? installRuntimeBundle(bundle) : undefined;
   if (pluginState !== 'same') writeAtomic(pluginPath, script, 0o755);
   if (confState !== 'same') writeAtomic(confListPath, confText, 0o644);
+  const runtime = bundle && bundleAction ? { path: bundle.dir, action: bundleAction, removed: pruneRuntimeBundles(bundle.runtimeDir, bundle.name) } : undefined;
   const action = (s: Existing): FileAction => (s === 'same' ? 'unchanged' : s === 'absent' ? 'installed' : 'replaced');
   const shadowing = readdirSync(opts.confDir)
     .filter((f) => /\.(conf|conflist|json)$/.test(f) && f < CONFLIST_FILE)
     .sort();
-  return { plugin: { path: pluginPath, action: action(pluginState) }, confList: { path: confListPath, action: action(confState) }, shadowing };
+  return { plugin: { path: pluginPath, action: action(pluginState) }, confList: { path: confListPath, action: action(confState) }, ...(runtime ? { runtime } : {}), shadowing };
 }
 
-export const INSTALL_HELP = `Usage: flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force]
+export const INSTALL_HELP = `Usage: flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--conf-source FILE]
+                              [--runtime-dir DIR] [--force]
 
 Installs this project's flannel CNI plugin as DIR/flannel (a shell script
 running node on ${pluginMainPath}) and kube-flannel's network configuration as
@@ -151,6 +170,15 @@ reference bridge, host-local and portmap plugins from flannel's subnet.env.
 
   --bin-dir DIR    where the runtime looks for CNI plugins [default: ${DEFAULT_BIN_DIR}]
   --conf-dir DIR   where the runtime reads network configurations [default: ${DEFAULT_CONF_DIR}]
+  --conf-source FILE
+                   install this conflist (kube-flannel's cni-conf.json) instead of
+                   the built-in one; it is checked first: a list whose first
+                   plugin is a flannel configuration the plugin accepts
+  --runtime-dir DIR
+                   copy node and the compiled plugin into DIR and run the plugin
+                   from there: for a container installing onto its host, with DIR
+                   a host directory mounted at the same path (older copies in DIR
+                   are removed)
   --force          replace an existing flannel plugin or ${CONFLIST_FILE} that differs
   -h, --help       this text
 
@@ -172,6 +200,8 @@ export async function installCniCommand(argv: string[]): Promise<void> {
       options: {
         'bin-dir': { type: 'string' },
         'conf-dir': { type: 'string' },
+        'conf-source': { type: 'string' },
+        'runtime-dir': { type: 'string' },
         force: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -186,13 +216,33 @@ export async function installCniCommand(argv: string[]): Promise<void> {
     return;
   }
   if (!existsSync(pluginMainPath)) return fail(`${pluginMainPath} is missing (npm run build)`);
+  let confList: unknown;
+  if (values['conf-source'] !== undefined) {
+    const source = values['conf-source'];
+    let text: string;
+    try {
+      text = readFileSync(source, 'utf8');
+    } catch (err) {
+      return fail(`--conf-source: cannot read ${source}: ${(err as Error).message}`);
+    }
+    try {
+      confList = checkFlannelConfList(text, source);
+    } catch (err) {
+      if (err instanceof ConfListError) return fail(`--conf-source: ${err.message} (nothing was written)`);
+      throw err;
+    }
+  }
   try {
     const report = installCni({
       binDir: values['bin-dir'] ?? DEFAULT_BIN_DIR,
       confDir: values['conf-dir'] ?? DEFAULT_CONF_DIR,
       force: values.force ?? false,
+      confList,
+      runtimeDir: values['runtime-dir'],
     });
+    if (report.runtime) process.stdout.write(`${report.runtime.action.padEnd(9)} ${report.runtime.path}\n`);
     process.stdout.write(`${report.plugin.action.padEnd(9)} ${report.plugin.path}\n${report.confList.action.padEnd(9)} ${report.confList.path}\n`);
+    for (const r of report.runtime?.removed ?? []) process.stdout.write(`removed   ${r}\n`);
     for (const f of report.shadowing) {
       process.stderr.write(`flannel-udp install-cni: warning: ${f} sorts before ${CONFLIST_FILE}; a runtime uses the first configuration by name, so it uses ${f}\n`);
     }

@@ -4,12 +4,13 @@
 // installed `flannel` really runs as a CNI plugin. No root needed.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONFLIST_FILE, InstallConflictError, installCni, pluginMainPath } from '../../src/cni/install.js';
+import { checkFlannelConfList, ConfListError } from '../../src/cni/conflist-check.js';
 
 const cliPath = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli.js');
 let dir: string;
@@ -129,6 +130,95 @@ test('the CLI command: prints what it did, exit 2 with a clear line on a conflic
   r = cli('--bogus');
   assert.is(r.status, 2);
   assert.match(cli('--help').stdout, /--bin-dir DIR[\s\S]*--conf-dir DIR[\s\S]*--force/);
+});
+
+const kubeFlannelCniConf = {
+  name: 'cbr0',
+  cniVersion: '0.3.1',
+  plugins: [
+    { type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true } },
+    { type: 'portmap', capabilities: { portMappings: true } },
+  ],
+};
+
+test('--conf-source installs the given list after checking it', () => {
+  const source = join(dir, 'cni-conf.json');
+  const mine = { ...kubeFlannelCniConf, name: 'podnet', cniVersion: '1.0.0' };
+  writeFileSync(source, JSON.stringify(mine));
+  const r = cli('--bin-dir', binDir, '--conf-dir', confDir, '--conf-source', source);
+  assert.is(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(readFileSync(conflist(), 'utf8')), mine);
+  assert.is(cli('--bin-dir', binDir, '--conf-dir', confDir, '--conf-source', source).stdout.split('\n')[1], `unchanged ${conflist()}`);
+});
+
+test('--conf-source refuses a list the runtime or the flannel plugin would reject, writing nothing', () => {
+  const source = join(dir, 'cni-conf.json');
+  const cases: Array<[unknown, RegExp]> = [
+    ['{"name": "cbr0",', /not JSON/],
+    [{ ...kubeFlannelCniConf, name: undefined }, /"name" is missing/],
+    [{ ...kubeFlannelCniConf, cniVersion: '0.2.0' }, /cniVersion "0\.2\.0" is not one the flannel plugin speaks/],
+    [{ ...kubeFlannelCniConf, plugins: [{ type: 'bridge' }] }, /no plugin of type "flannel"/],
+    [{ ...kubeFlannelCniConf, plugins: [...kubeFlannelCniConf.plugins].reverse() }, /must be the first/],
+    [{ ...kubeFlannelCniConf, plugins: [{ type: 'flannel', delegate: { name: 'x' } }] }, /must not have 'name' field/],
+    [{ ...kubeFlannelCniConf, plugins: [{ type: 'flannel', delegate: { ipam: {} } }] }, /must not have 'ipam' field/],
+  ];
+  for (const [conf, message] of cases) {
+    writeFileSync(source, typeof conf === 'string' ? conf : JSON.stringify(conf));
+    const r = cli('--bin-dir', binDir, '--conf-dir', confDir, '--conf-source', source);
+    assert.is(r.status, 2, JSON.stringify(conf));
+    assert.match(r.stderr, /^flannel-udp install-cni: --conf-source: /);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /nothing was written/);
+    assert.not.ok(existsSync(conflist()) || existsSync(plugin()), 'nothing written');
+  }
+  const missing = cli('--conf-source', join(dir, 'absent.json'));
+  assert.is(missing.status, 2);
+  assert.match(missing.stderr, /--conf-source: cannot read .*absent\.json/);
+});
+
+test("kube-flannel's own cni-conf.json passes the check", () => {
+  assert.is(checkFlannelConfList(JSON.stringify(kubeFlannelCniConf)).name, 'cbr0');
+  assert.throws(() => checkFlannelConfList('[]'), (e: unknown) => e instanceof ConfListError);
+});
+
+test('--runtime-dir: node and the plugin are copied there, the plugin runs from the copy, a new build replaces the old copy', () => {
+  const runtimeDir = join(dir, 'opt/flannel-udp');
+  let report = installCni({ binDir, confDir, force: false, runtimeDir });
+  assert.ok(report.runtime, 'runtime reported');
+  assert.is(report.runtime.action, 'installed');
+  const bundle = report.runtime.path;
+  assert.match(bundle, new RegExp(`^${runtimeDir}/node-${process.version}-${process.arch}-[0-9a-f]{16}$`));
+  const script = readFileSync(plugin(), 'utf8');
+  assert.ok(script.includes(`exec '${bundle}/node' '${bundle}/src/cni/main.js' "$@"`), script);
+  assert.not.ok(script.includes(dirname(pluginMainPath)), 'nothing of the source tree is referenced');
+  assert.is(statSync(join(bundle, 'node')).size, statSync(process.execPath).size);
+  assert.is(statSync(join(bundle, 'node')).mode & 0o777, 0o755);
+  // Runs from the copy with no environment: its imports resolve inside the bundle.
+  const version = spawnSync(plugin(), [], { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
+  assert.is(version.status, 0, version.stderr);
+  assert.ok(JSON.parse(version.stdout).supportedVersions.includes('1.0.0'));
+
+  report = installCni({ binDir, confDir, force: false, runtimeDir });
+  assert.is(report.runtime?.action, 'unchanged');
+  assert.is(report.plugin.action, 'unchanged');
+  assert.equal(report.runtime?.removed, []);
+
+  // An older image's bundle and an interrupted copy are removed once the script points at the current one.
+  const old = join(runtimeDir, 'node-v20.0.0-x64-0123456789abcdef');
+  mkdirSync(join(old, 'src'), { recursive: true });
+  mkdirSync(join(runtimeDir, '.bundle-abc'));
+  writeFileSync(join(runtimeDir, 'unrelated'), 'kept');
+  report = installCni({ binDir, confDir, force: false, runtimeDir });
+  assert.equal(report.runtime?.removed, [join(runtimeDir, '.bundle-abc'), old]);
+  assert.equal(readdirSync(runtimeDir).sort(), [bundle.slice(runtimeDir.length + 1), 'unrelated']);
+});
+
+test('--runtime-dir with a conflict writes nothing, not even the bundle', () => {
+  const runtimeDir = join(dir, 'opt/flannel-udp');
+  mkdirSync(binDir, { recursive: true });
+  writeFileSync(plugin(), '\x7fELF flannel-io cni-plugin');
+  assert.throws(() => installCni({ binDir, confDir, force: false, runtimeDir }), /not this plugin/);
+  assert.not.ok(existsSync(runtimeDir));
 });
 
 test.run();
