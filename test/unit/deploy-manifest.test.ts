@@ -172,7 +172,9 @@ test('the agent: kube subnet manager, masquerade, health port 8081 probed at /he
   assert.equal(agent.livenessProbe.httpGet, { path: '/healthz', port });
   assert.equal(agent.readinessProbe.httpGet, { path: '/readyz', port });
   const env = Object.fromEntries((agent.env as Json[]).map((e) => [e.name, e.valueFrom?.fieldRef?.fieldPath]));
-  assert.equal(env, { NODE_NAME: 'spec.nodeName', POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace' });
+  assert.equal(env, { NODE_NAME: 'spec.nodeName', POD_NAME: 'metadata.name', POD_NAMESPACE: 'metadata.namespace', POD_IP: 'status.podIP' });
+  // Kubernetes expands $(VAR) in args from the container's env: the public IP is the host-network pod's, the node's.
+  assert.ok(agent.args.includes('--public-ip=$(POD_IP)'));
   assert.ok(agent.resources.requests.cpu && agent.resources.requests.memory, 'resource requests');
   assert.not.ok(agent.resources.limits, 'no limit: a CPU limit throttles the data plane, a memory limit kills it');
 });
