@@ -9,9 +9,7 @@ import * as assert from 'uvu/assert';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseAllDocuments } from 'yaml';
+import { join } from 'node:path';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -19,6 +17,7 @@ import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Clus
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { unknownFields } from '../support/kube-strict-fields.js';
+import { container, loadManifest, only, readManifest, repoRoot, type Json } from '../support/deploy-manifest.js';
 import { checkFlannelConfList } from '../../src/cni/conflist-check.js';
 import { pluginConfig } from '../../src/cni/chain.js';
 import { parseFlannelNetConf } from '../../src/cni/flannel-conf.js';
@@ -26,30 +25,11 @@ import { CONFLIST_FILE } from '../../src/cni/install.js';
 import { parseNetworkConfig } from '../../src/control/network-config.js';
 import { formatCidr } from '../../src/control/ipv4-address.js';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const manifestPath = join(repo, 'deploy/kube-flannel-udp.yml');
+const repo = repoRoot;
 const cliPath = join(repo, 'dist/src/cli.js');
 
-type Json = Record<string, any>;
-
-/** Kubernetes reads manifests with YAML 1.1 scalars (yes/no/on/off are booleans); both readings must agree. */
-function loadManifest(text: string, version: '1.1' | '1.2'): Json[] {
-  const docs = parseAllDocuments(text, { version, uniqueKeys: true });
-  if (!Array.isArray(docs)) throw new Error('not a YAML stream');
-  return docs.map((d, i) => {
-    if (d.errors.length > 0) throw new Error(`document ${i}: ${d.errors.map((e) => e.message).join('; ')}`);
-    if (d.warnings.length > 0) throw new Error(`document ${i}: ${d.warnings.map((e) => e.message).join('; ')}`);
-    return d.toJS() as Json;
-  }).filter((o) => o !== null);
-}
-
-const text = readFileSync(manifestPath, 'utf8');
-const objects = loadManifest(text, '1.1');
-const kindOf = (kind: string): Json => {
-  const found = objects.filter((o) => o.kind === kind);
-  if (found.length !== 1) throw new Error(`${found.length} objects of kind ${kind}`);
-  return found[0]!;
-};
+const { text, objects } = readManifest();
+const kindOf = (kind: string): Json => only(objects, kind);
 
 const MODELS: Record<string, { model: new (o: any) => { validate(): void }; type: string }> = {
   'v1/Namespace': { model: Namespace, type: 'V1Namespace' },
@@ -76,8 +56,8 @@ function problems(obj: Json): string[] {
 
 const daemonSet = kindOf('DaemonSet');
 const podSpec = daemonSet.spec.template.spec as Json;
-const agent = podSpec.containers.find((c: Json) => c.name === 'kube-flannel-udp') as Json;
-const init = podSpec.initContainers.find((c: Json) => c.name === 'install-cni') as Json;
+const agent = container(podSpec, 'kube-flannel-udp');
+const init = container(podSpec, 'install-cni', true);
 const configMap = kindOf('ConfigMap');
 
 test('the YAML stream reads the same as YAML 1.1 and 1.2, objects in kube-flannel.yml order', () => {
