@@ -124,7 +124,7 @@ def main(argv):
     sock.bind((args.public_ip, args.port))
     sock.setblocking(False)
 
-    stats = {"tun_to_udp": 0, "udp_to_tun": 0, "no_route": 0, "ttl_expired": 0, "runt": 0, "send_errors": 0}
+    stats = {"tun_to_udp": 0, "udp_to_tun": 0, "no_route": 0, "ttl_expired": 0, "runt": 0, "oversize": 0, "send_errors": 0}
     # poll() restarts after a handler returns (PEP 475), so the handler raises to leave the loop.
     def stop(*_):
         raise Stop()
@@ -134,6 +134,7 @@ def main(argv):
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
     port = args.port
+    mtu = args.mtu
     sock_fd = sock.fileno()
 
     def lookup(dst):
@@ -166,9 +167,15 @@ def main(argv):
 
     def udp_to_tun():
         try:
-            n = sock.recv_into(buf)
+            # MSG_TRUNC: the datagram's real length. The C proxy's buffer is
+            # MTU-sized, so a peer sending more than that would be cut off
+            # there; here it is counted, and dropped.
+            n = sock.recv_into(buf, 0, socket.MSG_TRUNC)
         except BlockingIOError:
             return False
+        if n > mtu:
+            stats["oversize"] += 1
+            return True
         if n < IPV4_HEADER_MIN or buf[0] >> 4 != 4:
             stats["runt"] += 1
             return True
