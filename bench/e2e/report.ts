@@ -122,7 +122,7 @@ export function markdownReport(results: BenchResults): string {
     '# flannel-udp end-to-end benchmark',
     '',
     `${results.mode === 'quick' ? '**Quick smoke run** (`--quick`): short runs, one repetition; not for conclusions. ' : ''}` +
-      `${m.date}, ${results.durationS.toFixed(0)} s. Kernel ${m.kernel}, ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${m.iperf3}, ${m.ping}, source ${m.gitDescribe}. ` +
+      `${m.date}, ${results.durationS.toFixed(0)} s. Kernel ${m.kernel}, ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${m.iperf3}, ${m.ping}, ${m.sockperf ?? 'sockperf ?'}, ${m.python3 ?? 'python3 ?'}, source ${m.gitDescribe}. ` +
       `Load average when the run began: ${m.loadAverageAtStart.toFixed(2)} (other work on this machine shares the CPUs).`,
     '',
     `Testbed: 2 nodes in network namespaces joined by a veth/bridge underlay with MTU 1500, one pod per node; traffic from pod 1 to pod 2. ` +
