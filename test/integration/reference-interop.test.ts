@@ -78,3 +78,25 @@ test('the reference forwarder carried that traffic and dropped nothing the agent
 });
 
 test.run();
+
+const config = suite('per-node planes: only udp-wire planes mix');
+
+config('a kernel vxlan cluster refuses a reference node, with a message that says why', async () => {
+  try {
+    await createCluster({ nodes: 2, dataplane: 'kernel-vxlan', nodeDataplanes: { 1: 'reference' } });
+    assert.unreachable('createCluster should have refused');
+  } catch (err) {
+    assert.match((err as Error).message, /udp-wire planes only; dataplane 'kernel-vxlan'/);
+  }
+});
+
+config('a per-node plane that is not a udp-wire plane is refused', async () => {
+  try {
+    await createCluster({ nodes: 2, dataplane: 'agent', nodeDataplanes: { 2: 'host-gw' as 'agent' } });
+    assert.unreachable('createCluster should have refused');
+  } catch (err) {
+    assert.match((err as Error).message, /nodeDataplanes\[2\]: 'host-gw' is not a udp-wire plane/);
+  }
+});
+
+config.run();
