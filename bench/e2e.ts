@@ -4,8 +4,8 @@
 // cost of each. Prints a table and the project's target ratios, and writes
 // bench/results/latest.{md,json,svg}. Figures only: nothing here passes or fails on a timing.
 //
-//   npm run bench -- [--quick] [--reps N] [--only host-gw,agent]
-import { mkdirSync, writeFileSync } from 'node:fs';
+//   npm run bench -- [--quick] [--latency-only] [--reps N] [--only host-gw,agent] [--out DIR]
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,7 +17,7 @@ import type { BenchResults } from './e2e/results.js';
 import { runPlaneRep } from './e2e/run-plane.js';
 import { summarise } from './e2e/summary.js';
 import { renderSvg } from './e2e/svg-chart.js';
-import { C_PROXY_REFERENCE, evaluateTargets } from './e2e/targets.js';
+import { C_PROXY_REFERENCE, evaluateTargets, type Baseline } from './e2e/targets.js';
 
 // Compiled to dist/bench/e2e.js; results belong in the source tree's bench/results.
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -29,6 +29,8 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  // Read before anything is written: with the default --out this run replaces it.
+  const baseline = loadBaseline(plan.baselineFile);
   const machine = describeMachine();
   const started = performance.now();
   const log = (line: string) => process.stdout.write(`${line}\n`);
@@ -68,8 +70,9 @@ async function main(): Promise<void> {
     planes: planes.map(({ id, short, label }) => ({ id, short, label })),
     durationS: (performance.now() - started) / 1000,
     summaries,
-    targets: evaluateTargets(summaries),
+    targets: evaluateTargets(summaries, baseline),
     reference: C_PROXY_REFERENCE,
+    ...(baseline ? { baseline: { file: baseline.file, describe: baseline.describe } } : {}),
     reps,
   };
 
@@ -81,6 +84,21 @@ async function main(): Promise<void> {
   writeFileSync(join(outDir, 'latest.svg'), renderSvg(results));
   log(`\n${results.durationS.toFixed(0)} s; wrote ${['latest.md', 'latest.json', 'latest.svg'].map((f) => join(outDir, f)).join(', ')}`);
   if (reps.some((r) => r.error)) process.exitCode = 1;
+}
+
+/** An earlier run's latest.json; undefined when there is none or it cannot be read (those targets are then n/a). */
+function loadBaseline(file: string): Baseline | undefined {
+  if (!existsSync(file)) return undefined;
+  try {
+    const earlier = JSON.parse(readFileSync(file, 'utf8')) as Partial<BenchResults>;
+    if (!earlier.summaries) return undefined;
+    const m = earlier.machine;
+    const describe = `${earlier.mode ?? '?'} run of ${m?.date ?? '?'}, source ${m?.gitDescribe ?? '?'}, load ${m?.loadAverageAtStart?.toFixed(2) ?? '?'} at start`;
+    return { file, describe, summaries: earlier.summaries };
+  } catch (err) {
+    process.stderr.write(`bench: ignoring baseline ${file}: ${(err as Error).message}\n`);
+    return undefined;
+  }
 }
 
 main().catch((err) => {

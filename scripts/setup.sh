@@ -5,7 +5,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-packages=(iproute2 iperf3 iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl)
+packages=(iproute2 iperf3 sockperf python3 iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl)
 
 say() { printf 'setup: %s\n' "$*"; }
 

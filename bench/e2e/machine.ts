@@ -11,6 +11,9 @@ export interface MachineInfo {
   node: string;
   iperf3: string;
   ping: string;
+  sockperf?: string;
+  /** Runs the reference forwarder. */
+  python3?: string;
   /** The source the agent was built from (dirty = uncommitted changes). */
   gitDescribe: string;
   /** 1-minute load average when the run began: other work sharing the machine shows here. */
@@ -35,6 +38,8 @@ export function describeMachine(): MachineInfo {
     node: process.version,
     iperf3: firstLine('iperf3', ['--version']),
     ping: firstLine('ping', ['-V']),
+    sockperf: firstLine('sockperf', ['--version']).replace(/^sockperf,\s*/, 'sockperf '),
+    python3: firstLine('python3', ['--version']),
     gitDescribe: firstLine('git', ['describe', '--always', '--dirty']),
     loadAverageAtStart: loadavg()[0]!,
   };

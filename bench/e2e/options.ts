@@ -1,4 +1,5 @@
 // Command-line flags of the end-to-end benchmark, turned into the plan it follows.
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PLANE_IDS, planeById, type PlaneSpec } from './planes.js';
 
@@ -21,15 +22,32 @@ export interface BenchPlan {
   pingIntervalS: number;
   /** Idle time before the CPU-metered run, to learn what the machine burns without our traffic. */
   idleBaselineSeconds: number;
+  /** sockperf ping-pong (UDP and TCP, idle and under a TCP stream): seconds per run, requests per second, bytes. */
+  rrSeconds: number;
+  rrMessagesPerSecond: number;
+  rrMessageBytes: number;
+  /** --latency-only: no TCP 4-stream run and no UDP sweep (TCP 1 stream stays: a target needs it). */
+  latencyOnly: boolean;
+  /** The previous recorded run, for targets that compare with "before" (absent: those are n/a). */
+  baselineFile: string;
   outDir: string;
 }
 
-export const USAGE = `Usage: npm run bench -- [--quick] [--reps N] [--only ${PLANE_IDS.slice(0, 2).join(',')}] [--out DIR]
+/** The planes the latency targets compare. */
+export const QUICK_SUBSET = ['kernel-vxlan', 'reference', 'agent'];
 
-  --quick      smoke run: 1 repetition, 2 s TCP runs, 3 sweep points of 1 s
-  --reps N     repetitions per data plane, interleaved across planes [default: 3]
-  --only LIST  comma-separated data planes [default: all: ${PLANE_IDS.join(',')}]
-  --out DIR    where latest.{md,json,svg} go [default: bench/results]
+export const USAGE = `Usage: npm run bench -- [--quick] [--latency-only] [--reps N] [--only ${PLANE_IDS.slice(0, 2).join(',')}] [--out DIR]
+
+  --quick         smoke run: 1 repetition, 2 s TCP runs, 3 sweep points of 1 s, 3 s sockperf runs
+  --latency-only  ping, sockperf and TCP 1 stream only (no TCP 4 streams, no UDP sweep)
+  --reps N        repetitions per data plane, interleaved across planes [default: 3]
+  --only LIST     comma-separated data planes [default: all: ${PLANE_IDS.join(',')}]
+  --out DIR       where latest.{md,json,svg} go [default: bench/results]
+  --baseline FILE an earlier run's latest.json, for the "not lower than before" target
+                  [default: bench/results/latest.json, read before this run writes anything]
+
+  A short try on a busy machine, leaving bench/results alone:
+    npm run bench -- --quick --latency-only --only ${QUICK_SUBSET.join(',')} --out /tmp/bench
 `;
 
 const FULL_SWEEP = [20_000, 40_000, 60_000, 90_000, 130_000, 180_000, 250_000];
@@ -43,6 +61,8 @@ export function parsePlan(argv: string[], defaultOutDir: string): BenchPlan | 'h
       reps: { type: 'string' },
       only: { type: 'string' },
       out: { type: 'string' },
+      baseline: { type: 'string' },
+      'latency-only': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -69,6 +89,13 @@ export function parsePlan(argv: string[], defaultOutDir: string): BenchPlan | 'h
     pingCount: 50,
     pingIntervalS: 0.02,
     idleBaselineSeconds: quick ? 1 : 2,
+    rrSeconds: quick ? 3 : 6,
+    // A pause of 1 ms between a reply and the next request: the path goes quiet between requests, as
+    // it does for RPCs, rather than staying hot as in a back-to-back loop.
+    rrMessagesPerSecond: 1000,
+    rrMessageBytes: 64,
+    latencyOnly: values['latency-only'] ?? false,
+    baselineFile: values.baseline ?? join(defaultOutDir, 'latest.json'),
     outDir: values.out ?? defaultOutDir,
   };
 }

@@ -25,18 +25,17 @@ export interface PlaneSpec {
 export const PLANES: readonly PlaneSpec[] = [
   { id: 'host-gw', short: 'host-gw', label: 'plain routing (host-gw), the ceiling', dataplane: 'host-gw' },
   { id: 'kernel-vxlan', short: 'kernel vxlan', label: "kernel vxlan (flannel's vxlan backend)", dataplane: 'kernel-vxlan' },
+  // The latency reference: an independent forwarder with the C proxy's structure (one thread, poll, one
+  // syscall per packet each way) and flannel's wire format, sharing none of our code. flannel's C proxy
+  // itself cannot be built here, and our agent run C-proxy-style would share the agent's own defects.
+  {
+    id: 'reference',
+    short: 'reference fwd',
+    label: "independent reference forwarder (bench/reference/udp_proxy.py: flannel's C proxy's structure and wire format, in Python, none of our code)",
+    dataplane: 'reference',
+  },
   { id: 'agent', short: 'agent udp ×2', label: 'this agent, UDP mode, defaults (2 workers)', dataplane: 'agent', workers: 2 },
   { id: 'agent-w1', short: 'agent udp ×1', label: 'this agent, UDP mode, --workers 1', dataplane: 'agent', workers: 1 },
-  // flannel's C proxy cannot be built here; this is our agent doing what it does: one syscall per packet.
-  {
-    id: 'cproxy-standin',
-    short: 'C-proxy stand-in',
-    label: "this agent with --workers 1 --batch 1 --offload off, standing in for flannel's C proxy (one syscall per packet); not the C proxy itself",
-    dataplane: 'agent',
-    workers: 1,
-    // --offload off: the C proxy reads and writes one packet per TUN syscall, no TSO super-packets.
-    agentArgs: ['--batch', '1', '--offload', 'off'],
-  },
   { id: 'agent-vxlan', short: 'agent vxlan ×2', label: 'this agent, VXLAN mode, zero outer UDP checksum (the default), 2 workers', dataplane: 'kernel-vxlan', workers: 2, agentVxlanArgs: [] },
   {
     id: 'agent-vxlan-csum',

@@ -24,9 +24,9 @@ function rowLabel(m: MetricSpec): string {
   return `${m.header}${unit}${way}`;
 }
 
-function figureRows(results: BenchResults): { header: string[]; rows: string[][] } {
+function figureRows(results: BenchResults, table: MetricSpec['table']): { header: string[]; rows: string[][] } {
   const header = ['', ...results.planes.map((p) => p.short), 'C proxy (ref.)'];
-  const rows = METRICS.map((m) => [
+  const rows = METRICS.filter((m) => m.table === table).map((m) => [
     rowLabel(m),
     ...results.planes.map((p) => formatSpread(results.summaries[p.id]?.[m.key], m)),
     results.reference.figures[m.key] === undefined ? '' : `${results.reference.figures[m.key]}*`,
@@ -69,15 +69,26 @@ function repsLine(results: BenchResults): string {
   return `${results.plan.reps} repetition(s) per plane, median (min–max)`;
 }
 
+function baselineLine(results: BenchResults): string {
+  return results.baseline
+    ? `"before" = ${results.baseline.file} (${results.baseline.describe}): across runs, not side by side`
+    : '"before": no earlier run found, so that target is n/a';
+}
+
 export function consoleReport(results: BenchResults): string {
-  const { header, rows } = figureRows(results);
+  const throughput = figureRows(results, 'throughput');
+  const latency = figureRows(results, 'latency');
   return [
-    `flannel-udp end-to-end benchmark (${results.mode}), ${repsLine(results)}; ↑ higher is better, ↓ lower is better`,
+    `flannel-udp end-to-end benchmark (${results.mode}${results.plan.latencyOnly ? ', latency only' : ''}), ${repsLine(results)}; ↑ higher is better, ↓ lower is better`,
     '',
-    textTable(header, rows),
+    textTable(throughput.header, throughput.rows),
+    '',
+    `Latency: ping, and sockperf ping-pong round trips (${results.plan.rrMessageBytes} B, ${results.plan.rrMessagesPerSecond}/s, ${results.plan.rrSeconds} s per run), idle and under one iperf3 TCP stream`,
+    textTable(latency.header, latency.rows),
     `* ${results.reference.label}`,
     '',
     textTable(RATIO_HEADER, results.targets.map(ratioCells)),
+    baselineLine(results),
     '',
     ...planeKey(results),
     ...failures(results).map((f) => `FAILED ${f}`),
@@ -102,7 +113,8 @@ function sweepLines(results: BenchResults): string[] {
 }
 
 export function markdownReport(results: BenchResults): string {
-  const { header, rows } = figureRows(results);
+  const throughput = figureRows(results, 'throughput');
+  const latency = figureRows(results, 'latency');
   const m = results.machine;
   const p = results.plan;
   const fail = failures(results);
@@ -110,7 +122,7 @@ export function markdownReport(results: BenchResults): string {
     '# flannel-udp end-to-end benchmark',
     '',
     `${results.mode === 'quick' ? '**Quick smoke run** (`--quick`): short runs, one repetition; not for conclusions. ' : ''}` +
-      `${m.date}, ${results.durationS.toFixed(0)} s. Kernel ${m.kernel}, ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${m.iperf3}, ${m.ping}, source ${m.gitDescribe}. ` +
+      `${m.date}, ${results.durationS.toFixed(0)} s. Kernel ${m.kernel}, ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${m.iperf3}, ${m.ping}, ${m.sockperf ?? 'sockperf ?'}, ${m.python3 ?? 'python3 ?'}, source ${m.gitDescribe}. ` +
       `Load average when the run began: ${m.loadAverageAtStart.toFixed(2)} (other work on this machine shares the CPUs).`,
     '',
     `Testbed: 2 nodes in network namespaces joined by a veth/bridge underlay with MTU 1500, one pod per node; traffic from pod 1 to pod 2. ` +
@@ -118,13 +130,21 @@ export function markdownReport(results: BenchResults): string {
     '',
     `${repsLine(results)}. ↑ higher is better, ↓ lower is better.`,
     '',
-    markdownTable(header, rows),
+    ...(results.plan.latencyOnly ? ['Run with `--latency-only`: no TCP 4-stream run and no UDP sweep.', ''] : []),
+    markdownTable(throughput.header, throughput.rows),
     '',
-    `\\* ${results.reference.label}. The C-proxy stand-in column is this project's agent run as \`--workers 1 --batch 1 --offload off\` (one syscall per packet, like the C proxy); flannel's own C proxy cannot be built here.`,
+    '## Latency',
+    '',
+    markdownTable(latency.header, latency.rows),
+    '',
+    `\\* ${results.reference.label}. flannel's own C proxy cannot be built here; the latency reference measured in this run is the ` +
+      '**reference fwd** column, an independent forwarder with the C proxy\'s structure (bench/reference/udp_proxy.py).',
     '',
     '## Targets',
     '',
     markdownTable(RATIO_HEADER, results.targets.map(ratioCells)),
+    '',
+    baselineLine(results),
     '',
     '## Data planes',
     '',
@@ -137,6 +157,12 @@ export function markdownReport(results: BenchResults): string {
       `split over ${p.udpParallel} iperf3 pairs side by side (one single-threaded iperf3 cannot offer or absorb enough on this machine). ` +
       `The sweep stops once loss reaches 5 % or the senders fall short of the target, then tries ${p.udpRefineSteps} rate(s) halfway between the highest lossless and the lowest lossy target. "lossless" is the received rate at the highest target with < ${LOSSLESS_PCT} % end-to-end loss; "path only" the same when drops at the receiving iperf3's full socket buffer (UDP RcvbufErrors in the server pod) are not counted, since those say iperf3 read too slowly, not that the path lost packets; "peak rx" the most received at any target.`,
     `- **ping**: ${p.pingCount} pings at ${p.pingIntervalS} s interval (allowed as root).`,
+    `- **RR (request/response)**: \`sockperf ping-pong --full-rtt\` from pod 1 to a \`sockperf server\` in pod 2, over UDP and over TCP: ` +
+      `${p.rrMessageBytes}-byte requests, each answered before the next, paced at ${p.rrMessagesPerSecond} per second (so the path goes quiet between requests, as for RPCs), ` +
+      `${p.rrSeconds} s per run of which sockperf leaves its first 0.4 s of warm-up out; percentiles of the full round trip in µs. ` +
+      `"under TCP stream": the same runs while one iperf3 TCP stream goes from pod 1 to pod 2 through the same nodes (started first, measured from its first one-second report on); ` +
+      `"TCP stream during loaded RR" is what that stream moved meanwhile (pod 2's eth0 rx), since a plane that carries less of it is also less loaded. ` +
+      `sockperf's UDP ping-pong waits for a lost reply forever, so a run that lost one covers only the time before the loss: it is run again (3 runs at most) and counted in "RR runs stalled by a lost reply".`,
     `- **machine CPU**: busy time of the whole machine (user+nice+system+irq+softirq from /proc/stat) over the TCP 1-stream run, ` +
       `divided by the GB that entered the server pod (its eth0 rx bytes, warm-up included). ` +
       `It includes iperf3 itself on both ends, so it compares planes rather than pricing one; and when a plane saturates every CPU it comes to (CPUs × seconds) ÷ GB, the inverse of its throughput.`,

@@ -15,5 +15,7 @@ export interface BenchResults {
   summaries: Record<string, PlaneSummary>;
   targets: TargetOutcome[];
   reference: { label: string; figures: Partial<Record<MetricKey, number>> };
+  /** The earlier run the "before" targets compare with. */
+  baseline?: { file: string; describe: string };
   reps: RepResult[];
 }

@@ -7,10 +7,11 @@ import type { CapturedChild } from '../../src/testbed/exec.js';
 import { interfaceCounters, iperf3Tcp, ping } from '../../src/testbed/measure.js';
 import { readAgentCounters, sumAgents, syscallsPerPacket, type AgentCounters } from './agent-counters.js';
 import { machineCpuDelta, processCpuSeconds, sampleMachineCpu } from './cpu.js';
-import type { RepResult } from './metrics.js';
+import { RR_PERCENTILES, rrKey, type RepResult } from './metrics.js';
 import type { BenchPlan } from './options.js';
 import { clusterOptionsFor, isAgentPlane, type PlaneSpec } from './planes.js';
 import { udpSweep } from './udp-sweep.js';
+import { measureRr, underTcpStream, type LatencyPlan, type RrMeasurement, type RrProtocol } from './latency.js';
 
 const GB = 1e9;
 const MIB = 1024 * 1024;
@@ -74,6 +75,8 @@ async function measure(
   detail.ping = rtt;
   progress(`  ping avg ${rtt.rttAvgMs.toFixed(3)} ms (min ${rtt.rttMinMs.toFixed(3)}, ${rtt.received}/${rtt.sent})`);
 
+  await measureRequestResponse(cluster, plan, result, progress);
+
   // TCP 1 stream, metered: CPU and bytes over the whole iperf3 run, warm-up second included on both sides.
   const beforeTcp1 = withAgents ? await agentCounters() : undefined;
   const rxBefore = await interfaceCounters(cluster, server.ns, 'eth0');
@@ -102,6 +105,8 @@ async function measure(
   progress(`  TCP 1 stream ${figures.tcp1Gbps.toFixed(2)} Gbit/s, machine ${figures.machineCpuSPerGB.toFixed(2)} s/GB` +
     (withAgents ? `, agents ${figures.agentCpuSPerGB!.toFixed(2)} s/GB` : ''));
 
+  if (plan.latencyOnly) return;
+
   const tcp4 = await iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds: plan.tcpSeconds, streams: 4, omitSeconds: plan.tcpOmitSeconds });
   figures.tcp4Gbps = tcp4.bitsPerSecond / 1e9;
   detail.tcp4 = tcp4;
@@ -123,6 +128,7 @@ async function measure(
     `  [${sweep.points.map((p) => `${p.targetPps / 1000}k→${(p.receivedPps / 1000).toFixed(1)}k ${p.lossPct.toFixed(1)}%`).join(', ')}]`);
 
   if (withAgents) {
+    // Counters cover the ping, sockperf and iperf3 runs above alike.
     const atEnd = await agentCounters();
     const whole = syscallsPerPacket(atStart!, atEnd);
     figures.syscallsPerPacket = whole.perPacket;
@@ -133,4 +139,41 @@ async function measure(
     detail.agentCountersAtEnd = atEnd.totals;
     progress(`  syscalls/packet ${whole.perPacket.toFixed(2)}, worker heap ${figures.heapBeforeMiB.toFixed(1)} → ${figures.heapAfterMiB.toFixed(1)} MiB`);
   }
+}
+
+/** sockperf ping-pong over UDP and TCP, first on the idle path, then alongside one iperf3 TCP stream. */
+async function measureRequestResponse(cluster: Cluster, plan: BenchPlan, result: RepResult, progress: (line: string) => void): Promise<void> {
+  const client = cluster.pod(1);
+  const server = cluster.pod(2);
+  const rr: LatencyPlan = { seconds: plan.rrSeconds, messagesPerSecond: plan.rrMessagesPerSecond, messageBytes: plan.rrMessageBytes };
+  let stalls = 0;
+  const record = (protocol: RrProtocol, loaded: boolean, m: RrMeasurement) => {
+    const what = `${protocol.toUpperCase()} RR ${loaded ? 'under TCP stream' : 'idle'}`;
+    result.detail[`${protocol}Rr${loaded ? 'Loaded' : ''}`] = m;
+    stalls += m.stalledRuns;
+    const stalled = m.stalledRuns ? `; ${m.stalledRuns} run(s) stalled on a lost reply` : '';
+    if (!m.latency) {
+      progress(`  ${what}: no figure: every one of ${m.runs.length} runs stalled on a lost reply`);
+      return;
+    }
+    const latency = m.latency;
+    for (const { suffix, field } of RR_PERCENTILES) result.figures[rrKey(protocol, loaded, suffix)] = latency[field];
+    progress(
+      `  ${what}: p50 ${latency.p50Us.toFixed(0)} µs, p99 ${latency.p99Us.toFixed(0)} µs, ` +
+        `p99.9 ${latency.p999Us.toFixed(0)} µs (${latency.observations} round trips${stalled})`,
+    );
+  };
+  for (const protocol of ['udp', 'tcp'] as const) record(protocol, false, await measureRr(cluster, client, server, protocol, rr));
+  // Long enough for both measurements with their retries; stopped as soon as they are done.
+  const streamSeconds = 6 * (plan.rrSeconds + 5) + 10;
+  const { result: loaded, load } = await underTcpStream(cluster, client, server, streamSeconds, async () => ({
+    udp: await measureRr(cluster, client, server, 'udp', rr),
+    tcp: await measureRr(cluster, client, server, 'tcp', rr),
+  }));
+  result.figures.rrLoadTcpGbps = load.gbitPerSecond;
+  result.detail.rrLoad = load;
+  progress(`  TCP stream alongside: ${load.gbitPerSecond.toFixed(2)} Gbit/s`);
+  record('udp', true, loaded.udp);
+  record('tcp', true, loaded.tcp);
+  result.figures.rrStalledRuns = stalls;
 }

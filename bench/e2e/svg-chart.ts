@@ -161,7 +161,7 @@ export function renderSvg(results: BenchResults): string {
     `<text x="${MARGIN}" y="28" class="h1">flannel-udp end-to-end: pod to pod across 2 namespace nodes</text>`,
     `<text x="${MARGIN}" y="48" class="h2">${esc(subtitle)}</text>`,
     ...panels,
-    `<text x="${MARGIN}" y="${height - 10}" class="foot">${esc("C-proxy stand-in = this agent with --workers 1 --batch 1 --offload off; the dashed 'C proxy ref.' lines are figures quoted for flannel's real C proxy, not measured in this run.")}</text>`,
+    `<text x="${MARGIN}" y="${height - 10}" class="foot">${esc("reference fwd = an independent forwarder with the C proxy's structure (bench/reference/udp_proxy.py); the dashed 'C proxy ref.' lines are figures quoted for flannel's real C proxy, not measured in this run.")}</text>`,
     '</svg>',
     '',
   ].join('\n');

@@ -46,15 +46,26 @@ import {
 } from '../cni/chain.js';
 import { CONFLIST_FILE, installCni, pluginMainPath } from '../cni/install.js';
 
-export type Dataplane = 'agent' | 'host-gw' | 'kernel-vxlan' | 'none';
+export type Dataplane = 'agent' | 'host-gw' | 'kernel-vxlan' | 'reference' | 'none';
+/** The planes that speak flannel's udp wire format, so nodes running different ones interoperate. */
+export type UdpWireDataplane = 'agent' | 'reference';
 
 export interface ClusterOptions {
   /** Number of nodes, 1..254; default 2. */
   nodes?: number;
   /** Pods per node; default 1. */
   podsPerNode?: number;
-  /** Default 'agent' (this project's udp backend). */
+  /**
+   * Default 'agent' (this project's udp backend). 'reference' is the
+   * independent forwarder bench/reference/udp_proxy.py (flannel's C proxy's
+   * structure and wire format, none of our code).
+   */
   dataplane?: Dataplane;
+  /**
+   * Per node, a different udp-wire plane than `dataplane` (which must then be
+   * one too), e.g. { 1: 'reference' } for an interop pair.
+   */
+  nodeDataplanes?: Partial<Record<number, UdpWireDataplane>>;
   /** MTU of every node's eth0 and the underlay bridge; default 1500. */
   underlayMtu?: number;
   /** Pod (and cni0) MTU; default underlay minus the data plane's overhead (udp 28, vxlan 50, host-gw 0). */
@@ -145,6 +156,10 @@ export interface Cluster {
   /** Starts a long-running process in one of this cluster's namespaces; destroy() stops it. */
   spawn(ns: string, cmd: string, args: readonly string[], opts?: { logFile?: string }): CapturedChild;
   agent(i: number): CapturedChild | undefined;
+  /** The data plane node i runs: `dataplane`, unless nodeDataplanes says otherwise. */
+  planeOf(i: number): Dataplane;
+  /** The reference forwarder of node i, if it runs one. */
+  reference(i: number): CapturedChild | undefined;
   /** CNI_PATH of every node: the dir with our `flannel` (installed by install-cni), then the reference plugins. */
   readonly cniPath: readonly string[];
   /** Runs CNI plugins in node i's namespace, as the runtime on that node does. */
@@ -174,6 +189,8 @@ const UNDERLAY_PREFIX = '192.0.2';
 const VXLAN_VNI = 1;
 const VXLAN_PORT = 8472; // the Linux default, which flannel keeps unless configured
 const AGENT_READY = /flannel-udp agent ready/;
+const REFERENCE_READY = /reference udp proxy ready/;
+const UDP_PORT = 8285;
 /** Debian's containernetworking-plugins puts the reference plugins here. */
 export const REFERENCE_PLUGIN_DIR = '/usr/lib/cni';
 const REFERENCE_PLUGINS = ['bridge', 'host-local', 'portmap'];
@@ -182,6 +199,8 @@ const BRIDGE = 'cni0';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const agentCliPath = join(repoRoot, 'dist/src/cli.js');
+/** Run from the source tree: it is Python, nothing compiles it. */
+export const referenceProxyPath = join(repoRoot, 'bench/reference/udp_proxy.py');
 
 let clusterCounter = 0;
 const liveClusters = new Set<ClusterImpl>();
@@ -226,6 +245,15 @@ export async function checkPrerequisites(): Promise<void> {
   if (!existsSync(pluginMainPath)) throw new Error(`the flannel CNI plugin is not built: ${pluginMainPath} is missing (run npm run build)`);
 }
 
+async function checkReferencePrerequisites(): Promise<void> {
+  if (!existsSync(referenceProxyPath)) throw new Error(`the reference forwarder is missing: ${referenceProxyPath}`);
+  try {
+    await run('python3', ['--version'], { timeoutMs: 10_000 });
+  } catch {
+    throw new Error('python3 is missing (the reference forwarder is a Python program): install python3 (scripts/setup.sh does)');
+  }
+}
+
 function overheadFor(dataplane: Dataplane): number {
   // udp: outer IPv4 (20) + UDP (8). vxlan: those + VXLAN (8) + inner Ethernet (14).
   return dataplane === 'host-gw' ? 0 : dataplane === 'kernel-vxlan' ? 50 : 28;
@@ -255,6 +283,8 @@ class ClusterImpl implements Cluster {
   private readonly agentReadyTimeoutMs: number;
   private readonly logDir: string;
   private readonly agents = new Map<number, CapturedChild>();
+  private readonly references = new Map<number, CapturedChild>();
+  private readonly nodeDataplanes: Partial<Record<number, UdpWireDataplane>>;
   private readonly children = new Set<CapturedChild>();
   private destroying: Promise<void> | undefined;
   /** Created pods by "node/index", in creation order. */
@@ -274,6 +304,14 @@ class ClusterImpl implements Cluster {
     this.workers = opts.workers ?? 1;
     this.agentArgs = opts.agentArgs ?? [];
     this.agentReadyTimeoutMs = opts.agentReadyTimeoutMs ?? 15_000;
+    this.nodeDataplanes = opts.nodeDataplanes ?? {};
+    const mixed = Object.entries(this.nodeDataplanes);
+    if (mixed.length > 0 && this.dataplane !== 'agent' && this.dataplane !== 'reference') {
+      throw new Error(`nodeDataplanes mixes udp-wire planes only; dataplane '${this.dataplane}' is not one`);
+    }
+    for (const [node, plane] of mixed) {
+      if (plane !== 'agent' && plane !== 'reference') throw new Error(`nodeDataplanes[${node}]: '${plane}' is not a udp-wire plane (agent, reference)`);
+    }
     if (!Number.isInteger(this.nodeCount) || this.nodeCount < 1 || this.nodeCount > 254) {
       throw new Error(`nodes must be 1..254, got ${this.nodeCount}`);
     }
@@ -413,6 +451,45 @@ class ClusterImpl implements Cluster {
     return this.agents.get(i);
   }
 
+  planeOf(i: number): Dataplane {
+    this.node(i);
+    return this.nodeDataplanes[i] ?? this.dataplane;
+  }
+
+  reference(i: number): CapturedChild | undefined {
+    return this.references.get(i);
+  }
+
+  /**
+   * The reference forwarder on node i, configured as flanneld configures its
+   * C proxy: bound to the node's public IP, one route per remote lease.
+   */
+  private async startReference(i: number): Promise<void> {
+    const node = this.node(i);
+    const routes = this.nodes()
+      .filter((peer) => peer.index !== i)
+      .flatMap((peer) => ['--route', `${peer.subnet}=${peer.underlayIp}`]);
+    const args = [
+      referenceProxyPath,
+      '--tun', 'flannel0',
+      '--port', String(UDP_PORT),
+      '--public-ip', node.underlayIp,
+      '--subnet', node.subnet,
+      '--network', CLUSTER_NETWORK,
+      '--mtu', String(this.podMtu),
+      ...routes,
+    ];
+    // -u: unbuffered, so the ready line arrives when it is printed.
+    const child = this.spawn(node.ns, 'python3', ['-u', ...args], { logFile: join(this.logDir, `reference-n${i}.log`) });
+    this.references.set(i, child);
+    try {
+      await waitForLine(child, REFERENCE_READY, this.agentReadyTimeoutMs);
+    } catch (err) {
+      await stopChild(child, 'SIGKILL');
+      throw new Error(`reference forwarder on node ${i} (${node.ns}) did not become ready: ${(err as Error).message}`);
+    }
+  }
+
   async startAgent(i: number): Promise<void> {
     const node = this.node(i);
     const running = this.agents.get(i);
@@ -446,16 +523,22 @@ class ClusterImpl implements Cluster {
 
   describe(): string {
     const lines = [
-      `testbed ${this.id}: ${this.nodeCount} node(s), ${this.podsPerNode} pod(s) per node, data plane '${this.dataplane}'`,
+      `testbed ${this.id}: ${this.nodeCount} node(s), ${this.podsPerNode} pod(s) per node, data plane '${this.dataplane}'${
+        Object.keys(this.nodeDataplanes).length ? ` (per node: ${this.nodes().map((n) => `${n.index}=${this.planeOf(n.index)}`).join(', ')})` : ''
+      }`,
       `  cluster network ${CLUSTER_NETWORK}, pod MTU ${this.podMtu}, underlay MTU ${this.underlayMtu}`,
       `  ${'underlay'.padEnd(10)}${this.underlayNs.padEnd(20)}bridge br0 joining every node's eth0 (${UNDERLAY_PREFIX}.0/24)`,
     ];
     for (const node of this.nodes()) {
       const agent = this.agents.get(node.index);
+      const reference = this.references.get(node.index);
+      const nodePlane = this.planeOf(node.index);
       const plane =
-        this.dataplane === 'agent'
+        nodePlane === 'agent'
           ? `agent pid ${agent?.pid ?? '-'}${agent && !isRunning(agent) ? ' (exited)' : ''}`
-          : this.dataplane === 'kernel-vxlan'
+          : nodePlane === 'reference'
+            ? `reference forwarder pid ${reference?.pid ?? '-'}${reference && !isRunning(reference) ? ' (exited)' : ''}`
+            : this.dataplane === 'kernel-vxlan'
             ? `flannel.1 vxlan vni ${VXLAN_VNI} mac ${vtepMac(node.index)}`
             : this.dataplane === 'host-gw'
               ? 'host-gw routes via eth0'
@@ -480,6 +563,7 @@ class ClusterImpl implements Cluster {
   }
 
   async build(): Promise<void> {
+    if (this.nodes().some((n) => this.planeOf(n.index) === 'reference')) await checkReferencePrerequisites();
     await this.addNamespace(this.underlayNs);
     await this.ip(this.underlayNs, 'link', 'set', 'lo', 'up');
     await this.ip(this.underlayNs, 'link', 'add', 'br0', 'mtu', String(this.underlayMtu), 'type', 'bridge');
@@ -495,7 +579,12 @@ class ClusterImpl implements Cluster {
     );
     if (this.dataplane === 'host-gw') for (const node of this.nodes()) await this.programHostGw(node);
     if (this.dataplane === 'kernel-vxlan') for (const node of this.nodes()) await this.programVxlan(node);
-    if (this.dataplane === 'agent') await Promise.all(this.nodes().map((n) => this.startAgent(n.index)));
+    await Promise.all(
+      this.nodes().map((n) => {
+        const plane = this.planeOf(n.index);
+        return plane === 'agent' ? this.startAgent(n.index) : plane === 'reference' ? this.startReference(n.index) : undefined;
+      }),
+    );
   }
 
   private async buildNode(node: NodeInfo): Promise<void> {
