@@ -13,7 +13,7 @@ import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4
 import { openUdpSocket } from './udp-socket.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-main.js';
-import type { WorkerControlMessage, WorkerReport, TraceRequest } from './forwarder.js';
+import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
 import type { CaptureConfig } from './forwarder-observer.js';
 import type { TraceEvent } from '../observe/trace-event.js';
 import type { LeaseTableSnapshot } from '../control/lease-table.js';
@@ -307,21 +307,7 @@ export class DataPlane {
     this.tunFds = [];
   }
 
-  workerCount(): number {
-    return this.opts.workers;
-  }
-
   statsSnapshot(): WorkerStatsSnapshot[] {
     return Array.from({ length: this.opts.workers }, (_, i) => snapshotWorker(this.stats, i));
-  }
-
-  /** A worker that has not turned its loop for this long is stuck (its poll timeout is 1 s). */
-  stuckWorkers(thresholdMs = 5000): number[] {
-    const now = Date.now();
-    const stuck: number[] = [];
-    for (let i = 0; i < this.opts.workers; i++) {
-      if (now - workerCounters(this.stats, i)[Counter.HeartbeatMs] > thresholdMs) stuck.push(i);
-    }
-    return stuck;
   }
 }
