@@ -88,7 +88,6 @@ export class Forwarder {
   private readonly receiveBatch: DatagramBatch;
   private readonly tunWrites: PacketList;
   private readonly icmpOffset: number;
-  private readonly batchSize: number;
   private readonly vnet: boolean;
   private leaseTable: LeaseTable;
   private lastControlSequence = 0;
@@ -107,7 +106,6 @@ export class Forwarder {
     this.encap = this.vxlan ?? new UdpEncapsulation();
     this.bytes = memory.pool.bytes;
     this.c = cfg.counters;
-    this.batchSize = memory.batchSize;
     this.vnet = memory.vnetHeader;
     this.icmpOffset = memory.icmpOffset;
     const batch = memory.batchSize;
@@ -149,15 +147,17 @@ export class Forwarder {
 
   // ---- outbound: TUN → lease lookup → encapsulate → bind ----
 
-  /** One TUN batch out to the peers. Returns whether the TUN is drained. */
+  /**
+   * One TUN batch out to the peers. Returns whether the TUN is drained. One
+   * read batch, however many of its packets are dropped: the budget is what
+   * was read, so a flood of bad packets cannot keep the worker from its
+   * socket and its control messages.
+   */
   forwardOutbound(): boolean {
     const batch = this.readBatch;
-    let forwarded = 0;
-    do {
-      this.tun.read(batch);
-      for (let p = 0; p < batch.count; p++) if (this.forwardPacket(batch, p)) forwarded++;
-      this.flushSends();
-    } while (forwarded < this.batchSize && !batch.drained);
+    this.tun.read(batch);
+    for (let p = 0; p < batch.count; p++) this.forwardPacket(batch, p);
+    this.flushSends();
     return batch.drained;
   }
 
@@ -346,8 +346,11 @@ export class Forwarder {
       return;
     }
     const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer);
-    // A leased node may only send packets from its own pods' subnet.
-    if (!this.leaseTable.subnetContains(peer, ipv4Source(bytes, inner))) {
+    // A leased node may only send packets from its own pods: the lease that
+    // holds the inner source must be one of the sender's (a node may hold
+    // several: a stale lease beside its current one).
+    const owner = this.leaseTable.lookup(ipv4Source(bytes, inner));
+    if (owner < 0 || this.leaseTable.publicIpAt(owner) !== peerIp) {
       this.dropTraced(DropReason.SpoofedSource, traced, inner, innerLength);
       return;
     }
