@@ -15,6 +15,7 @@ import { getHeapStatistics } from 'node:v8';
 import { Counter, DROPS_BASE } from './worker-stats.js';
 import { TunReadBatch, DatagramBatch, PacketList, SendBatch } from './batches.js';
 import { SendPolicy, GSO_MAX_SEGMENTS } from './send-policy.js';
+import { IcmpRateLimiter } from './icmp-rate-limit.js';
 import type { TunDevice } from './tun.js';
 import type { UdpBind } from './bind.js';
 import type { WorkerMemory } from './worker-memory.js';
@@ -92,6 +93,9 @@ export class Forwarder {
   private leaseTable: LeaseTable;
   private lastControlSequence = 0;
   private nextHeapSampleMs = 0;
+  /** The clock of the ICMP rate limit: Date.now() at the last heartbeat (at least once per 64 batches). */
+  private nowMs = Date.now();
+  private readonly icmpLimiter = new IcmpRateLimiter();
   private observer: ForwarderObserver | undefined;
   private traceSession = -1;
 
@@ -298,6 +302,10 @@ export class Forwarder {
     const at = this.icmpOffset;
     const n = buildIcmpDestUnreachable(bytes, off, length, bytes, at, ipv4Destination(bytes, off), code, nextHopMtu);
     if (n === 0) return; // RFC 792: never an ICMP error about an ICMP error or a later fragment
+    if (!this.icmpLimiter.allow(ipv4Source(bytes, off), this.nowMs, code === ICMP_FRAG_NEEDED)) {
+      this.c[Counter.IcmpSuppressed]++;
+      return;
+    }
     if (this.tun.reply(at, n)) this.c[Counter.IcmpSent]++;
   }
 
@@ -383,6 +391,7 @@ export class Forwarder {
 
   heartbeat(): void {
     const now = Date.now();
+    this.nowMs = now;
     this.c[Counter.HeartbeatMs] = now;
     this.observer?.tick(now);
     if (now >= this.nextHeapSampleMs) {

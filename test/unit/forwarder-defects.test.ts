@@ -5,6 +5,7 @@ import * as assert from 'uvu/assert';
 import { Harness, packet, superFrame, checksumsVerify, leaseOf, ip, OWN_POD, PEER_POD, PEER_PUBLIC, PORT, DEFAULT_LEASES } from '../support/forwarder-harness.js';
 import { read32 } from '../../src/encap/bytes.js';
 import { VIRTIO_NET_HDR_LEN } from '../../src/encap/virtio-net-header.js';
+import { IcmpRateLimiter } from '../../src/dataplane/icmp-rate-limit.js';
 
 function withHarness(opts: ConstructorParameters<typeof Harness>[0], body: (h: Harness) => void): void {
   const h = new Harness(opts);
@@ -114,6 +115,26 @@ test('defect 4: a flood to an unleased address gets a burst of ICMP errors per s
     h.forwarder.drive(true, false);
     assert.is(h.count('IcmpSent'), sent + 1);
   });
+});
+
+test('defect 4: the limiter: a burst of 6 per source, then one per second; frag-needed exempt; 1000/s in all', () => {
+  const l = new IcmpRateLimiter();
+  const a = ip('10.244.1.5');
+  let allowed = 0;
+  for (let i = 0; i < 20; i++) if (l.allow(a, 1000, false)) allowed++;
+  assert.is(allowed, 6);
+  assert.not.ok(l.allow(a, 1999, false));
+  assert.ok(l.allow(a, 2000, false), 'a token a second');
+  assert.not.ok(l.allow(a, 2000, false));
+  assert.ok(l.allow(a, 2000, true), 'frag-needed is not limited per source');
+  assert.ok(l.allow(ip('10.244.1.6'), 2000, false), 'another source has its own bucket');
+  // The global bucket: 50 at once, then 1000/s.
+  const g = new IcmpRateLimiter();
+  let burst = 0;
+  for (let i = 0; i < 200; i++) if (g.allow(i, 5000, true)) burst++;
+  assert.is(burst, 50);
+  assert.not.ok(g.allow(1, 5000, true));
+  assert.ok(g.allow(1, 5001, true), 'one more after a millisecond');
 });
 
 test.run();
