@@ -6,12 +6,15 @@
 // hot path hands to the kernel lives in a NativeMemory block whose address is
 // read once (ArrayBuffer backing stores never move), so a call costs one FFI
 // transition and no per-call Buffer marshalling or allocation.
+// Every constant and struct layout below is that of 64-bit little-endian
+// Linux with glibc (x86_64 and arm64 alike): anything else is refused first,
+// before koffi loads and before a struct is laid out wrong (platform.ts).
+import './platform-check.js';
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
 
-// Linux x86_64 / aarch64 constants (asm-generic values where they differ from
-// other ABIs do not matter: this agent runs on Linux only).
+// Linux x86_64 / aarch64 constants (the same on both; see platform.ts).
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
