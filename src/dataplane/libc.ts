@@ -18,20 +18,18 @@ const libc = koffi.load('libc.so.6');
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+export const AF_UNIX = 1;
 export const AF_INET = 2;
 export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = O_NONBLOCK;
 export const SOCK_CLOEXEC = O_CLOEXEC;
 export const SOL_SOCKET = 1;
-export const SO_REUSEADDR = 2;
 export const SO_SNDBUF = 7;
 export const SO_NO_CHECK = 11; // IPv4 UDP: send with a zero checksum
 export const SO_RCVBUF = 8;
 export const SO_REUSEPORT = 15;
 export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
-export const IPPROTO_IP = 0;
-export const IPPROTO_UDP = 17;
 export const SOL_UDP = 17;
 export const UDP_SEGMENT = 103; // UDP GSO: one sendmsg, many datagrams of this size
 export const UDP_GRO = 104; // UDP GRO: one recvmsg, many datagrams back to back
@@ -39,26 +37,16 @@ export const MSG_DONTWAIT = 0x40;
 export const MSG_TRUNC = 0x20;
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
 export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;
 
 export const EINTR = 4;
-export const EIO = 5;
-export const EBADF = 9;
 export const EAGAIN = 11;
 export const EBUSY = 16;
-export const EEXIST = 17;
-export const EINVAL = 22;
-export const EPERM = 1;
-export const ENOBUFS = 105;
-export const ECONNREFUSED = 111;
 
 // struct sizes and offsets on LP64 Linux.
 export const SIZEOF_POLLFD = 8; // int fd; short events; short revents
 export const SIZEOF_IOVEC = 16; // void *base; size_t len
-export const SIZEOF_MSGHDR = 56;
 export const SIZEOF_MMSGHDR = 64; // struct msghdr + unsigned msg_len (+ pad)
 export const MSGHDR_NAME = 0;
 export const MSGHDR_NAMELEN = 8;
@@ -82,6 +70,7 @@ const c_read = libc.func('long read(int fd, uintptr_t buf, unsigned long count)'
 const c_write = libc.func('long write(int fd, uintptr_t buf, unsigned long count)');
 const c_writev = libc.func('long writev(int fd, uintptr_t iov, int iovcnt)');
 const c_socket = libc.func('int socket(int domain, int type, int protocol)');
+const c_socketpair = libc.func('int socketpair(int domain, int type, int protocol, uintptr_t fds)');
 const c_setsockopt = libc.func(
   'int setsockopt(int fd, int level, int name, uintptr_t value, unsigned int length)',
 );
@@ -95,7 +84,6 @@ const c_recvmmsg = libc.func(
   'int recvmmsg(int fd, uintptr_t msgs, unsigned int count, int flags, uintptr_t timeout)',
 );
 const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int count, int flags)');
-const c_sendmsg = libc.func('long sendmsg(int fd, uintptr_t msg, int flags)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 
@@ -140,12 +128,7 @@ export function ioctlPtr(fd: number, request: number, arg: number, what: string)
   return check(c_ioctl(fd, request, 'uintptr_t', arg) as number, 'ioctl', what);
 }
 
-/** ioctl with an integer argument (e.g. TUNSETOFFLOAD flags). */
-export function ioctlInt(fd: number, request: number, arg: number, what: string): number {
-  return check(c_ioctl(fd, request, 'unsigned long', arg) as number, 'ioctl', what);
-}
-
-/** Like ioctlInt but returns -errno instead of throwing: for probing optional features. */
+/** ioctl with an integer argument (e.g. TUNSETOFFLOAD flags); returns -errno instead of throwing: for probing optional features. */
 export function tryIoctlInt(fd: number, request: number, arg: number): number {
   const ret = c_ioctl(fd, request, 'unsigned long', arg) as number;
   return ret < 0 ? -koffi.errno() : ret;
@@ -153,6 +136,13 @@ export function tryIoctlInt(fd: number, request: number, arg: number): number {
 
 export function socket(domain: number, type: number, protocol: number): number {
   return check(c_socket(domain, type, protocol) as number, 'socket');
+}
+
+/** Two connected sockets (AF_UNIX, SOCK_DGRAM: message boundaries kept, as a TUN keeps them). */
+export function socketpair(domain: number, type: number): [number, number] {
+  const fds = new NativeMemory(8);
+  check(c_socketpair(domain, type, 0, fds.address) as number, 'socketpair');
+  return [fds.view.getInt32(0, true), fds.view.getInt32(4, true)];
 }
 
 export function setsockopt(fd: number, level: number, name: number, valueAddr: number, length: number, what: string): void {
@@ -207,9 +197,6 @@ export function sendmmsg(fd: number, msgsAddr: number, count: number, flags: num
   return c_sendmmsg(fd, msgsAddr, count, flags) as number;
 }
 
-export function sendmsg(fd: number, msgAddr: number, flags: number): number {
-  return c_sendmsg(fd, msgAddr, flags) as number;
-}
 
 /**
  * A block of memory the kernel can read and write through plain addresses.
