@@ -16,6 +16,7 @@ import { Counter, DROPS_BASE } from './worker-stats.js';
 import { TunReadBatch, DatagramBatch, PacketList, SendBatch } from './batches.js';
 import { SendPolicy, GSO_MAX_SEGMENTS } from './send-policy.js';
 import { IcmpRateLimiter } from './icmp-rate-limit.js';
+import { WallClock } from './libc.js';
 import type { TunDevice } from './tun.js';
 import type { UdpBind } from './bind.js';
 import type { WorkerMemory } from './worker-memory.js';
@@ -93,8 +94,7 @@ export class Forwarder {
   private leaseTable: LeaseTable;
   private lastControlSequence = 0;
   private nextHeapSampleMs = 0;
-  /** The clock of the ICMP rate limit: Date.now() at the last heartbeat (at least once per 64 batches). */
-  private nowMs = Date.now();
+  private readonly clock = new WallClock();
   private readonly icmpLimiter = new IcmpRateLimiter();
   private observer: ForwarderObserver | undefined;
   private traceSession = -1;
@@ -124,6 +124,7 @@ export class Forwarder {
     this.leaseTable = new LeaseTable(cfg.leases);
     if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
     this.c[Counter.LeaseTableVersion] = cfg.leases.version;
+    this.heartbeat();
     if (cfg.capture) this.observe().startCapture(cfg.capture);
     if (cfg.capture) this.tun.capture = this.observer;
     if (cfg.trace) this.startTrace(cfg.trace);
@@ -302,7 +303,8 @@ export class Forwarder {
     const at = this.icmpOffset;
     const n = buildIcmpDestUnreachable(bytes, off, length, bytes, at, ipv4Destination(bytes, off), code, nextHopMtu);
     if (n === 0) return; // RFC 792: never an ICMP error about an ICMP error or a later fragment
-    if (!this.icmpLimiter.allow(ipv4Source(bytes, off), this.nowMs, code === ICMP_FRAG_NEEDED)) {
+    // The time of the last heartbeat: at least once per 64 batches.
+    if (!this.icmpLimiter.allow(ipv4Source(bytes, off), this.c[Counter.HeartbeatMs], code === ICMP_FRAG_NEEDED)) {
       this.c[Counter.IcmpSuppressed]++;
       return;
     }
@@ -389,10 +391,10 @@ export class Forwarder {
 
   // ---- control and observation: between batches, never per packet ----
 
+  /** Once per loop turn: the time (without allocating, see WallClock), the observer's timers, the heap sample. */
   heartbeat(): void {
-    const now = Date.now();
-    this.nowMs = now;
-    this.c[Counter.HeartbeatMs] = now;
+    this.clock.readInto(this.c, Counter.HeartbeatMs);
+    const now = this.c[Counter.HeartbeatMs];
     this.observer?.tick(now);
     if (now >= this.nextHeapSampleMs) {
       // Allocates one object, once a second: off the per-packet path.

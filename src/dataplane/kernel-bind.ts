@@ -34,6 +34,7 @@ export class KernelBind implements UdpBind {
   private readonly receiveBatch: MessageBatch;
   private readonly messages: SendMessages;
   private readonly pollFd = new libc.NativeMemory(libc.SIZEOF_POLLFD);
+  private readonly sendPointers: libc.Pointers;
   private readonly poolAddress: number;
   private readonly c: Float64Array;
   private lastReceived: number;
@@ -47,6 +48,7 @@ export class KernelBind implements UdpBind {
     this.receiveBatch = new MessageBatch(opts.pool, opts.firstSlot, opts.batchSize, opts.gro ? libc.CMSG_SPACE_INT : 0);
     this.lastReceived = opts.batchSize;
     this.messages = new SendMessages(opts.maxMessages, opts.maxPieces);
+    this.sendPointers = new libc.Pointers(this.messages.memory);
   }
 
   disableGso(): void {
@@ -63,7 +65,7 @@ export class KernelBind implements UdpBind {
     mb.prepareReceive(this.lastReceived);
     let n: number;
     for (;;) {
-      n = libc.recvmmsg(this.opts.receiveFd, mb.address, size, libc.MSG_DONTWAIT);
+      n = libc.recvmmsg(this.opts.receiveFd, mb.memory.pointer, size, libc.MSG_DONTWAIT);
       c[Counter.SyscallsReceive]++;
       if (n > 0) break;
       const e = libc.errno();
@@ -105,7 +107,7 @@ export class KernelBind implements UdpBind {
       this.loaded = batch;
     }
     for (;;) {
-      const r = libc.sendmmsg(this.opts.sendFds[sender], this.messages.addressOf(from), batch.messages - from, 0);
+      const r = libc.sendmmsg(this.opts.sendFds[sender], this.sendPointers.at(this.messages.offsetOf(from)), batch.messages - from, 0);
       this.c[Counter.SyscallsSend]++;
       if (r > 0) return r;
       if (r === 0) return -libc.EAGAIN;
@@ -119,7 +121,7 @@ export class KernelBind implements UdpBind {
     v.setInt32(0, this.opts.sendFds[sender], true);
     v.setInt16(4, libc.POLLOUT, true);
     v.setInt16(6, 0, true);
-    const r = libc.poll(this.pollFd.address, 1, timeoutMs);
+    const r = libc.poll(this.pollFd.pointer, 1, timeoutMs);
     this.c[Counter.SyscallsPoll]++;
     return r > 0;
   }

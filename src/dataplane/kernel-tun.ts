@@ -7,6 +7,8 @@ import { FrameTun, FRAME_EMPTY, MAX_WRITE_PIECES, type FrameTunOptions } from '.
 
 export class KernelTun extends FrameTun {
   private readonly poolAddress: number;
+  /** Frame addresses for read()/write(), made once per offset (never a number computed per call: see libc.ts). */
+  private readonly pointers: libc.Pointers;
   private readonly iov = new libc.NativeMemory(MAX_WRITE_PIECES * libc.SIZEOF_IOVEC);
 
   constructor(
@@ -15,11 +17,12 @@ export class KernelTun extends FrameTun {
   ) {
     super(opts);
     this.poolAddress = opts.pool.memory.address;
+    this.pointers = new libc.Pointers(opts.pool.memory);
   }
 
   protected readFrame(offset: number, maxLength: number): number {
     for (;;) {
-      const n = libc.read(this.fd, this.poolAddress + offset, maxLength);
+      const n = libc.read(this.fd, this.pointers.at(offset), maxLength);
       this.c[Counter.SyscallsTunRead]++;
       if (n >= 0) return n;
       const e = libc.errno();
@@ -31,7 +34,7 @@ export class KernelTun extends FrameTun {
   protected writeFrame(pieces: number, total: number): number {
     if (pieces === 1) {
       for (;;) {
-        const w = libc.write(this.fd, this.poolAddress + this.pieceOffset[0], total);
+        const w = libc.write(this.fd, this.pointers.at(this.pieceOffset[0]), total);
         this.c[Counter.SyscallsTunWrite]++;
         if (w >= 0 || libc.errno() !== libc.EINTR) return w;
       }
@@ -42,7 +45,7 @@ export class KernelTun extends FrameTun {
       iov.setU64(i * libc.SIZEOF_IOVEC + 8, this.pieceLength[i]);
     }
     for (;;) {
-      const w = libc.writev(this.fd, iov.address, pieces);
+      const w = libc.writev(this.fd, iov.pointer, pieces);
       this.c[Counter.SyscallsTunWritev]++;
       if (w >= 0 || libc.errno() !== libc.EINTR) return w;
     }

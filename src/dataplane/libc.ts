@@ -86,6 +86,7 @@ const c_recvmmsg = libc.func(
 const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int count, int flags)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
+const c_clock_gettime = libc.func('int clock_gettime(int clock, uintptr_t ts)');
 
 /** errno of the last failed call on this thread (koffi saves it right after the call). */
 export function errno(): number {
@@ -172,31 +173,73 @@ export function eventfd(initval: number, flags: number): number {
 }
 
 // ---- hot-path wrappers: return the raw result (-1 on error, read errno()) ----
+//
+// Addresses may be passed as bigint (see Pointers): a pointer is above 2^31,
+// so as a JS number computed per call (base + offset) it is a heap-allocated
+// HeapNumber at the FFI boundary, 16 bytes of garbage per syscall. A bigint
+// made once is passed by reference and allocates nothing (koffi reads it as
+// uintptr_t; measured in test/unit/dataplane-allocation.test.ts).
 
-export function read(fd: number, addr: number, count: number): number {
+export function read(fd: number, addr: number | bigint, count: number): number {
   return c_read(fd, addr, count) as number;
 }
 
-export function write(fd: number, addr: number, count: number): number {
+export function write(fd: number, addr: number | bigint, count: number): number {
   return c_write(fd, addr, count) as number;
 }
 
-export function writev(fd: number, iovAddr: number, count: number): number {
+export function writev(fd: number, iovAddr: number | bigint, count: number): number {
   return c_writev(fd, iovAddr, count) as number;
 }
 
-export function poll(fdsAddr: number, count: number, timeoutMs: number): number {
+export function poll(fdsAddr: number | bigint, count: number, timeoutMs: number): number {
   return c_poll(fdsAddr, count, timeoutMs) as number;
 }
 
-export function recvmmsg(fd: number, msgsAddr: number, count: number, flags: number): number {
+export function recvmmsg(fd: number, msgsAddr: number | bigint, count: number, flags: number): number {
   return c_recvmmsg(fd, msgsAddr, count, flags, 0) as number;
 }
 
-export function sendmmsg(fd: number, msgsAddr: number, count: number, flags: number): number {
+export function sendmmsg(fd: number, msgsAddr: number | bigint, count: number, flags: number): number {
   return c_sendmmsg(fd, msgsAddr, count, flags) as number;
 }
 
+/**
+ * The wall clock without garbage: Date.now() returns a freshly allocated heap
+ * number (16 bytes a call; the time is above 2^31 ms), too much for a loop
+ * that reads it every turn. clock_gettime(CLOCK_REALTIME) writes into native
+ * memory and the milliseconds go straight into a Float64Array slot.
+ */
+export class WallClock {
+  private readonly ts = new NativeMemory(16);
+
+  /** Stores the time in ms since the epoch (as Date.now()) at target[index]. */
+  readInto(target: Float64Array, index: number): void {
+    c_clock_gettime(0, this.ts.pointer);
+    const v = this.ts.view;
+    target[index] = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * 1000 + Math.floor(v.getUint32(8, true) / 1_000_000);
+  }
+}
+
+/**
+ * Addresses inside one NativeMemory block as bigints, made once per distinct
+ * offset and reused: what the hot path hands to the kernel. The offsets a
+ * worker uses are few (its slots, its message arrays), so the cache stays small.
+ */
+export class Pointers {
+  private readonly cache = new Map<number, bigint>();
+
+  constructor(private readonly memory: NativeMemory) {}
+
+  at(offset: number): bigint {
+    let p = this.cache.get(offset);
+    if (p === undefined) {
+      p = BigInt(this.memory.address + offset);
+      this.cache.set(offset, p);
+    }
+    return p;
+  }
+}
 
 /**
  * A block of memory the kernel can read and write through plain addresses.
@@ -217,6 +260,17 @@ export class NativeMemory {
     this.view = new DataView(this.buffer);
     this.address = Number(koffi.address(this.buffer));
   }
+
+  /**
+   * The address as a bigint, for the hot-path wrappers (made once, so passing
+   * it allocates nothing). Always reach it through this object: a bigint kept
+   * alone does not keep the memory alive, and the kernel would write into
+   * freed memory once the garbage collector took it.
+   */
+  get pointer(): bigint {
+    return (this.cachedPointer ??= BigInt(this.address));
+  }
+  private cachedPointer: bigint | undefined;
 
   /** Writes a 64-bit pointer/size field without BigInt (addresses fit in 53 bits). */
   setU64(offset: number, value: number): void {

@@ -63,7 +63,8 @@ export class SendMessages {
     }
   }
 
-  addressOf(message: number): number {
-    return this.memory.address + message * libc.SIZEOF_MMSGHDR;
+  /** Offset of message m's mmsghdr in memory, to resume a partially completed sendmmsg. */
+  offsetOf(message: number): number {
+    return message * libc.SIZEOF_MMSGHDR;
   }
 }

@@ -37,13 +37,13 @@ export function runWorkerLoop(forwarder: Forwarder, opts: WorkerLoopOptions): vo
     let ready = 0;
     if (busyUntil > 0) {
       do {
-        ready = libc.poll(pollFds.address, 3, 0);
+        ready = libc.poll(pollFds.pointer, 3, 0);
         c[Counter.SyscallsPoll]++;
       } while (ready === 0 && performance.now() < busyUntil);
       busyUntil = 0;
     }
     if (ready === 0) {
-      ready = libc.poll(pollFds.address, 3, POLL_TIMEOUT_MS);
+      ready = libc.poll(pollFds.pointer, 3, POLL_TIMEOUT_MS);
       c[Counter.SyscallsPoll]++;
     }
     if (ready < 0) {
@@ -51,7 +51,7 @@ export function runWorkerLoop(forwarder: Forwarder, opts: WorkerLoopOptions): vo
       if (e === libc.EINTR) continue;
       throw new libc.SyscallError('poll', e);
     }
-    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(opts.wakeFd, wakeValue.address, 8);
+    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(opts.wakeFd, wakeValue.pointer, 8);
     forwarder.checkControl();
     // While either side has work, bypass poll() (flannel's trick): a read that
     // finds nothing costs less than the poll() that would have told us so.
