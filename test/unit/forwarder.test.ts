@@ -113,9 +113,12 @@ test('VXLAN: outbound frames carry the VNI and the peer VTEP MAC; inbound frames
     const notIpv4 = f.slice();
     notIpv4[21] = 0xdd; // 0x08dd
     h.bind.inject(notIpv4, PEER_PUBLIC, 8472);
+    const arp = f.slice();
+    arp[21] = 0x06; // 0x0806
+    h.bind.inject(arp, PEER_PUBLIC, 8472);
     h.forwarder.drive(false, true);
     assert.is(h.tun.writtenPackets().length, 1);
-    assert.equal(h.nonZeroDrops(), { VxlanWrongVni: 1, VxlanBadFlags: 1, VxlanWrongMac: 1, VxlanNotIpv4: 1 });
+    assert.equal(h.nonZeroDrops(), { VxlanWrongVni: 1, VxlanBadFlags: 1, VxlanWrongMac: 1, VxlanNotIpv4: 1, VxlanArp: 1 });
   });
 });
 
