@@ -10,10 +10,10 @@
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
 import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4 } from './tun-device.js';
-import { openUdpSocket } from './udp-socket.js';
+import { openWorkerSockets, closeWorkerSockets } from './worker-sockets.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-main.js';
-import type { WorkerControlMessage, WorkerReport, TraceRequest } from './forwarder.js';
+import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
 import type { CaptureConfig } from './forwarder-observer.js';
 import type { TraceEvent } from '../observe/trace-event.js';
 import type { LeaseTableSnapshot } from '../control/lease-table.js';
@@ -113,39 +113,17 @@ export class DataPlane {
       this.vnetHeader = tun.vnetHeader;
       this.tunUso = (tun.offloads & TUN_F_USO4) !== 0;
       for (let i = 0; i < opts.workers; i++) {
-        const socket = openUdpSocket({
+        const sockets = openWorkerSockets({
           bindAddress: opts.bindAddress,
           port: opts.port,
-          bufferBytes: opts.socketBufferBytes,
-          gro: opts.offload,
+          socketBufferBytes: opts.socketBufferBytes,
+          offload: opts.offload,
+          vxlan: opts.backend === 'vxlan' && opts.vxlan ? opts.vxlan : undefined,
         });
-        let sendFds = [socket.fd];
-        let sendPorts = [socket.port];
-        let gso = socket.gso;
-        if (opts.backend === 'vxlan' && opts.vxlan) {
-          // Port 0: the kernel picks a free source port for each sender.
-          const senders = Array.from({ length: opts.vxlan.sourcePorts }, () =>
-            openUdpSocket({
-              bindAddress: opts.bindAddress,
-              port: 0,
-              bufferBytes: opts.socketBufferBytes,
-              gro: false,
-              zeroChecksum: !opts.vxlan!.udpChecksum,
-            }),
-          );
-          sendFds = senders.map((s) => s.fd);
-          sendPorts = senders.map((s) => s.port);
-          gso = senders.every((s) => s.gso);
-        }
         this.slots.push({
           index: i,
           tunFd: this.tunFds[i],
-          udpFd: socket.fd,
-          udpGro: socket.gro,
-          udpGso: opts.offload && gso,
-          sendFds,
-          sendPorts,
-          wakeFd: libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC),
+          ...sockets,
           recentRestarts: [],
         });
       }
@@ -297,9 +275,7 @@ export class DataPlane {
       }),
     );
     for (const slot of this.slots) {
-      for (const fd of slot.sendFds) if (fd !== slot.udpFd) libc.close(fd);
-      libc.close(slot.udpFd);
-      libc.close(slot.wakeFd);
+      closeWorkerSockets(slot);
       slot.port?.close();
     }
     this.slots.length = 0;
@@ -307,21 +283,7 @@ export class DataPlane {
     this.tunFds = [];
   }
 
-  workerCount(): number {
-    return this.opts.workers;
-  }
-
   statsSnapshot(): WorkerStatsSnapshot[] {
     return Array.from({ length: this.opts.workers }, (_, i) => snapshotWorker(this.stats, i));
-  }
-
-  /** A worker that has not turned its loop for this long is stuck (its poll timeout is 1 s). */
-  stuckWorkers(thresholdMs = 5000): number[] {
-    const now = Date.now();
-    const stuck: number[] = [];
-    for (let i = 0; i < this.opts.workers; i++) {
-      if (now - workerCounters(this.stats, i)[Counter.HeartbeatMs] > thresholdMs) stuck.push(i);
-    }
-    return stuck;
   }
 }

@@ -6,29 +6,30 @@
 // hot path hands to the kernel lives in a NativeMemory block whose address is
 // read once (ArrayBuffer backing stores never move), so a call costs one FFI
 // transition and no per-call Buffer marshalling or allocation.
+// Every constant and struct layout below is that of 64-bit little-endian
+// Linux with glibc (x86_64 and arm64 alike): anything else is refused first,
+// before koffi loads and before a struct is laid out wrong (platform.ts).
+import './platform-check.js';
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
 
-// Linux x86_64 / aarch64 constants (asm-generic values where they differ from
-// other ABIs do not matter: this agent runs on Linux only).
+// Linux x86_64 / aarch64 constants (the same on both; see platform.ts).
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+export const AF_UNIX = 1;
 export const AF_INET = 2;
 export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = O_NONBLOCK;
 export const SOCK_CLOEXEC = O_CLOEXEC;
 export const SOL_SOCKET = 1;
-export const SO_REUSEADDR = 2;
 export const SO_SNDBUF = 7;
 export const SO_NO_CHECK = 11; // IPv4 UDP: send with a zero checksum
 export const SO_RCVBUF = 8;
 export const SO_REUSEPORT = 15;
 export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
-export const IPPROTO_IP = 0;
-export const IPPROTO_UDP = 17;
 export const SOL_UDP = 17;
 export const UDP_SEGMENT = 103; // UDP GSO: one sendmsg, many datagrams of this size
 export const UDP_GRO = 104; // UDP GRO: one recvmsg, many datagrams back to back
@@ -36,26 +37,16 @@ export const MSG_DONTWAIT = 0x40;
 export const MSG_TRUNC = 0x20;
 export const POLLIN = 0x1;
 export const POLLOUT = 0x4;
-export const POLLERR = 0x8;
-export const POLLHUP = 0x10;
 export const EFD_NONBLOCK = O_NONBLOCK;
 export const EFD_CLOEXEC = O_CLOEXEC;
 
 export const EINTR = 4;
-export const EIO = 5;
-export const EBADF = 9;
 export const EAGAIN = 11;
 export const EBUSY = 16;
-export const EEXIST = 17;
-export const EINVAL = 22;
-export const EPERM = 1;
-export const ENOBUFS = 105;
-export const ECONNREFUSED = 111;
 
 // struct sizes and offsets on LP64 Linux.
 export const SIZEOF_POLLFD = 8; // int fd; short events; short revents
 export const SIZEOF_IOVEC = 16; // void *base; size_t len
-export const SIZEOF_MSGHDR = 56;
 export const SIZEOF_MMSGHDR = 64; // struct msghdr + unsigned msg_len (+ pad)
 export const MSGHDR_NAME = 0;
 export const MSGHDR_NAMELEN = 8;
@@ -79,6 +70,7 @@ const c_read = libc.func('long read(int fd, uintptr_t buf, unsigned long count)'
 const c_write = libc.func('long write(int fd, uintptr_t buf, unsigned long count)');
 const c_writev = libc.func('long writev(int fd, uintptr_t iov, int iovcnt)');
 const c_socket = libc.func('int socket(int domain, int type, int protocol)');
+const c_socketpair = libc.func('int socketpair(int domain, int type, int protocol, uintptr_t fds)');
 const c_setsockopt = libc.func(
   'int setsockopt(int fd, int level, int name, uintptr_t value, unsigned int length)',
 );
@@ -92,9 +84,9 @@ const c_recvmmsg = libc.func(
   'int recvmmsg(int fd, uintptr_t msgs, unsigned int count, int flags, uintptr_t timeout)',
 );
 const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int count, int flags)');
-const c_sendmsg = libc.func('long sendmsg(int fd, uintptr_t msg, int flags)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
+const c_clock_gettime = libc.func('int clock_gettime(int clock, uintptr_t ts)');
 
 /** errno of the last failed call on this thread (koffi saves it right after the call). */
 export function errno(): number {
@@ -137,12 +129,7 @@ export function ioctlPtr(fd: number, request: number, arg: number, what: string)
   return check(c_ioctl(fd, request, 'uintptr_t', arg) as number, 'ioctl', what);
 }
 
-/** ioctl with an integer argument (e.g. TUNSETOFFLOAD flags). */
-export function ioctlInt(fd: number, request: number, arg: number, what: string): number {
-  return check(c_ioctl(fd, request, 'unsigned long', arg) as number, 'ioctl', what);
-}
-
-/** Like ioctlInt but returns -errno instead of throwing: for probing optional features. */
+/** ioctl with an integer argument (e.g. TUNSETOFFLOAD flags); returns -errno instead of throwing: for probing optional features. */
 export function tryIoctlInt(fd: number, request: number, arg: number): number {
   const ret = c_ioctl(fd, request, 'unsigned long', arg) as number;
   return ret < 0 ? -koffi.errno() : ret;
@@ -150,6 +137,13 @@ export function tryIoctlInt(fd: number, request: number, arg: number): number {
 
 export function socket(domain: number, type: number, protocol: number): number {
   return check(c_socket(domain, type, protocol) as number, 'socket');
+}
+
+/** Two connected sockets (AF_UNIX, SOCK_DGRAM: message boundaries kept, as a TUN keeps them). */
+export function socketpair(domain: number, type: number): [number, number] {
+  const fds = new NativeMemory(8);
+  check(c_socketpair(domain, type, 0, fds.address) as number, 'socketpair');
+  return [fds.view.getInt32(0, true), fds.view.getInt32(4, true)];
 }
 
 export function setsockopt(fd: number, level: number, name: number, valueAddr: number, length: number, what: string): void {
@@ -179,33 +173,72 @@ export function eventfd(initval: number, flags: number): number {
 }
 
 // ---- hot-path wrappers: return the raw result (-1 on error, read errno()) ----
+//
+// Addresses may be passed as bigint (see Pointers): a pointer is above 2^31,
+// so as a JS number computed per call (base + offset) it is a heap-allocated
+// HeapNumber at the FFI boundary, 16 bytes of garbage per syscall. A bigint
+// made once is passed by reference and allocates nothing (koffi reads it as
+// uintptr_t; measured in test/unit/dataplane-allocation.test.ts).
 
-export function read(fd: number, addr: number, count: number): number {
+export function read(fd: number, addr: number | bigint, count: number): number {
   return c_read(fd, addr, count) as number;
 }
 
-export function write(fd: number, addr: number, count: number): number {
+export function write(fd: number, addr: number | bigint, count: number): number {
   return c_write(fd, addr, count) as number;
 }
 
-export function writev(fd: number, iovAddr: number, count: number): number {
+export function writev(fd: number, iovAddr: number | bigint, count: number): number {
   return c_writev(fd, iovAddr, count) as number;
 }
 
-export function poll(fdsAddr: number, count: number, timeoutMs: number): number {
+export function poll(fdsAddr: number | bigint, count: number, timeoutMs: number): number {
   return c_poll(fdsAddr, count, timeoutMs) as number;
 }
 
-export function recvmmsg(fd: number, msgsAddr: number, count: number, flags: number): number {
+export function recvmmsg(fd: number, msgsAddr: number | bigint, count: number, flags: number): number {
   return c_recvmmsg(fd, msgsAddr, count, flags, 0) as number;
 }
 
-export function sendmmsg(fd: number, msgsAddr: number, count: number, flags: number): number {
+export function sendmmsg(fd: number, msgsAddr: number | bigint, count: number, flags: number): number {
   return c_sendmmsg(fd, msgsAddr, count, flags) as number;
 }
 
-export function sendmsg(fd: number, msgAddr: number, flags: number): number {
-  return c_sendmsg(fd, msgAddr, flags) as number;
+/**
+ * The wall clock without garbage: Date.now() returns a freshly allocated heap
+ * number (16 bytes a call; the time is above 2^31 ms), too much for a loop
+ * that reads it every turn. clock_gettime(CLOCK_REALTIME) writes into native
+ * memory and the milliseconds go straight into a Float64Array slot.
+ */
+export class WallClock {
+  private readonly ts = new NativeMemory(16);
+
+  /** Stores the time in ms since the epoch (as Date.now()) at target[index]. */
+  readInto(target: Float64Array, index: number): void {
+    c_clock_gettime(0, this.ts.pointer);
+    const v = this.ts.view;
+    target[index] = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * 1000 + Math.floor(v.getUint32(8, true) / 1_000_000);
+  }
+}
+
+/**
+ * Addresses inside one NativeMemory block as bigints, made once per distinct
+ * offset and reused: what the hot path hands to the kernel. The offsets a
+ * worker uses are few (its slots, its message arrays), so the cache stays small.
+ */
+export class Pointers {
+  private readonly cache = new Map<number, bigint>();
+
+  constructor(private readonly memory: NativeMemory) {}
+
+  at(offset: number): bigint {
+    let p = this.cache.get(offset);
+    if (p === undefined) {
+      p = BigInt(this.memory.address + offset);
+      this.cache.set(offset, p);
+    }
+    return p;
+  }
 }
 
 /**
@@ -227,6 +260,17 @@ export class NativeMemory {
     this.view = new DataView(this.buffer);
     this.address = Number(koffi.address(this.buffer));
   }
+
+  /**
+   * The address as a bigint, for the hot-path wrappers (made once, so passing
+   * it allocates nothing). Always reach it through this object: a bigint kept
+   * alone does not keep the memory alive, and the kernel would write into
+   * freed memory once the garbage collector took it.
+   */
+  get pointer(): bigint {
+    return (this.cachedPointer ??= BigInt(this.address));
+  }
+  private cachedPointer: bigint | undefined;
 
   /** Writes a 64-bit pointer/size field without BigInt (addresses fit in 53 bits). */
   setU64(offset: number, value: number): void {

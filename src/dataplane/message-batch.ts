@@ -30,7 +30,8 @@ export class MessageBatch {
       this.memory.setU64(msg + libc.MSGHDR_IOV, base + this.iovBase + i * libc.SIZEOF_IOVEC);
       this.memory.setU64(msg + libc.MSGHDR_IOVLEN, 1);
       writeSockaddrIn(this.memory, this.nameBase + i * libc.SIZEOF_SOCKADDR_IN, 0, 0);
-      this.setBuffer(i, pool.packetOffsets[firstSlot + i], pool.capacity);
+      this.memory.setU64(this.iovBase + i * libc.SIZEOF_IOVEC, pool.memory.address + pool.packetOffsets[firstSlot + i]);
+      this.memory.view.setUint32(this.iovBase + i * libc.SIZEOF_IOVEC + 8, pool.capacity, true);
       this.memory.view.setUint32(msg + libc.MSGHDR_NAMELEN, libc.SIZEOF_SOCKADDR_IN, true);
       if (controlBytes > 0) this.memory.setU64(msg + libc.MSGHDR_CONTROL, base + this.controlBase + i * controlBytes);
     }
@@ -38,20 +39,6 @@ export class MessageBatch {
 
   get address(): number {
     return this.memory.address;
-  }
-
-  /** Points message i at `length` bytes starting at pool offset `offset`. */
-  setBuffer(i: number, offset: number, length: number): void {
-    const iov = this.iovBase + i * libc.SIZEOF_IOVEC;
-    this.memory.setU64(iov, this.pool.memory.address + offset);
-    this.memory.view.setUint32(iov + 8, length, true);
-  }
-
-  /** Destination of message i (sendmmsg). Family is preset; only address and port change. */
-  setDestination(i: number, addr: number, port: number): void {
-    const name = this.nameBase + i * libc.SIZEOF_SOCKADDR_IN;
-    this.memory.view.setUint16(name + 2, port, false);
-    this.memory.view.setUint32(name + 4, addr, false);
   }
 
   /** Before recvmmsg: the kernel overwrites msg_namelen and msg_controllen, so restore them, and the full slot capacity. */

@@ -34,13 +34,4 @@ export class PacketPool {
   get bytes(): Uint8Array {
     return this.memory.bytes;
   }
-
-  /** Kernel-visible address of a byte offset in the pool. */
-  addressOf(offset: number): number {
-    return this.memory.address + offset;
-  }
-
-  get totalBytes(): number {
-    return this.memory.size;
-  }
 }

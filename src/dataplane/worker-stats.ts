@@ -55,9 +55,10 @@ export const Counter = {
   ReceiveBatchSizeLe128: 46,
   ReceiveBatchSizeLeInf: 47,
   ReceiveBatchSizeSum: 48,
+  IcmpSuppressed: 49, // ICMP errors not sent: over the per-source or the global rate limit (icmp-rate-limit.ts)
 } as const;
 
-const FIXED_COUNTERS = 49;
+const FIXED_COUNTERS = 50;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

@@ -76,6 +76,8 @@ function minus16(word: number): number {
 export class SegmentList {
   readonly capacity: number;
   count = 0;
+  /** Segments of the whole super-packet last cut (splitSuperPacketRange may produce a run of them). */
+  total = 0;
   /** Where segment i's rebuilt IPv4 + TCP/UDP header starts in the buffer (inside the arena). */
   readonly headerOffset: Int32Array;
   readonly headerLength: Int32Array;
@@ -135,10 +137,42 @@ export function splitSuperPacket(
   arenaHeadroom: number,
   out: SegmentList,
 ): number {
+  out.count = 0;
+  const n = splitSuperPacketRange(buf, pktOff, pktLen, vnet, 0, out.capacity + 1, arenaOff, arenaStride, arenaHeadroom, out, 0);
+  if (n > out.capacity) {
+    out.count = 0;
+    return -DropReason.TooManySegments;
+  }
+  return n;
+}
+
+// The same cut, one run of segments at a time, so a super-packet of any
+// segment count can be sent through a bounded arena: segments
+// [first, first + maxCount) of the super-packet (fewer at its end), written to
+// out from index outStart (headers at arenaOff + (outStart + j)*arenaStride +
+// arenaHeadroom). Sets out.total to the super-packet's segment count and
+// out.count to outStart + the segments produced, and returns the segments
+// produced, or the negated DropReason as above (never TooManySegments). When
+// the run would not fit (more than out.capacity - outStart segments), nothing
+// is written and the run's length is returned: callers size maxCount to fit.
+// Segment numbering (IPv4 id, TCP seq, FIN/PSH on the last, CWR on the
+// first) is that of the whole super-packet, whatever the run.
+export function splitSuperPacketRange(
+  buf: Uint8Array,
+  pktOff: number,
+  pktLen: number,
+  vnet: VirtioNetHeader,
+  first: number,
+  maxCount: number,
+  arenaOff: number,
+  arenaStride: number,
+  arenaHeadroom: number,
+  out: SegmentList,
+  outStart: number,
+): number {
   if (arenaStride < arenaHeadroom + SEGMENT_MAX_HEADERS) {
     throw new RangeError(`arenaStride ${arenaStride} < arenaHeadroom ${arenaHeadroom} + ${SEGMENT_MAX_HEADERS}`);
   }
-  out.count = 0;
 
   // The IPv4 header: structure only. Its checksum is rebuilt per segment
   // anyway, and this packet comes from our own kernel.
@@ -184,7 +218,11 @@ export function splitSuperPacket(
   const headerLength = ipHeaderLength + l4HeaderLength;
   const payloadTotal = totalLength - headerLength;
   const count = payloadTotal === 0 ? 1 : ((payloadTotal + mss - 1) / mss) | 0;
-  if (count > out.capacity) return -DropReason.TooManySegments;
+  out.total = count;
+  if (first >= count) return 0;
+  const end = Math.min(count, first + maxCount);
+  // splitSuperPacket asks for one more than fits, to learn the count: it produces nothing then.
+  if (end - first > out.capacity - outStart) return end - first;
 
   // Header sums without the words that change per segment, once.
   const id0 = read16(buf, pktOff + IPV4_OFFSET_ID);
@@ -221,10 +259,11 @@ export function splitSuperPacket(
   const headerLengths = out.headerLength;
   const payloadOffsets = out.payloadOffset;
   const payloadLengths = out.payloadLength;
-  for (let i = 0; i < count; i++) {
+  for (let i = first; i < end; i++) {
+    const j = outStart + i - first;
     const segPayloadOff = payloadStart + i * mss;
     const segPayloadLen = i === last ? payloadTotal - i * mss : mss;
-    const h = arenaOff + i * arenaStride + arenaHeadroom;
+    const h = arenaOff + j * arenaStride + arenaHeadroom;
     buf.copyWithin(h, pktOff, pktOff + headerLength);
 
     const segTotal = headerLength + segPayloadLen;
@@ -252,11 +291,11 @@ export function splitSuperPacket(
     if (checksum === 0) checksum = 0xffff;
     write16(buf, segL4 + checksumField, checksum);
 
-    headerOffsets[i] = h;
-    headerLengths[i] = headerLength;
-    payloadOffsets[i] = segPayloadOff;
-    payloadLengths[i] = segPayloadLen;
+    headerOffsets[j] = h;
+    headerLengths[j] = headerLength;
+    payloadOffsets[j] = segPayloadOff;
+    payloadLengths[j] = segPayloadLen;
   }
-  out.count = count;
-  return count;
+  out.count = outStart + end - first;
+  return end - first;
 }

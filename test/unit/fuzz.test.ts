@@ -174,7 +174,7 @@ function assertClean(r: TargetResult): void {
 const OFF = 64;
 const PACKET_ROOM = 65536 + 4096;
 const ARENA_OFF = OFF + PACKET_ROOM;
-const SPLIT_CAPACITY = 130; // the forwarder's MAX_SEGMENTS_PER_PACKET
+const SPLIT_CAPACITY = 130; // a SegmentList smaller than some super-packets, so TooManySegments is exercised too
 const SPLIT_STRIDE = 160; // TX_ARENA_STRIDE
 const ARENA_BYTES = SPLIT_CAPACITY * SPLIT_STRIDE + 256;
 const TOTAL = ARENA_OFF + ARENA_BYTES;

@@ -5,7 +5,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as libc from '../../src/dataplane/libc.js';
 import { PacketPool } from '../../src/dataplane/packet-pool.js';
-import { MessageBatch } from '../../src/dataplane/message-batch.js';
+import { KernelBind } from '../../src/dataplane/kernel-bind.js';
+import { DatagramBatch, SendBatch } from '../../src/dataplane/batches.js';
+import { COUNTERS_PER_WORKER } from '../../src/dataplane/worker-stats.js';
 import { openUdpSocket } from '../../src/dataplane/udp-socket.js';
 
 const LOOPBACK = 0x7f000001;
@@ -35,62 +37,83 @@ test('PacketPool slots are aligned, disjoint and keep their headroom', () => {
     assert.is(pool.packetOffsets[i], i * pool.slotSize + 22);
     assert.ok(pool.packetOffsets[i] + pool.capacity <= (i + 1) * pool.slotSize);
   }
-  assert.is(pool.addressOf(pool.packetOffsets[3]), pool.memory.address + pool.packetOffsets[3]);
 });
 
-test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () => {
+function kernelBind(pool: PacketPool, receiveFd: number, sendFd: number, firstSlot: number, batchSize: number): KernelBind {
+  return new KernelBind({
+    receiveFd,
+    sendFds: [sendFd],
+    pool,
+    firstSlot,
+    batchSize,
+    gro: false,
+    gso: false,
+    maxMessages: 8,
+    maxPieces: 16,
+    counters: new Float64Array(COUNTERS_PER_WORKER),
+  });
+}
+
+test('KernelBind: sendmmsg and recvmmsg move a batch of datagrams between pool slots', () => {
   const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_311, bufferBytes: 1 << 20, gro: false }).fd;
   const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_312, bufferBytes: 1 << 20, gro: false }).fd;
   try {
     const pool = new PacketPool(16, 2048, 0);
-    const tx = new MessageBatch(pool, 0, 8);
-    const rx = new MessageBatch(pool, 8, 8);
+    const bind = kernelBind(pool, receiver, sender, 8, 8);
+    const out = new SendBatch(8, 16);
     for (let i = 0; i < 5; i++) {
       const off = pool.packetOffsets[i];
       const length = 100 + i * 37;
       for (let b = 0; b < length; b++) pool.bytes[off + b] = (i * 31 + b) & 0xff;
-      tx.setBuffer(i, off, length);
-      tx.setDestination(i, LOOPBACK, 47_311);
+      // Two pieces per datagram, as a segment goes out: the kernel joins them.
+      out.begin(LOOPBACK, 47_311, 0, 1);
+      out.add(off, 40);
+      out.add(off + 40, length - 40);
+      out.end();
     }
-    assert.is(libc.sendmmsg(sender, tx.address, 5, 0), 5);
-    for (let i = 0; i < 5; i++) assert.is(tx.messageLength(i), 100 + i * 37);
+    assert.is(bind.send(0, out, 0), 5);
 
-    rx.prepareReceive(8);
-    const n = libc.recvmmsg(receiver, rx.address, 8, libc.MSG_DONTWAIT);
-    assert.is(n, 5);
+    const batch = new DatagramBatch(8);
+    bind.receive(batch);
+    assert.is(batch.count, 5);
+    assert.ok(batch.drained, 'a short batch means the socket is drained');
     for (let i = 0; i < 5; i++) {
-      const off = pool.packetOffsets[8 + i];
-      const length = rx.messageLength(i);
+      const off = batch.offset[i];
+      assert.is(off, pool.packetOffsets[8 + i]);
+      const length = batch.length[i];
       assert.is(length, 100 + i * 37);
-      assert.is(rx.sourceAddress(i), LOOPBACK);
-      assert.is(rx.sourcePort(i), 47_312);
-      assert.is(rx.messageFlags(i) & libc.MSG_TRUNC, 0);
+      assert.is(batch.sourceIp[i], LOOPBACK);
+      assert.is(batch.sourcePort[i], 47_312);
+      assert.is(batch.truncated[i], 0);
       for (let b = 0; b < length; b++) {
         if (pool.bytes[off + b] !== ((i * 31 + b) & 0xff)) assert.unreachable(`datagram ${i} byte ${b} differs`);
       }
     }
-    // Nothing left: the next call reports EAGAIN rather than blocking.
-    assert.is(libc.recvmmsg(receiver, rx.address, 8, libc.MSG_DONTWAIT), -1);
-    assert.is(libc.errno(), libc.EAGAIN);
+    // Nothing left: the next receive reports drained rather than blocking.
+    bind.receive(batch);
+    assert.is(batch.count, 0);
+    assert.ok(batch.drained);
   } finally {
     libc.close(receiver);
     libc.close(sender);
   }
 });
 
-test('a datagram larger than the slot is flagged MSG_TRUNC, not silently cut', () => {
+test('KernelBind: a datagram larger than the slot is flagged truncated (MSG_TRUNC), not silently cut', () => {
   const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_313, bufferBytes: 1 << 20, gro: false }).fd;
   const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_314, bufferBytes: 1 << 20, gro: false }).fd;
   try {
     const big = new PacketPool(1, 4000, 0);
-    const tx = new MessageBatch(big, 0, 1);
-    tx.setBuffer(0, big.packetOffsets[0], 3000);
-    tx.setDestination(0, LOOPBACK, 47_313);
-    assert.is(libc.sendmmsg(sender, tx.address, 1, 0), 1);
+    const out = new SendBatch(1, 1);
+    out.begin(LOOPBACK, 47_313, 0, 1);
+    out.add(big.packetOffsets[0], 3000);
+    out.end();
+    assert.is(kernelBind(big, receiver, sender, 0, 1).send(0, out, 0), 1);
     const small = new PacketPool(1, 1000, 0);
-    const rx = new MessageBatch(small, 0, 1);
-    assert.is(libc.recvmmsg(receiver, rx.address, 1, libc.MSG_DONTWAIT), 1);
-    assert.ok((rx.messageFlags(0) & libc.MSG_TRUNC) !== 0);
+    const batch = new DatagramBatch(1);
+    kernelBind(small, receiver, sender, 0, 1).receive(batch);
+    assert.is(batch.count, 1);
+    assert.is(batch.truncated[0], 1);
   } finally {
     libc.close(receiver);
     libc.close(sender);
