@@ -45,6 +45,8 @@ export interface AgentOptions {
     caFile?: string;
     certFile?: string;
     keyFile?: string;
+    /** --etcd-username/--etcd-password: etcd v3 auth; never logged */
+    auth?: import('./control/etcd-client.js').EtcdAuth;
     /** renew the subnet lease this long before it expires */
     renewMarginMs: number;
   };

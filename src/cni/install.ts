@@ -11,7 +11,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseFlags, renderFlagHelp, type FlagGroup } from '../cli-flags.js';
 
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
@@ -142,6 +142,18 @@ export function installCni(opts: InstallOptions): InstallReport {
   return { plugin: { path: pluginPath, action: action(pluginState) }, confList: { path: confListPath, action: action(confState) }, shadowing };
 }
 
+export const INSTALL_FLAGS: readonly FlagGroup[] = [
+  {
+    title: '',
+    flags: [
+      { name: 'bin-dir', type: 'string', value: 'DIR', default: DEFAULT_BIN_DIR, help: 'where the runtime looks for CNI plugins' },
+      { name: 'conf-dir', type: 'string', value: 'DIR', default: DEFAULT_CONF_DIR, help: 'where the runtime reads network configurations' },
+      { name: 'force', type: 'boolean', help: `replace an existing flannel plugin or ${CONFLIST_FILE} that differs` },
+      { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
+    ],
+  },
+];
+
 export const INSTALL_HELP = `Usage: flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force]
 
 Installs this project's flannel CNI plugin as DIR/flannel (a shell script
@@ -149,11 +161,7 @@ running node on ${pluginMainPath}) and kube-flannel's network configuration as
 ${CONFLIST_FILE}, so that a container runtime (kubelet's) wires pods with the
 reference bridge, host-local and portmap plugins from flannel's subnet.env.
 
-  --bin-dir DIR    where the runtime looks for CNI plugins [default: ${DEFAULT_BIN_DIR}]
-  --conf-dir DIR   where the runtime reads network configurations [default: ${DEFAULT_CONF_DIR}]
-  --force          replace an existing flannel plugin or ${CONFLIST_FILE} that differs
-  -h, --help       this text
-
+${renderFlagHelp(INSTALL_FLAGS)}
 Safe to repeat: files that already have the same content are left alone.
 bridge, host-local and portmap must be in the bin dir too (Debian's
 containernetworking-plugins puts them in /usr/lib/cni).
@@ -165,22 +173,8 @@ export async function installCniCommand(argv: string[]): Promise<void> {
     process.stderr.write(`flannel-udp install-cni: ${msg}\n`);
     process.exitCode = 2;
   };
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        'bin-dir': { type: 'string' },
-        'conf-dir': { type: 'string' },
-        force: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return fail(`${(err as Error).message}; see --help`);
-  }
+  // A bad flag throws CommandLineError: the CLI prints `flannel-udp: install-cni: …` and exits 2.
+  const values = parseFlags('install-cni', argv, INSTALL_FLAGS) as { 'bin-dir'?: string; 'conf-dir'?: string; force?: boolean; help?: boolean };
   if (values.help) {
     process.stdout.write(INSTALL_HELP);
     return;
