@@ -150,7 +150,7 @@ async function main(argv: string[]): Promise<void> {
 const USER_ERRORS = new Set([
   'ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError',
   'NetworkConfigError', 'EtcdError', 'EtcdSetupError', 'SubnetExhaustedError', 'IpMasqError',
-  'ObserveFlagError', 'TraceFilterError', 'CommandLineError', 'ControlClientError', 'ControlSocketInUseError',
+  'ObserveFlagError', 'TraceFilterError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError',
 ]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {
