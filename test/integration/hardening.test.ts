@@ -64,8 +64,11 @@ async function refusedWith(network: string, expected: RegExp, subnet = '10.244.1
   writeFileSync(subnetFile, `FLANNEL_NETWORK=${network}\nFLANNEL_SUBNET=${subnet}\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
   const before = await routes(bare, node.ns);
   const agent = startOwnAgent(bare, 1, [], { subnetFile });
+  // Whichever comes first: the agent exits (refused), or it gets ready (accepted: stopped, and the test fails).
+  const accepted = await Promise.race([agent.exited.then(() => false), waitForLine(agent, READY, 20_000).then(() => true, () => false)]);
+  if (accepted) await stopChild(agent, 'SIGTERM');
   const exit = await agent.exited;
-  if (exit.code === null) await stopChild(agent, 'SIGTERM');
+  assert.not.ok(accepted, `Network ${network} was accepted; the agent's output:\n${agent.log.tail()}`);
   assert.is(exit.code, 2, `Network ${network}: the agent was not refused; its output:\n${agent.log.tail()}`);
   assert.match(agent.log.text(), /refusing to route the pod network into flannel0/);
   assert.match(agent.log.text(), expected);
@@ -89,7 +92,7 @@ wide('a route for the Network that another device holds is not replaced, and is 
     await refusedWith('10.244.0.0/16', /would replace this node's route "10\.244\.0\.0\/16 via 192\.0\.2\.253 dev eth0", which flannel-udp did not create/);
     assert.match(await routes(bare, ns), /^10\.244\.0\.0\/16 via 192\.0\.2\.253 dev eth0/m);
   } finally {
-    await bare.exec(ns, 'ip', ['route', 'del', '10.244.0.0/16', 'via', '192.0.2.253']);
+    await bare.exec(ns, 'ip', ['route', 'del', '10.244.0.0/16', 'via', '192.0.2.253']).catch(() => undefined);
   }
 });
 
