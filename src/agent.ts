@@ -12,7 +12,8 @@ import { LeasesFileSource } from './control/leases-file.js';
 import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
 import { IpMasq } from './control/ip-masq.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
-import { configureTun } from './control/routes.js';
+import { checkLeases, localAddresses, type LeaseRejectReason } from './control/lease-sanity.js';
+import { checkNetworkFitsHost, configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
 import { TunInUseError, validateTunName } from './dataplane/tun-device.js';
 import { formatSubnetKey } from './control/lease.js';
@@ -45,6 +46,8 @@ export interface AgentOptions {
     caFile?: string;
     certFile?: string;
     keyFile?: string;
+    /** --etcd-username/--etcd-password: etcd v3 auth; never logged */
+    auth?: import('./control/etcd-client.js').EtcdAuth;
     /** renew the subnet lease this long before it expires */
     renewMarginMs: number;
   };
@@ -90,6 +93,12 @@ export class Agent {
   private ready = false;
   private leaseVersion = 0;
   private leases: Lease[] = [];
+  /** leases left out by the sense checks now: key → the reason logged */
+  private rejectedLeases = new Map<string, string>();
+  /** how many times a lease was rejected, by reason (a lease counts again only after it changed or came back) */
+  private leaseRejections: Partial<Record<LeaseRejectReason, number>> = {};
+  /** unknown lease attributes already reported: each name is logged once */
+  private reportedUnknownFields = new Set<string>();
   subnet!: SubnetConfig;
   publicIp = 0;
   /** VXLAN: this node's VTEP MAC. */
@@ -140,6 +149,9 @@ export class Agent {
     for (const note of this.subnet.unsupported) log(`warning: ${note}`);
     if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
+
+    // Before anything is created: a Network that covers this node's own addresses or routes is refused.
+    await checkNetworkFitsHost({ tunName: opts.tunName, subnet: this.subnet.subnet, network: this.subnet.network, publicIp: this.publicIp });
 
     // Leases before the device: a broken leases file must not leave a TUN behind.
     this.leaseSource = this.etcd
@@ -260,10 +272,35 @@ export class Agent {
     return mac;
   }
 
+  /**
+   * Every lease source hands its snapshots here, so the sense checks
+   * (lease-sanity.ts) apply to leases from files, etcd and Kubernetes alike.
+   */
   private setLeases(all: Lease[]): void {
+    for (const lease of all) {
+      for (const name of lease.unknownFields ?? []) {
+        if (this.reportedUnknownFields.has(name)) continue;
+        this.reportedUnknownFields.add(name);
+        this.log(`lease ${lease.key}: unknown attribute ${JSON.stringify(name)} ignored (from a newer flannel?); not reported again`);
+      }
+    }
+    const { accepted, rejected } = checkLeases(all, {
+      network: this.subnet.network,
+      ownSubnet: this.subnet.subnet,
+      ownAddresses: [this.publicIp, ...localAddresses(networkInterfaces())],
+    });
+    const rejectedNow = new Map<string, string>();
+    for (const r of rejected) {
+      const line = `${r.reason}: ${r.detail}`;
+      rejectedNow.set(r.key, line);
+      if (this.rejectedLeases.get(r.key) === line) continue;
+      this.leaseRejections[r.reason] = (this.leaseRejections[r.reason] ?? 0) + 1;
+      this.log(`lease ${r.key} rejected (${line}); the other leases keep forwarding`);
+    }
+    this.rejectedLeases = rejectedNow;
     const usable: Lease[] = [];
     const want = this.opts.backend;
-    for (const lease of all) {
+    for (const lease of accepted) {
       // A udp node and a vxlan node cannot talk: each drops the other's datagrams. flannel does the same.
       if (lease.backendType !== want) {
         this.log(`lease ${lease.key}: backend "${lease.backendType}" is not ${want}; skipped`);
@@ -339,6 +376,8 @@ export class Agent {
       ready: this.ready,
       workers: this.dataPlane?.statsSnapshot() ?? [],
       leases: this.leases.map(describeLease),
+      rejectedLeases: [...this.rejectedLeases].map(([key, why]) => `${key}: ${why}`),
+      leaseRejections: { ...this.leaseRejections },
     };
   }
 

@@ -6,7 +6,8 @@
 // needs) and removed after a successful DEL. DEL must undo exactly what ADD
 // did, and by then subnet.env may say something else (flanneld restarted with
 // a new lease, a new MTU) or be gone; the saved file is what ADD used.
-import { accessSync, constants, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readRegularFile } from './bounded-read.js';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { CniError, ErrorCode } from './spec.js';
@@ -21,10 +22,11 @@ export function savedConfPath(dataDir: string, containerId: string): string {
  * '/', never starting with '.', so the dot-prefixed temp name cannot collide.
  */
 export function saveDelegateConf(dataDir: string, containerId: string, text: string): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const path = savedConfPath(dataDir, containerId);
   const temp = join(dataDir, `.${containerId}.${process.pid}.tmp`);
   try {
+    // Inside the try: a dataDir that is a file or not writable is an I/O error (code 5) too.
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     writeFileSync(temp, text, { mode: 0o600 });
     renameSync(temp, path);
   } catch (err) {
@@ -37,15 +39,12 @@ export function saveDelegateConf(dataDir: string, containerId: string, text: str
   }
 }
 
+/** A saved configuration is one delegate configuration; far below this. */
+export const MAX_SAVED_CONF_BYTES = 1024 * 1024;
+
 /** The saved text, or undefined when there is none. */
 export function readDelegateConf(dataDir: string, containerId: string): string | undefined {
-  const path = savedConfPath(dataDir, containerId);
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new CniError(ErrorCode.IoFailure, `cannot read the saved delegate configuration ${path}: ${(err as Error).message}`);
-  }
+  return readRegularFile(savedConfPath(dataDir, containerId), MAX_SAVED_CONF_BYTES, 'the saved delegate configuration');
 }
 
 export function removeDelegateConf(dataDir: string, containerId: string): void {

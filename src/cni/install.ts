@@ -14,9 +14,9 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { ConfListError, checkFlannelConfList } from './conflist-check.js';
 import { installRuntimeBundle, planRuntimeBundle, pruneRuntimeBundles } from './runtime-bundle.js';
+import { parseFlags, renderFlagHelp, type FlagGroup } from '../cli-flags.js';
 
 export const DEFAULT_BIN_DIR = '/opt/cni/bin';
 export const DEFAULT_CONF_DIR = '/etc/cni/net.d';
@@ -160,6 +160,20 @@ export function installCni(opts: InstallOptions): InstallReport {
   return { plugin: { path: pluginPath, action: action(pluginState) }, confList: { path: confListPath, action: action(confState) }, ...(runtime ? { runtime } : {}), shadowing };
 }
 
+export const INSTALL_FLAGS: readonly FlagGroup[] = [
+  {
+    title: '',
+    flags: [
+      { name: 'bin-dir', type: 'string', value: 'DIR', default: DEFAULT_BIN_DIR, help: 'where the runtime looks for CNI plugins' },
+      { name: 'conf-dir', type: 'string', value: 'DIR', default: DEFAULT_CONF_DIR, help: 'where the runtime reads network configurations' },
+      { name: 'conf-source', type: 'string', value: 'FILE', help: 'install this conflist (kube-flannel\'s cni-conf.json) instead of the built-in one; it is checked first: a list whose first plugin is a flannel configuration the plugin accepts' },
+      { name: 'runtime-dir', type: 'string', value: 'DIR', help: 'copy node and the compiled plugin into DIR and run the plugin from there: for a container installing onto its host, with DIR a host directory mounted at the same path (older copies in DIR are removed)' },
+      { name: 'force', type: 'boolean', help: `replace an existing flannel plugin or ${CONFLIST_FILE} that differs` },
+      { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
+    ],
+  },
+];
+
 export const INSTALL_HELP = `Usage: flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--conf-source FILE]
                               [--runtime-dir DIR] [--force]
 
@@ -168,20 +182,7 @@ running node on ${pluginMainPath}) and kube-flannel's network configuration as
 ${CONFLIST_FILE}, so that a container runtime (kubelet's) wires pods with the
 reference bridge, host-local and portmap plugins from flannel's subnet.env.
 
-  --bin-dir DIR    where the runtime looks for CNI plugins [default: ${DEFAULT_BIN_DIR}]
-  --conf-dir DIR   where the runtime reads network configurations [default: ${DEFAULT_CONF_DIR}]
-  --conf-source FILE
-                   install this conflist (kube-flannel's cni-conf.json) instead of
-                   the built-in one; it is checked first: a list whose first
-                   plugin is a flannel configuration the plugin accepts
-  --runtime-dir DIR
-                   copy node and the compiled plugin into DIR and run the plugin
-                   from there: for a container installing onto its host, with DIR
-                   a host directory mounted at the same path (older copies in DIR
-                   are removed)
-  --force          replace an existing flannel plugin or ${CONFLIST_FILE} that differs
-  -h, --help       this text
-
+${renderFlagHelp(INSTALL_FLAGS)}
 Safe to repeat: files that already have the same content are left alone.
 bridge, host-local and portmap must be in the bin dir too (Debian's
 containernetworking-plugins puts them in /usr/lib/cni).
@@ -193,24 +194,8 @@ export async function installCniCommand(argv: string[]): Promise<void> {
     process.stderr.write(`flannel-udp install-cni: ${msg}\n`);
     process.exitCode = 2;
   };
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        'bin-dir': { type: 'string' },
-        'conf-dir': { type: 'string' },
-        'conf-source': { type: 'string' },
-        'runtime-dir': { type: 'string' },
-        force: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return fail(`${(err as Error).message}; see --help`);
-  }
+  // A bad flag throws CommandLineError: the CLI prints `flannel-udp: install-cni: …` and exits 2.
+  const values = parseFlags('install-cni', argv, INSTALL_FLAGS) as { 'bin-dir'?: string; 'conf-dir'?: string; 'conf-source'?: string; 'runtime-dir'?: string; force?: boolean; help?: boolean };
   if (values.help) {
     process.stdout.write(INSTALL_HELP);
     return;

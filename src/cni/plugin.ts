@@ -14,7 +14,7 @@
 //
 // runPlugin is the whole protocol as a function of (environment, stdin) so
 // that tests can run it in-process; main.ts wires it to the real ones.
-import { readFileSync } from 'node:fs';
+import { readRegularFile } from './bounded-read.js';
 import { parseSubnetFile, SubnetFileError, type SubnetConfig } from '../control/subnet-file.js';
 import { buildDelegateConf, parseFlannelNetConf, type FlannelNetConf } from './flannel-conf.js';
 import { execPlugin, findPlugin, readDelegateConf, removeDelegateConf, saveDelegateConf, type DelegateOutcome } from './delegate.js';
@@ -23,6 +23,7 @@ import {
   configVersion,
   CURRENT_VERSION,
   ErrorCode,
+  jsonDepthExceeds,
   parseConfigJson,
   parseVersion,
   readCniEnvironment,
@@ -52,7 +53,7 @@ export function runPlugin(io: PluginIo): PluginOutcome {
   // Errors carry the configuration's version when it has a usable one.
   let errorVersion = CURRENT_VERSION;
   try {
-    const claimed = (JSON.parse(io.stdin) as Json | null)?.cniVersion;
+    const claimed = jsonDepthExceeds(io.stdin) ? undefined : (JSON.parse(io.stdin) as Json | null)?.cniVersion;
     if (parseVersion(claimed)) errorVersion = claimed as string;
   } catch {
     // not JSON: reported below, if the command needs a configuration at all
@@ -84,26 +85,28 @@ function ok(stdout: string): PluginOutcome {
   return { stdout, exitCode: 0 };
 }
 
+/** flannel writes four short lines; anything this large is some other file. */
+export const MAX_SUBNET_FILE_BYTES = 64 * 1024;
+
 /** Reads subnet.env; a missing file is "try again later" (flanneld not up yet), a broken one an invalid configuration. */
 export function loadSubnetEnv(path: string): SubnetConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') {
-      throw new CniError(
-        ErrorCode.TryAgainLater,
-        `${path}: no such file: flannel's subnet file is written once this node has a subnet lease (is flanneld or the flannel-udp agent running?)`,
-      );
-    }
-    throw new CniError(ErrorCode.IoFailure, `${path}: cannot read flannel's subnet file: ${(err as Error).message}`);
+  const text = readRegularFile(path, MAX_SUBNET_FILE_BYTES, "flannel's subnet file");
+  if (text === undefined) {
+    throw new CniError(
+      ErrorCode.TryAgainLater,
+      `${path}: no such file: flannel's subnet file is written once this node has a subnet lease (is flanneld or the flannel-udp agent running?)`,
+    );
   }
   try {
     return parseSubnetFile(text, path);
   } catch (err) {
-    if (err instanceof SubnetFileError) throw new CniError(ErrorCode.InvalidConfig, `invalid flannel subnet file: ${err.message}`);
-    throw err;
+    if (!(err instanceof SubnetFileError)) throw err;
+    // The detail quotes the file's line. Shown only where it is a flannel key's
+    // value: a subnetFile pointing at some other file (/etc/shadow) must not
+    // have its content copied into the runtime's logs.
+    if (err.key.startsWith('FLANNEL_')) throw new CniError(ErrorCode.InvalidConfig, `invalid flannel subnet file: ${err.message}`);
+    const where = err.line > 0 ? `line ${err.line} is not a FLANNEL_ key=value line` : 'it has none of the FLANNEL_ keys';
+    throw new CniError(ErrorCode.InvalidConfig, `invalid flannel subnet file ${path}: ${where} (is subnetFile the right file?)`);
   }
 }
 

@@ -161,8 +161,33 @@ export function configVersion(config: Record<string, unknown>): string {
   return version;
 }
 
+/** Deeper than this is no CNI configuration (a conflist entry with prevResult nests about 6). */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * The deepest nesting of arrays and objects in `text`, stopping as soon as it
+ * passes `limit`: one pass over the characters, strings skipped, so 50 MB of
+ * "[" is refused in milliseconds instead of being handed to JSON.parse.
+ */
+export function jsonDepthExceeds(text: string, limit = MAX_JSON_DEPTH): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
 /** Parses a JSON object from stdin; anything else is code 6 (decoding failure). */
 export function parseConfigJson(text: string, what = 'network configuration'): Record<string, unknown> {
+  if (jsonDepthExceeds(text)) throw new CniError(ErrorCode.DecodingFailure, `failed to load ${what}: nested more than ${MAX_JSON_DEPTH} levels deep`);
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -26,7 +26,15 @@ export interface EtcdTlsFiles {
   keyFile?: string;
 }
 
+/** etcd v3 user and password (flanneld --etcd-username / --etcd-password). Never logged. */
+export interface EtcdAuth {
+  username: string;
+  password: string;
+}
+
 export interface EtcdClientOptions extends EtcdTlsFiles {
+  /** With auth enabled in etcd: a token is fetched from /v3/auth/authenticate and sent with every request. */
+  auth?: EtcdAuth;
   /** http://host:port or https://host:port; tried in turn until one answers */
   endpoints: string[];
   /** per request, watches excluded; default 5 s */
@@ -158,6 +166,9 @@ export class EtcdClient {
   private current = 0;
   private closed = false;
   private readonly watches = new Set<http.ClientRequest>();
+  private readonly auth: EtcdAuth | undefined;
+  /** etcd's auth token; dropped when etcd calls it invalid (expired, etcd restarted), fetched again on the next request */
+  private token: Promise<string> | undefined;
 
   constructor(opts: EtcdClientOptions) {
     const configError = (message: string) => new EtcdError(message, 'config');
@@ -175,6 +186,8 @@ export class EtcdClient {
       return url;
     });
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    if (opts.auth !== undefined && opts.auth.username === '') throw configError('--etcd-username: give a user name');
+    this.auth = opts.auth;
     this.httpAgent = new http.Agent({ keepAlive: true });
     if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) {
       throw configError('--etcd-certfile and --etcd-keyfile go together (a client certificate needs its key)');
@@ -299,6 +312,8 @@ export class EtcdClient {
 
     const req = this.request(endpoint, '/v3/watch', body);
     this.watches.add(req);
+    // The token is fetched before the stream is sent: req.end() waits for it.
+    const tokenReady = this.auth ? this.authToken() : Promise.resolve(undefined);
     const finish = (end: WatchEnd) => {
       if (finished) return;
       finished = true;
@@ -320,7 +335,10 @@ export class EtcdClient {
       clearTimeout(connectTimer);
       if (res.statusCode !== 200) {
         collect(res).then(
-          (text) => fail(`HTTP ${res.statusCode}: ${gatewayMessage(text)}`, 'rejected'),
+          (text) => {
+            if (isAuthTokenProblem(gatewayMessage(text))) this.token = undefined;
+            fail(`HTTP ${res.statusCode}: ${gatewayMessage(text)}`, 'rejected');
+          },
           (err) => fail(describeNetError(err)),
         );
         return;
@@ -358,7 +376,11 @@ export class EtcdClient {
       } catch {
         return fail(`unreadable watch message ${JSON.stringify(line.slice(0, 200))}`, 'rejected');
       }
-      if (msg.error) return fail(msg.error.message ?? JSON.stringify(msg.error), 'rejected');
+      if (msg.error) {
+        const message = msg.error.message ?? JSON.stringify(msg.error);
+        if (isAuthTokenProblem(message)) this.token = undefined; // the next resync authenticates again
+        return fail(message, 'rejected');
+      }
       const r = msg.result;
       if (!r) return;
       if (r.created) confirm();
@@ -376,7 +398,14 @@ export class EtcdClient {
       }
     };
 
-    req.end(body);
+    tokenReady.then(
+      (token) => {
+        if (finished) return;
+        if (token !== undefined) req.setHeader('authorization', token);
+        req.end(body);
+      },
+      (err: Error) => fail(err.message, err instanceof EtcdError ? err.kind : 'unavailable'),
+    );
     return { ended, created, cancel: () => finish({ reason: 'cancelled' }) };
   }
 
@@ -391,8 +420,49 @@ export class EtcdClient {
 
   // ---- transport ----
 
-  /** POSTs to the endpoint that answered last, then each other one; rejects when none answers. */
+  /**
+   * The auth token, fetched once and shared by concurrent requests. A failed
+   * fetch is not kept, so the next request tries again.
+   */
+  private authToken(): Promise<string> {
+    if (this.token === undefined) {
+      const auth = this.auth!;
+      const fetching = this.send('/v3/auth/authenticate', { name: auth.username, password: auth.password }, undefined).then(
+        (res) => {
+          const token = (res as { token?: string }).token;
+          if (typeof token !== 'string' || token === '') {
+            throw new EtcdError(`etcd user ${JSON.stringify(auth.username)}: no token in etcd's answer (is auth enabled in etcd?)`, 'rejected');
+          }
+          return token;
+        },
+        (err: EtcdError) => {
+          // etcd's message names the user at most, never the password.
+          throw new EtcdError(`etcd authentication as ${JSON.stringify(auth.username)} failed: ${err.message}`, err.kind);
+        },
+      );
+      this.token = fetching;
+      fetching.catch(() => {
+        if (this.token === fetching) this.token = undefined;
+      });
+    }
+    return this.token;
+  }
+
+  /** A request, with the auth token when there is auth; an expired or invalid token is renewed once. */
   private async call(path: string, body: object): Promise<unknown> {
+    if (this.auth === undefined) return this.send(path, body, undefined);
+    const token = await this.authToken();
+    try {
+      return await this.send(path, body, token);
+    } catch (err) {
+      if (!(err instanceof EtcdError) || !isAuthTokenProblem(err.message)) throw err;
+      if (this.token !== undefined && (await this.token.catch(() => undefined)) === token) this.token = undefined;
+      return this.send(path, body, await this.authToken());
+    }
+  }
+
+  /** POSTs to the endpoint that answered last, then each other one; rejects when none answers. */
+  private async send(path: string, body: object, token: string | undefined): Promise<unknown> {
     if (this.closed) throw new EtcdError('etcd client is closed', 'unavailable');
     const text = JSON.stringify(body);
     const failures: string[] = [];
@@ -402,7 +472,7 @@ export class EtcdClient {
       let status: number;
       let answer: string;
       try {
-        ({ status, answer } = await this.post(endpoint, path, text));
+        ({ status, answer } = await this.post(endpoint, path, text, token));
       } catch (err) {
         failures.push(`${endpoint.origin}: ${describeNetError(err as Error)}`);
         continue;
@@ -423,14 +493,15 @@ export class EtcdClient {
     throw new EtcdError(`etcd unreachable (${failures.join('; ')})`, 'unavailable');
   }
 
-  private post(endpoint: URL, path: string, text: string, retried = false): Promise<{ status: number; answer: string }> {
+  private post(endpoint: URL, path: string, text: string, token: string | undefined, retried = false): Promise<{ status: number; answer: string }> {
     return new Promise((resolve, reject) => {
       const req = this.request(endpoint, path, text);
+      if (token !== undefined) req.setHeader('authorization', token);
       req.setTimeout(this.requestTimeoutMs, () => req.destroy(new Error(`no answer within ${this.requestTimeoutMs} ms`)));
       req.on('error', (err: NodeJS.ErrnoException) => {
         // A kept-alive connection the server closed meanwhile (etcd restarted): one fresh try.
         if (!retried && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
-          this.post(endpoint, path, text, true).then(resolve, reject);
+          this.post(endpoint, path, text, token, true).then(resolve, reject);
           return;
         }
         reject(err);
@@ -452,6 +523,11 @@ export class EtcdClient {
     };
     return isHttps ? https.request(options) : http.request(options);
   }
+}
+
+/** etcd's answers when a token has expired or was never valid on this server (simple tokens die with a restart). */
+export function isAuthTokenProblem(message: string): boolean {
+  return /invalid auth token|auth token is not provided|user name is empty/.test(message);
 }
 
 function collect(res: http.IncomingMessage): Promise<string> {

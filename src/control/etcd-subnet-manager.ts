@@ -21,7 +21,7 @@ import { networkInterfaces } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { type Cidr, formatCidr, formatIPv4, makeCidr } from './ipv4-address.js';
 import { formatSubnetKey, parseLeaseAttrs, parseSubnetKey } from './lease.js';
-import { EtcdClient, EtcdError, type EtcdTlsFiles, type KeyValue } from './etcd-client.js';
+import { type EtcdAuth, EtcdClient, EtcdError, type EtcdTlsFiles, type KeyValue } from './etcd-client.js';
 import { EtcdLeaseSource } from './etcd-lease-source.js';
 import { backendPort, backendVni, type NetworkConfig, NetworkConfigError, parseNetworkConfig } from './network-config.js';
 import { chooseSubnet, isSubnetCompatible, isSubnetTaken } from './subnet-allocator.js';
@@ -191,6 +191,8 @@ export async function acquireLease(client: EtcdClient, prefix: string, config: N
 
 export interface EtcdSubnetManagerOptions extends EtcdTlsFiles {
   endpoints: string[];
+  /** etcd v3 user and password, when etcd has auth enabled */
+  auth?: EtcdAuth;
   prefix: string;
   publicIp: number;
   subnetFile: string;
@@ -231,7 +233,7 @@ export class EtcdSubnetManager {
   private source: EtcdLeaseSource | undefined;
 
   constructor(private readonly opts: EtcdSubnetManagerOptions) {
-    this.client = new EtcdClient({ endpoints: opts.endpoints, caFile: opts.caFile, certFile: opts.certFile, keyFile: opts.keyFile });
+    this.client = new EtcdClient({ endpoints: opts.endpoints, caFile: opts.caFile, certFile: opts.certFile, keyFile: opts.keyFile, auth: opts.auth });
   }
 
   /**

@@ -20,6 +20,7 @@
 
 import { execFile } from 'node:child_process';
 import { type Cidr, formatCidr } from './ipv4-address.js';
+import { describeFdError } from '../observe/connection-limits.js';
 
 export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
 const COMMENT = ['-m', 'comment', '--comment', 'flanneld masq'];
@@ -152,8 +153,11 @@ export class IpMasq {
       await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
       return true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw err;
-      return false;
+      // iptables -C exits 1 when the rule (or its chain) is not there. Anything
+      // else (the command could not even start: EMFILE, EAGAIN, ENOMEM) is a
+      // failure to check, reported as such, not a missing rule.
+      if ((err as NodeJS.ErrnoException).code === '1') return false;
+      throw err;
     }
   }
 }
@@ -169,6 +173,8 @@ function run(cmd: string, args: string[], input?: string): Promise<string> {
       if (!err) return resolve(stdout);
       const e = err as Error & { code?: string | number };
       if (e.code === 'ENOENT') return reject(e);
+      // The command never ran (spawn EMFILE, EAGAIN…): say why, with the descriptor count for EMFILE.
+      if (typeof e.code === 'string') return reject(Object.assign(new Error(`${cmd}: ${describeFdError(e as NodeJS.ErrnoException)}`), { code: e.code }));
       reject(Object.assign(new Error(`${cmd} ${args.join(' ')}: ${(stderr || e.message).trim()}`), { code: String(e.code ?? '') }));
     });
     if (input !== undefined) child.stdin?.end(input);

@@ -19,6 +19,8 @@ export interface Lease {
   backendData: unknown;
   /** the flannel subnet key, canonical form ("10.244.2.0-24") */
   key: string;
+  /** attributes this version of flannel-udp does not know, ignored (the agent logs each name once) */
+  unknownFields?: string[];
 }
 
 export class LeaseError extends Error {
@@ -69,9 +71,11 @@ export function formatSubnetKey(subnet: Cidr): string {
   return `${formatIPv4(subnet.network)}-${subnet.prefixLength}`;
 }
 
-// flannel's LeaseAttrs fields. Go's JSON decoder ignores unknown fields and
-// matches names case-insensitively; we refuse both, because in a hand-written
-// file "PublicIp" or "PubIP" is a typo that would otherwise drop the route.
+// flannel's LeaseAttrs fields. Go's JSON decoder ignores unknown fields, so a
+// newer flanneld may add some: they are ignored here too (and reported, once
+// per name, by the agent). A name that differs from a known one only in case
+// ("PublicIp") is refused: Go would read it as the known field, we would not,
+// and in a hand-written file it is a typo that must not silently drop a route.
 const KNOWN_ATTRIBUTES = ['PublicIP', 'PublicIPv6', 'BackendType', 'BackendData', 'BackendV6Data'];
 
 /** Validate flannel's lease JSON (already parsed) stored under `key`. */
@@ -82,10 +86,12 @@ export function parseLeaseAttrs(key: string, value: unknown): Lease {
   }
   const attrs = value as Record<string, unknown>;
 
+  const unknownFields: string[] = [];
   for (const name of Object.keys(attrs)) {
     if (KNOWN_ATTRIBUTES.includes(name)) continue;
     const meant = KNOWN_ATTRIBUTES.find((k) => k.toLowerCase() === name.toLowerCase());
-    throw new LeaseError(key, name, meant ? `unknown attribute (did you mean ${meant}?)` : `unknown attribute (known: ${KNOWN_ATTRIBUTES.join(', ')})`);
+    if (meant) throw new LeaseError(key, name, `unknown attribute (did you mean ${meant}?)`);
+    unknownFields.push(name);
   }
 
   if (!('PublicIP' in attrs)) throw new LeaseError(key, 'PublicIP', 'missing (the node address packets are tunnelled to)');
@@ -114,5 +120,6 @@ export function parseLeaseAttrs(key: string, value: unknown): Lease {
     backendType: attrs.BackendType,
     backendData: attrs.BackendData ?? null,
     key: formatSubnetKey(subnet),
+    ...(unknownFields.length > 0 ? { unknownFields } : {}),
   };
 }

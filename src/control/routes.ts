@@ -3,7 +3,8 @@
 // a learner can read every step in the agent's log and repeat it by hand.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { formatIPv4, type Cidr } from './ipv4-address.js';
+import { formatCidr, formatIPv4, makeCidr, parseIPv4, type Cidr } from './ipv4-address.js';
+import { networkConflicts, type HostAddress, type HostRoute } from './network-guard.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -35,14 +36,71 @@ export function tunCommands(a: TunAddressing): string[][] {
     ['addr', 'add', address, 'dev', a.tunName],
     ['link', 'set', 'dev', a.tunName, 'mtu', String(a.mtu), 'up'],
     // Explicit, like flannel: the kernel adds this route with the address,
-    // unless another device already had one for the same prefix.
+    // unless another device already had one for the same prefix. Replaced
+    // only when absent or on our device (configureTun checks first).
     ['route', 'replace', network, 'dev', a.tunName, 'scope', 'link', 'src', formatIPv4(a.subnet.network)],
   ];
+}
+
+/** Routing the Network into the TUN would take over this node's own traffic: refused, with every reason. */
+export class NetworkConflictError extends Error {
+  override name = 'NetworkConflictError';
+}
+
+function parseRouteDst(dst: string): Cidr {
+  if (dst === 'default') return makeCidr(0, 0);
+  const [addr, len] = dst.split('/');
+  return makeCidr(parseIPv4(addr), len === undefined ? 32 : Number(len));
+}
+
+/** This node's IPv4 addresses, as `ip -j -4 addr` reports them. */
+export async function hostAddresses(): Promise<HostAddress[]> {
+  const links = JSON.parse(await ip(['-j', '-4', 'addr', 'show'])) as { ifname: string; addr_info?: { family: string; local: string }[] }[];
+  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => ({ address: parseIPv4(a.local), dev: l.ifname })));
+}
+
+/** This node's IPv4 routes of the main table, as `ip -j -4 route` reports them. */
+export async function hostRoutes(filter: string[] = []): Promise<HostRoute[]> {
+  const routes = JSON.parse(await ip(['-j', '-4', 'route', 'show', 'table', 'main', ...filter])) as { dst: string; dev?: string; gateway?: string; type?: string }[];
+  const out: HostRoute[] = [];
+  for (const r of routes) {
+    let dst: Cidr;
+    try {
+      dst = parseRouteDst(r.dst);
+    } catch {
+      continue; // nothing IPv4 to compare
+    }
+    const text = [r.type && r.type !== 'unicast' ? r.type : '', r.dst, r.gateway ? `via ${r.gateway}` : '', r.dev ? `dev ${r.dev}` : ''].filter((w) => w !== '').join(' ');
+    out.push({ dst, dev: r.dev, gateway: r.gateway ? parseIPv4(r.gateway) : undefined, text });
+  }
+  return out;
+}
+
+/** Throws NetworkConflictError when the Network would cover this node's addresses, routes or gateways. */
+export async function checkNetworkFitsHost(a: Pick<TunAddressing, 'tunName' | 'subnet' | 'network'> & { publicIp: number }): Promise<void> {
+  const problems = networkConflicts(a.network, a.subnet, {
+    tunName: a.tunName,
+    publicIp: a.publicIp,
+    addresses: await hostAddresses(),
+    routes: await hostRoutes(),
+  });
+  if (problems.length > 0) {
+    throw new NetworkConflictError(
+      `refusing to route the pod network into ${a.tunName}, it would take this node off its network: ${problems.join('; ')}. ` +
+        'Fix the Network in the network config (or FLANNEL_NETWORK in the subnet file).',
+    );
+  }
 }
 
 export async function configureTun(a: TunAddressing, log: (line: string) => void): Promise<void> {
   await disableIpv6(a.tunName, log);
   for (const args of tunCommands(a)) {
+    if (args[0] === 'route') {
+      // Never replace a route another device holds (a race since checkNetworkFitsHost, or a prefix route it did not see).
+      const network = formatCidr(a.network);
+      const holders = (await hostRoutes(['exact', network])).filter((r) => r.dev !== a.tunName);
+      if (holders.length > 0) throw new NetworkConflictError(`refusing to replace the route "${holders[0].text}": flannel-udp did not create it`);
+    }
     log(`ip ${args.join(' ')}`);
     await ip(args);
   }

@@ -1,13 +1,26 @@
 // `flannel-udp stats` and `flannel-udp trace`: clients of a running agent's
 // control socket (control-socket.ts). They run in the agent's network
 // namespace, as root, like any tool that looks at a node's network.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CommandLineError, parseFlags, renderFlagHelp, type FlagGroup } from '../cli-flags.js';
 import { controlRequest, controlSocketPath, type TraceDone } from './control-socket.js';
 import type { AgentStats } from './metrics.js';
 import { renderStats } from './stats-render.js';
 import { DEFAULT_TRACE_LIMIT, traceEventFromJson, traceEventToJson } from './trace-event.js';
 import { compileTraceFilter, TRACE_FILTER_HELP } from './trace-filter.js';
 import { renderTraceEvent } from './trace-render.js';
+
+export const STATS_FLAGS: readonly FlagGroup[] = [
+  {
+    title: '',
+    flags: [
+      { name: 'tun', type: 'string', value: 'NAME', default: 'flannel0', help: "the agent's TUN device" },
+      { name: 'watch', type: 'optional', value: 'SECONDS', help: 'refresh every SECONDS (default 2) until Ctrl-C, with a per-second column' },
+      { name: 'json', type: 'boolean', help: "print the agent's answer as one JSON line (AgentStats)" },
+      { name: 'socket', type: 'string', value: 'PATH', default: '/run/flannel-udp/<tun>.sock', help: 'the control socket' },
+      { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
+    ],
+  },
+];
 
 export const STATS_HELP = `Usage: flannel-udp stats [--tun NAME] [--watch [SECONDS]] [--json] [--socket PATH]
 
@@ -16,12 +29,21 @@ counters and prints, per worker and in total: packets and bytes each way,
 batches and packets per batch, syscalls per packet (each one a user/kernel
 crossing), drops by reason, pool slots, heap, restarts; then the lease table.
 
-  --tun NAME         the agent's TUN device [default: flannel0]
-  --watch [SECONDS]  refresh every SECONDS [default: 2] until Ctrl-C, with a
-                     per-second column
-  --json             print the agent's answer as one JSON line (AgentStats)
-  --socket PATH      the control socket [default: /run/flannel-udp/<tun>.sock]
-`;
+${renderFlagHelp(STATS_FLAGS)}`;
+
+export const TRACE_FLAGS: readonly FlagGroup[] = [
+  {
+    title: '',
+    flags: [
+      { name: 'tun', type: 'string', value: 'NAME', default: 'flannel0', help: "the agent's TUN device" },
+      { name: 'filter', type: 'string', value: 'EXPR', help: TRACE_FILTER_HELP },
+      { name: 'limit', type: 'string', value: 'N', default: String(DEFAULT_TRACE_LIMIT), help: 'packets to follow' },
+      { name: 'json', type: 'boolean', help: 'one JSON line per event (headerBytes in hex) instead of drawings' },
+      { name: 'socket', type: 'string', value: 'PATH', default: '/run/flannel-udp/<tun>.sock', help: 'the control socket' },
+      { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
+    ],
+  },
+];
 
 export const TRACE_HELP = `Usage: flannel-udp trace [--tun NAME] [--filter EXPR] [--limit N] [--json] [--socket PATH]
 
@@ -30,26 +52,9 @@ packets pass, as they pass them: which syscall carried the packet across the
 user/kernel boundary and which way, and the layers of the packet at that
 point with their field values. Ends after N packets or on Ctrl-C.
 
-  --tun NAME       the agent's TUN device [default: flannel0]
-  --filter EXPR    ${TRACE_FILTER_HELP.split('\n').join('\n                   ')}
-  --limit N        packets to follow [default: ${DEFAULT_TRACE_LIMIT}]
-  --json           one JSON line per event (headerBytes in hex) instead of drawings
-  --socket PATH    the control socket [default: /run/flannel-udp/<tun>.sock]
-`;
+${renderFlagHelp(TRACE_FLAGS)}`;
 
-/** A bad flag: the CLI prints it and exits 2. */
-export class CommandLineError extends Error {
-  override name = 'CommandLineError';
-}
-
-/** parseArgs, its errors (unknown flag, missing value) turned into one clear line. */
-function parseFlags<T extends ParseArgsConfig['options']>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false });
-  } catch (err) {
-    throw new CommandLineError((err as Error).message);
-  }
-}
+export { CommandLineError };
 
 function useColor(stream: NodeJS.WriteStream): boolean {
   return stream.isTTY === true && process.env.NO_COLOR === undefined && process.env.TERM !== 'dumb';
@@ -102,18 +107,12 @@ export async function fetchStats(path: string, signal?: AbortSignal): Promise<Ag
 }
 
 export async function statsCommand(argv: string[]): Promise<void> {
-  // --watch takes an optional value, which parseArgs cannot express.
-  const args = [...argv];
+  const values = parseFlags('stats', argv, STATS_FLAGS) as { tun?: string; watch?: string; json?: boolean; socket?: string; help?: boolean };
   let watchS: number | undefined;
-  const w = args.indexOf('--watch');
-  if (w >= 0) {
-    const next = args[w + 1];
-    const takesValue = next !== undefined && /^[0-9]+(\.[0-9]+)?$/.test(next);
-    watchS = takesValue ? Number(next) : 2;
-    if (!(watchS > 0)) throw new CommandLineError(`--watch: "${next}" is not a positive number of seconds`);
-    args.splice(w, takesValue ? 2 : 1);
+  if (values.watch !== undefined) {
+    watchS = values.watch === '' ? 2 : Number(values.watch);
+    if (!(watchS > 0)) throw new CommandLineError(`--watch: "${values.watch}" is not a positive number of seconds`);
   }
-  const { values } = parseFlags(args, { tun: { type: 'string' }, json: { type: 'boolean' }, socket: { type: 'string' }, help: { type: 'boolean', short: 'h' } });
   if (values.help) return write(STATS_HELP);
   const path = values.socket ?? controlSocketPath(values.tun ?? 'flannel0');
   const color = useColor(process.stdout);
@@ -141,14 +140,7 @@ export async function statsCommand(argv: string[]): Promise<void> {
 }
 
 export async function traceCommand(argv: string[]): Promise<void> {
-  const { values } = parseFlags(argv, {
-    tun: { type: 'string' },
-    filter: { type: 'string' },
-    limit: { type: 'string' },
-    json: { type: 'boolean' },
-    socket: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const values = parseFlags('trace', argv, TRACE_FLAGS) as { tun?: string; filter?: string; limit?: string; json?: boolean; socket?: string; help?: boolean };
   if (values.help) return write(TRACE_HELP);
   const filter = values.filter ?? '';
   compileTraceFilter(filter); // a bad expression is reported here, with its position, before connecting

@@ -22,6 +22,7 @@ import { dirname, join } from 'node:path';
 import type { AgentStats } from './metrics.js';
 import { DEFAULT_TRACE_LIMIT, TERMINAL_STAGES, traceEventToJson, type TraceEvent } from './trace-event.js';
 import { compileTraceFilter } from './trace-filter.js';
+import { CONTROL_LIMITS, limitConnections } from './connection-limits.js';
 
 export const CONTROL_SOCKET_DIR = '/run/flannel-udp';
 /** After the last admitted packet, how long to wait for its remaining stages before ending the stream. */
@@ -195,7 +196,11 @@ export async function startControlServer(
           continue;
         }
         stopTrace = handleRequest(socket, line);
-        if (stopTrace) stops.add(stopTrace);
+        if (stopTrace) {
+          stops.add(stopTrace);
+          // A trace waiting for matching packets is quiet but not idle.
+          socket.setTimeout(0);
+        }
       }
     });
   });
@@ -311,6 +316,8 @@ export async function startControlServer(
       resolve();
     });
   });
+  // Also the server's error listener from now on: an accept failure (EMFILE) is logged, not thrown.
+  limitConnections(server, 'control socket', CONTROL_LIMITS, log);
   chmodSync(path, 0o600);
   const ino = lstatSync(path).ino;
   log(`control socket ${path}`);

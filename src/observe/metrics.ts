@@ -7,7 +7,9 @@
 // counters, one label per dimension (worker, direction, syscall, reason).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { HEALTH_LIMITS, limitConnections } from './connection-limits.js';
 import { dropReasonNames } from '../encap/drop-reasons.js';
+import { LEASE_REJECT_REASONS } from '../control/lease-sanity.js';
 import type { WorkerStatsSnapshot } from '../dataplane/worker-stats.js';
 
 /** What the agent reports about itself: the stats command's answer, /metrics' source. */
@@ -20,6 +22,10 @@ export interface AgentStats {
   workers: WorkerStatsSnapshot[];
   /** The lease table, one "key -> public IP" per lease (agent.ts describeLease). */
   leases: string[];
+  /** Leases the sense checks leave out now (lease-sanity.ts), one "key: reason: detail" each. */
+  rejectedLeases?: string[];
+  /** Rejections so far, by reason (LeaseRejectReason). */
+  leaseRejections?: Record<string, number>;
 }
 
 // --- the batch-size histogram: bounds here, counters in the worker ---------
@@ -270,6 +276,9 @@ export function renderMetrics(stats: AgentStats): string {
   sample(family('flannel_udp_info', 'gauge', 'The agent: its node and backend (always 1).'), '', { node: stats.node, backend: stats.backend }, 1);
   sample(family('flannel_udp_ready', 'gauge', 'The data plane is up and the leases are loaded (1) or not (0).'), '', {}, stats.ready ? 1 : 0);
   sample(family('flannel_udp_leases', 'gauge', 'Peer leases in the lease table.'), '', {}, stats.leases.length);
+  sample(family('flannel_udp_leases_rejected', 'gauge', 'Leases left out of the lease table by the sense checks now.'), '', {}, stats.rejectedLeases?.length ?? 0);
+  const rejections = family('flannel_udp_lease_rejections_total', 'counter', 'Leases rejected by the sense checks (a bad PublicIP or subnet), by reason.');
+  for (const reason of LEASE_REJECT_REASONS) sample(rejections, '', { reason }, stats.leaseRejections?.[reason] ?? 0);
   sample(family('flannel_udp_workers', 'gauge', 'Worker threads (one per TUN queue).'), '', {}, stats.workers.length);
 
   const mapped = new Set<string>(BATCH_SIZE_COUNTERS);
@@ -329,6 +338,10 @@ export function renderMetrics(stats: AgentStats): string {
 // --- the HTTP server -------------------------------------------------------
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+/** All of a request's headers must arrive within this. */
+export const HEADERS_TIMEOUT_MS = 5_000;
+/** The whole request must arrive within this. */
+export const REQUEST_TIMEOUT_MS = 10_000;
 
 export interface HealthServerOptions {
   /** Address to listen on (flanneld's --healthz-ip, default 0.0.0.0). */
@@ -371,7 +384,11 @@ export function startHealthServer(opts: HealthServerOptions): Promise<HealthServ
       if (!res.headersSent) send(500, 'text/plain; charset=utf-8', 'internal error\n');
     }
   };
-  const server: Server = createServer(handle);
+  // A request must be complete within these, or its connection is closed (slow or stalled clients hold descriptors).
+  const server: Server = createServer(
+    { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: 5_000, connectionsCheckingInterval: 1_000 },
+    handle,
+  );
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       reject(new Error(`healthz: cannot listen on ${opts.ip}:${opts.port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`));
@@ -379,7 +396,7 @@ export function startHealthServer(opts: HealthServerOptions): Promise<HealthServ
     server.once('error', onError);
     server.listen(opts.port, opts.ip, () => {
       server.off('error', onError);
-      server.on('error', (err) => opts.log(`healthz: ${err.message}`));
+      limitConnections(server, 'healthz', HEALTH_LIMITS, opts.log);
       const addr = server.address() as AddressInfo;
       opts.log(`healthz: serving /healthz, /readyz and /metrics on http://${addr.address}:${addr.port}`);
       resolve({

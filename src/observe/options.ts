@@ -6,6 +6,7 @@ import { parseIPv4 } from '../control/ipv4-address.js';
 import { compileTraceFilter } from './trace-filter.js';
 import { controlSocketPath } from './control-socket.js';
 import { DEFAULT_TRACE_LIMIT } from './trace-event.js';
+import type { FlagSpec } from '../cli-flags.js';
 
 export interface ObserveOptions {
   /** --trace: trace packets from the start, rendered to the agent's log (stderr). */
@@ -36,39 +37,24 @@ export const DEFAULT_CAPTURE_ROTATE_MB = 64;
 export const DEFAULT_CAPTURE_FILES = 4;
 export const DEFAULT_HEALTHZ_IP = '0.0.0.0';
 
-/** The `up` flags this module reads, as node:util parseArgs declares them. */
-export const OBSERVE_FLAGS = {
-  trace: { type: 'boolean' },
-  'trace-filter': { type: 'string' },
-  'trace-limit': { type: 'string' },
-  'trace-rate': { type: 'string' },
-  capture: { type: 'string' },
-  'capture-rotate-mb': { type: 'string' },
-  'healthz-ip': { type: 'string' },
-  'healthz-port': { type: 'string' },
-  'control-socket': { type: 'string' },
-} as const;
-
-/** For `up --help`. */
-export const OBSERVE_HELP = `Observability options for up:
-  --trace              trace packets from the start: every stage of each traced
-                       packet, drawn layer by layer on stderr (see flannel-udp trace)
-  --trace-filter EXPR  which packets: a tcpdump-style expression (icmp, tcp, udp,
-                       [src|dst] host A, [src|dst] net A/N, [tcp|udp] [src|dst]
-                       port N, and/or/not, parentheses) [default: all]
-  --trace-limit N      packets to trace in all, 0 = no limit [default: ${DEFAULT_TRACE_LIMIT}]
-  --trace-rate N       packets to trace per second at most, 0 = no limit [default: ${DEFAULT_TRACE_RATE}]
-  --capture DIR        write pcap files of every packet crossing the TUN and the
-                       UDP socket: DIR/{tun-in,tun-out,udp-out,udp-in}-w<worker>.pcap
-                       (tun-*: raw IPv4; udp-*: Ethernet + outer IPv4 + UDP as sent)
-  --capture-rotate-mb N  start a new file after N MiB, keeping ${DEFAULT_CAPTURE_FILES} per
-                       capture point (x.pcap, x.1.pcap, …) [default: ${DEFAULT_CAPTURE_ROTATE_MB}]
-  --healthz-ip IP      address of the health server [default: ${DEFAULT_HEALTHZ_IP}]
-  --healthz-port N     serve /healthz, /readyz and /metrics (Prometheus) on this
-                       port; 0 = off [default: 0]
-  --control-socket PATH  where \`flannel-udp stats\` and \`trace\` reach the agent, or
-                       off [default: /run/flannel-udp/<tun>.sock]
-`;
+/** The `up` flags this module reads, as a table of cli-flags.ts (the parser and --help come from it). */
+export const OBSERVE_FLAGS: readonly FlagSpec[] = [
+  { name: 'trace', type: 'boolean',
+    help: 'trace packets from the start: every stage of each traced packet, drawn layer by layer on stderr (see flannel-udp trace)' },
+  { name: 'trace-filter', type: 'string', value: 'EXPR', default: 'all',
+    help: 'which packets: a tcpdump-style expression (icmp, tcp, udp, [src|dst] host A, [src|dst] net A/N, [tcp|udp] [src|dst] port N, and/or/not, parentheses)' },
+  { name: 'trace-limit', type: 'string', value: 'N', default: String(DEFAULT_TRACE_LIMIT), help: 'packets to trace in all, 0 = no limit' },
+  { name: 'trace-rate', type: 'string', value: 'N', default: String(DEFAULT_TRACE_RATE), help: 'packets to trace per second at most, 0 = no limit' },
+  { name: 'capture', type: 'string', value: 'DIR',
+    help: 'write pcap files of every packet crossing the TUN and the UDP socket: DIR/{tun-in,tun-out,udp-out,udp-in}-w<worker>.pcap (tun-*: raw IPv4; udp-*: Ethernet + outer IPv4 + UDP as sent)' },
+  { name: 'capture-rotate-mb', type: 'string', value: 'N', default: String(DEFAULT_CAPTURE_ROTATE_MB),
+    help: `start a new file after N MiB, keeping ${DEFAULT_CAPTURE_FILES} per capture point (x.pcap, x.1.pcap, …)` },
+  { name: 'healthz-ip', type: 'string', value: 'IP', default: DEFAULT_HEALTHZ_IP, help: 'address of the health server' },
+  { name: 'healthz-port', type: 'string', value: 'N', default: '0',
+    help: 'serve /healthz, /readyz and /metrics (Prometheus) on this port; 0 = off' },
+  { name: 'control-socket', type: 'string', value: 'PATH', default: '/run/flannel-udp/<tun>.sock',
+    help: 'where `flannel-udp stats` and `trace` reach the agent, or off' },
+];
 
 export interface ObserveFlagValues {
   trace?: boolean;

@@ -143,6 +143,7 @@ export function renderStats(stats: AgentStats, opts: StatsRenderOptions = {}): s
     '',
     paint('1', `leases (${stats.leases.length})`),
     ...(stats.leases.length ? stats.leases.map((l) => `  ${l}`) : ['  none']),
+    ...(stats.rejectedLeases?.length ? ['', paint('31', `rejected leases (${stats.rejectedLeases.length})`), ...stats.rejectedLeases.map((l) => `  ${l}`)] : []),
   ];
   return out.join('\n') + '\n';
 }

@@ -69,7 +69,6 @@ test('parseLeaseAttrs validates flannel lease JSON', () => {
     [{ PublicIP: '192.0.2.2' }, 'BackendType', /BackendType: missing/],
     [{ PublicIP: '192.0.2.2', BackendType: 7 }, 'BackendType', /non-empty string/],
     [{ PublicIp: '192.0.2.2', BackendType: 'udp' }, 'PublicIp', /did you mean PublicIP\?/],
-    [{ PublicIP: '192.0.2.2', BackendType: 'udp', Extra: 1 }, 'Extra', /unknown attribute/],
     [{ PublicIP: '192.0.2.2', BackendType: 'udp', PublicIPv6: 5 }, 'PublicIPv6', /null or a string/],
     ['192.0.2.2', '', /must be a JSON object/],
     [null, '', /must be a JSON object/],

@@ -1,0 +1,80 @@
+// The sense checks every lease passes on its way to the lease table (issue
+// 15, defect 3): each bad PublicIP and subnet is rejected with its key and
+// reason, and the good leases stay.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeCidr, parseCidr, parseIPv4 } from '../../src/control/ipv4-address.js';
+import { parseLeaseAttrs, type Lease } from '../../src/control/lease.js';
+import { checkLeases, LEASE_REJECT_REASONS, localAddresses } from '../../src/control/lease-sanity.js';
+
+const cidr = (t: string) => {
+  const c = parseCidr(t);
+  return makeCidr(c.network, c.prefixLength);
+};
+const ctx = { network: cidr('10.244.0.0/16'), ownSubnet: cidr('10.244.1.0/24'), ownAddresses: [parseIPv4('192.0.2.1'), parseIPv4('127.0.0.1')] };
+const lease = (key: string, publicIp: string): Lease => parseLeaseAttrs(key, { PublicIP: publicIp, BackendType: 'udp' });
+
+test('every bad PublicIP is rejected with its reason; the good lease stays', () => {
+  const cases: [string, string][] = [
+    ['0.0.0.0', 'public-ip-unspecified'],
+    ['127.0.0.1', 'public-ip-loopback'],
+    ['127.9.9.9', 'public-ip-loopback'],
+    ['224.0.0.1', 'public-ip-multicast'],
+    ['239.255.255.250', 'public-ip-multicast'],
+    ['255.255.255.255', 'public-ip-broadcast'],
+    ['240.0.0.1', 'public-ip-reserved'],
+    ['192.0.2.1', 'public-ip-own'],
+    ['10.244.7.7', 'public-ip-in-network'],
+  ];
+  const leases = cases.map(([ip], i) => lease(`10.244.${10 + i}.0-24`, ip));
+  const good = lease('10.244.2.0-24', '192.0.2.2');
+  const { accepted, rejected } = checkLeases([...leases, good], ctx);
+  assert.equal(accepted, [good]);
+  assert.equal(rejected.map((r) => [r.key, r.reason]), cases.map(([, reason], i) => [`10.244.${10 + i}.0-24`, reason]));
+  for (const r of rejected) assert.match(r.detail, /PublicIP/);
+});
+
+test('subnets outside the network, covering it, or overlapping the own subnet are rejected', () => {
+  const { accepted, rejected } = checkLeases(
+    [lease('10.245.2.0-24', '192.0.2.3'), lease('10.244.0.0-16', '192.0.2.4'), lease('10.0.0.0-8', '192.0.2.5'), lease('10.244.1.128-25', '192.0.2.6'), lease('10.244.3.0-24', '192.0.2.7')],
+    ctx,
+  );
+  assert.equal(accepted.map((l) => l.key), ['10.244.3.0-24']);
+  assert.equal(rejected.map((r) => [r.key, r.reason]), [
+    ['10.245.2.0-24', 'subnet-outside-network'],
+    ['10.244.0.0-16', 'subnet-covers-network'],
+    ['10.0.0.0-8', 'subnet-outside-network'],
+    ['10.244.1.128-25', 'subnet-overlaps-own'],
+  ]);
+});
+
+test('overlapping leases: the wider one goes, nested ones included, the others stay', () => {
+  const a = lease('10.244.128.0-17', '192.0.2.10'); // holds b, c and d
+  const b = lease('10.244.144.0-20', '192.0.2.11'); // holds c
+  const c = lease('10.244.145.0-24', '192.0.2.12');
+  const d = lease('10.244.160.0-24', '192.0.2.13');
+  const e = lease('10.244.2.0-24', '192.0.2.14');
+  const { accepted, rejected } = checkLeases([e, d, c, b, a], ctx);
+  assert.equal(accepted.map((l) => l.key).sort(), ['10.244.145.0-24', '10.244.160.0-24', '10.244.2.0-24']);
+  assert.equal(rejected.map((r) => [r.key, r.reason]).sort(), [['10.244.128.0-17', 'subnet-overlaps-lease'], ['10.244.144.0-20', 'subnet-overlaps-lease']]);
+  assert.match(rejected.find((r) => r.key === '10.244.144.0-20')!.detail, /overlaps lease 10\.244\.145\.0-24/);
+});
+
+test('unknown lease attributes are accepted and named; a case-variant of a known one is still refused', () => {
+  const l = parseLeaseAttrs('10.244.2.0-24', { PublicIP: '192.0.2.2', BackendType: 'udp', FutureField: { x: 1 }, Another: 2 });
+  assert.equal(l.unknownFields, ['FutureField', 'Another']);
+  assert.is(parseLeaseAttrs('10.244.2.0-24', { PublicIP: '192.0.2.2', BackendType: 'udp' }).unknownFields, undefined);
+  assert.throws(() => parseLeaseAttrs('10.244.2.0-24', { PublicIp: '192.0.2.2', BackendType: 'udp' }), /did you mean PublicIP/);
+  // strict types where we use the field
+  assert.throws(() => parseLeaseAttrs('10.244.2.0-24', { PublicIP: 5, BackendType: 'udp', New: 1 }), /must be a string/);
+});
+
+test('the reasons are all distinct metric labels; local addresses are read from networkInterfaces', () => {
+  assert.is(new Set(LEASE_REJECT_REASONS).size, LEASE_REJECT_REASONS.length);
+  assert.equal(localAddresses({ lo: [{ family: 'IPv4', address: '127.0.0.1' }, { family: 'IPv6', address: '::1' }], eth0: [{ family: 4, address: '192.0.2.9' }] }), [
+    parseIPv4('127.0.0.1'),
+    parseIPv4('192.0.2.9'),
+  ]);
+});
+
+test.run();
