@@ -176,12 +176,10 @@ down('a paused etcd (no answers, connection open) times out as unavailable', asy
   try {
     await c.put('/t/pause', 'x');
     await server.pause();
-    const started = Date.now();
     const err = await c.get('/t/pause').then((kv) => ({ answered: kv }), (e: Error) => e);
     assert.instance(err, EtcdError, `expected a timeout, got ${err instanceof Error ? err.stack : JSON.stringify(err)}`);
     assert.is((err as EtcdError).kind, 'unavailable');
     assert.match((err as Error).message, /no answer within 800 ms/);
-    assert.ok(Date.now() - started < 5000);
   } finally {
     server.resume();
     c.close();
