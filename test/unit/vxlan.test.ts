@@ -11,26 +11,15 @@ import { validateIPv4, ipv4Source, ipv4Destination, ipv4Protocol, ipv4Ttl, ipv4T
 import { buildOuterIPv4Udp, parseOuterIPv4Udp, createOuterUdpFields } from '../../src/encap/udp-frame.js';
 import { onesComplementSumNaive } from '../../src/encap/checksum.js';
 import { formatIPv4 } from '../../src/control/ipv4-address.js';
+import { vxlanSeedPacket } from '../support/packet-fixtures.js';
 
 const require = createRequire(import.meta.url);
 const pcapParser = require('pcap-parser') as {
   parse(path: string): { on(event: 'packet', fn: (p: { data: Buffer }) => void): void; on(event: 'end' | 'error', fn: (e?: Error) => void): void };
 };
 
-/** The outer IPv4 datagram of shared/seeds/002_c556b7dab48906ed.txt (tcpdump -X on ens33), verbatim. */
-const SEED_HEX = `
-4500 0086 528a 0000 4011 c78a c0a8 6f80 c0a8 6f81 ec98 2118 0072 60d6 0800 0000
-0000 0100 3a87 cf81 6ace ce5f f673 cfb9 0800 4500 0054 3bc0 4000 3f01 e8e1 0af4
-0013 0af4 010d 0800 2e59 0014 002f 788e 50d5 0000 0000 0000 0000 0000 0000 0000
-0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000
-0000 0000 0000`;
-
-function hex(text: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(text.replace(/\s+/g, ''), 'hex'));
-}
-
 test('the seed packet: what the outer parser and the VXLAN decoder return for it', () => {
-  const seed = hex(SEED_HEX);
+  const seed = vxlanSeedPacket();
   assert.is(seed.length, 134);
   const outer = createOuterUdpFields();
   // Its UDP checksum was left for the NIC when tcpdump saw it ("bad udp cksum 0x60d6 -> 0x76a1"):
@@ -70,7 +59,7 @@ test('the seed packet: what the outer parser and the VXLAN decoder return for it
 
 test('the decoder refuses what a VTEP must not deliver, each with its reason', () => {
   const vtep = new VxlanEncapsulation(1, parseMac('3a:87:cf:81:6a:ce'));
-  const base = hex(SEED_HEX);
+  const base = vxlanSeedPacket();
   const cases: Array<[string, (p: Uint8Array) => void, number]> = [
     ['I flag clear', (p) => (p[28] = 0), DropReason.VxlanBadFlags],
     ['another VNI', (p) => (p[34] = 2), DropReason.VxlanWrongVni],
