@@ -68,8 +68,11 @@ test('PacketPool slots are aligned, disjoint and keep their headroom', () => {
 });
 
 test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () => {
-  const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_311, bufferBytes: 1 << 20, gro: false }).fd;
-  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_312, bufferBytes: 1 << 20, gro: false }).fd;
+  // Kernel-chosen ports: these sockets use SO_REUSEPORT, so a fixed port could share datagrams with another run.
+  const rxSocket = openUdpSocket({ bindAddress: LOOPBACK, port: 0, bufferBytes: 1 << 20, gro: false });
+  const txSocket = openUdpSocket({ bindAddress: LOOPBACK, port: 0, bufferBytes: 1 << 20, gro: false });
+  const receiver = rxSocket.fd;
+  const sender = txSocket.fd;
   try {
     const pool = new PacketPool(16, 2048, 0);
     const tx = new MessageBatch(pool, 0, 8);
@@ -79,7 +82,7 @@ test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () =>
       const length = 100 + i * 37;
       for (let b = 0; b < length; b++) pool.bytes[off + b] = (i * 31 + b) & 0xff;
       tx.setBuffer(i, off, length);
-      tx.setDestination(i, LOOPBACK, 47_311);
+      tx.setDestination(i, LOOPBACK, rxSocket.port);
     }
     assert.is(libc.sendmmsg(sender, tx.address, 5, 0), 5);
     for (let i = 0; i < 5; i++) assert.is(tx.messageLength(i), 100 + i * 37);
@@ -92,7 +95,7 @@ test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () =>
       const length = rx.messageLength(i);
       assert.is(length, 100 + i * 37);
       assert.is(rx.sourceAddress(i), LOOPBACK);
-      assert.is(rx.sourcePort(i), 47_312);
+      assert.is(rx.sourcePort(i), txSocket.port);
       assert.is(rx.messageFlags(i) & libc.MSG_TRUNC, 0);
       for (let b = 0; b < length; b++) {
         if (pool.bytes[off + b] !== ((i * 31 + b) & 0xff)) assert.unreachable(`datagram ${i} byte ${b} differs`);
@@ -108,13 +111,14 @@ test('sendmmsg and recvmmsg move a batch of datagrams between pool slots', () =>
 });
 
 test('a datagram larger than the slot is flagged MSG_TRUNC, not silently cut', () => {
-  const receiver = openUdpSocket({ bindAddress: LOOPBACK, port: 47_313, bufferBytes: 1 << 20, gro: false }).fd;
-  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 47_314, bufferBytes: 1 << 20, gro: false }).fd;
+  const rxSocket = openUdpSocket({ bindAddress: LOOPBACK, port: 0, bufferBytes: 1 << 20, gro: false });
+  const receiver = rxSocket.fd;
+  const sender = openUdpSocket({ bindAddress: LOOPBACK, port: 0, bufferBytes: 1 << 20, gro: false }).fd;
   try {
     const big = new PacketPool(1, 4000, 0);
     const tx = new MessageBatch(big, 0, 1);
     tx.setBuffer(0, big.packetOffsets[0], 3000);
-    tx.setDestination(0, LOOPBACK, 47_313);
+    tx.setDestination(0, LOOPBACK, rxSocket.port);
     assert.is(libc.sendmmsg(sender, tx.address, 1, 0), 1);
     const small = new PacketPool(1, 1000, 0);
     const rx = new MessageBatch(small, 0, 1);
@@ -127,8 +131,9 @@ test('a datagram larger than the slot is flagged MSG_TRUNC, not silently cut', (
 });
 
 test('two sockets share a port with SO_REUSEPORT (one per worker), the kernel spreads flows over both; without it, bind fails', async () => {
-  const port = 47_315;
-  const a = openUdpSocket({ bindAddress: LOOPBACK, port, bufferBytes: 1 << 20, gro: false });
+  // The first on a kernel-chosen port (a fixed one could join another run's group), the second on the same.
+  const a = openUdpSocket({ bindAddress: LOOPBACK, port: 0, bufferBytes: 1 << 20, gro: false });
+  const port = a.port;
   const b = openUdpSocket({ bindAddress: LOOPBACK, port, bufferBytes: 1 << 20, gro: false });
   const plain = libc.socket(libc.AF_INET, libc.SOCK_DGRAM | libc.SOCK_CLOEXEC, 0);
   const senders: Socket[] = [];
