@@ -5,7 +5,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-packages=(iproute2 iperf3 sockperf python3 iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl)
+# g++, make and python3: node-gyp builds raw-socket (a test-only dependency) during npm ci.
+packages=(iproute2 iperf3 sockperf iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl g++ make python3)
 
 say() { printf 'setup: %s\n' "$*"; }
 

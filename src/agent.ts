@@ -24,7 +24,6 @@ import { VXLAN_OVERHEAD, VXLAN_DEFAULT_PORT, formatMac, parseMac } from './encap
 import { backendVni } from './control/network-config.js';
 import { vtepMacOf } from './control/lease-table.js';
 import { createHash } from 'node:crypto';
-import type { WorkerStatsSnapshot } from './dataplane/worker-stats.js';
 
 export const UDP_ENCAP_OVERHEAD = 28; // outer IPv4 (20) + UDP (8)
 export type Backend = 'udp' | 'vxlan';

@@ -96,11 +96,6 @@ export class EtcdLeaseSource implements LeaseSource {
     await this.loop;
   }
 
-  /** The current set, own lease included, for logs and tests. */
-  allLeases(): Lease[] {
-    return [...this.leases.values()];
-  }
-
   /** Reads every lease; replaces the set; returns the revision read at. */
   private async resync(): Promise<number> {
     const { kvs, revision } = await this.client.range(this.subnetsPrefix, { prefix: true });

@@ -28,7 +28,6 @@ import { chooseSubnet, isSubnetCompatible, isSubnetTaken } from './subnet-alloca
 import { readSubnetFile, type SubnetConfig, writeSubnetFileAtomic } from './subnet-file.js';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
-export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379'; // flanneld's
 /** flannel's subnetTTL */
 export const LEASE_TTL_SECONDS = 24 * 60 * 60;
 /** flannel's raceRetries */
@@ -311,10 +310,6 @@ export class EtcdSubnetManager {
       onOwnLeaseLost: (why) => this.fatal(`${why}; stopping, as flanneld does (a restart acquires a lease again)`),
     });
     return this.source;
-  }
-
-  currentLease(): OwnLease | undefined {
-    return this.lease;
   }
 
   /** Stops renewing and closes the connection. The lease stays in etcd, so a restart gets the same subnet back. */

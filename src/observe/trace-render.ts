@@ -325,7 +325,6 @@ const ANSI = {
   green: '\x1b[32m',
   yellow: '\x1b[33m',
   cyan: '\x1b[36m',
-  magenta: '\x1b[35m',
 };
 
 const LAYERS_CAPTION: Record<TraceEvent['layers'], string> = {

@@ -83,6 +83,12 @@ export class Rng {
   }
 }
 
+/** Seeded floats in [0, 1) (Math.random's shape) from Rng, for property tests that want reproducible draws. */
+export function makeRandom(seed: number): () => number {
+  const rng = new Rng(seed);
+  return () => rng.u32() / 0x100000000;
+}
+
 /** A seed from the environment (decimal or 0x hex), else the fixed default, so failures reproduce. */
 export function seedFromEnv(name: string, fallback: number): number {
   const text = process.env[name];

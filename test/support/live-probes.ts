@@ -23,7 +23,7 @@ export interface StreamingTransfer {
 
 /**
  * pod `from` → pod `to` over TCP through the data plane: test/support's
- * tcp-sink in `to`, tcp-stream-source in `from`, sending until finish().
+ * tcp-sink in `to`, tcp-source --until-sigusr2 in `from`, sending until finish().
  */
 export async function startStreamingTransfer(cluster: Cluster, from: PodInfo, to: PodInfo, minBytes: number): Promise<StreamingTransfer> {
   const port = nextPort++;
@@ -32,7 +32,7 @@ export async function startStreamingTransfer(cluster: Cluster, from: PodInfo, to
   let source: CapturedChild | undefined;
   try {
     await waitForLine(sink, /^listening$/, 10_000);
-    source = cluster.spawn(from.ns, process.execPath, [join(supportDir, 'tcp-stream-source.js'), to.ip, String(port), String(minBytes)]);
+    source = cluster.spawn(from.ns, process.execPath, [join(supportDir, 'tcp-source.js'), to.ip, String(port), String(minBytes), '--until-sigusr2']);
   } catch (err) {
     await stopChild(sink, 'SIGKILL');
     throw err;

@@ -9,6 +9,8 @@ export type ProxyMode = 'pass' | 'reset' | 'blackhole';
 export class TcpProxy {
   private mode: ProxyMode = 'pass';
   private readonly pairs = new Set<[Socket, Socket]>();
+  /** Connections reset on arrival in 'reset' mode: a test waits on it to see the client retry. */
+  refused = 0;
 
   private constructor(
     private readonly server: Server,
@@ -45,6 +47,7 @@ export class TcpProxy {
 
   private accept(client: Socket, host: string): void {
     if (this.mode === 'reset') {
+      this.refused++;
       client.resetAndDestroy();
       return;
     }

@@ -7,16 +7,7 @@ import {
   onesComplementSumNaive,
   pseudoHeaderSum,
 } from '../../src/encap/checksum.js';
-
-// Seeded so a failure reproduces (mulberry32).
-function makeRandom(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { makeRandom } from '../support/fuzz-kit.js'; // seeded, so a failure reproduces
 
 function fillRandom(bytes: Uint8Array, random: () => number): void {
   for (let i = 0; i < bytes.length; i++) bytes[i] = (random() * 256) | 0;

@@ -24,15 +24,7 @@ import {
   nextIPv4Id,
   validateIPv4,
 } from '../../src/encap/ipv4.js';
-
-function makeRandom(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { makeRandom } from '../support/fuzz-kit.js'; // seeded, so a failure reproduces
 
 // 192.168.0.1 -> 192.168.0.199, UDP, total length 0x73, DF, TTL 64, checksum 0xb861.
 const EXAMPLE_HEADER = [

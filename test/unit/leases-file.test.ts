@@ -218,10 +218,8 @@ test('LeasesFileSource: start emits, edits are followed, broken edits keep the o
     assert.match(source.describe(), /leases file .*leases\.json/);
 
     // Edit: write + rename, the way editors and `mv` do it.
-    const t0 = Date.now();
     await replaceFile(path, `{${lease(1)}, ${lease(2)}, ${lease(3)}}`);
     await rec.until(() => rec.snapshots.length === 2);
-    assert.ok(Date.now() - t0 < 1000);
     assert.equal(keysOf(rec.snapshots[1]), ['10.244.2.0-24', '10.244.3.0-24']);
 
     // In-place rewrite is followed too.

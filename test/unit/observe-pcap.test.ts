@@ -3,7 +3,6 @@
 // buffering and size rotation. Every file lives in a temp dir removed at the end.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +24,7 @@ import { ICMP_ECHO_REQUEST, buildIcmpEcho } from '../../src/encap/icmp.js';
 import { createOuterUdpFields, parseOuterIPv4Udp } from '../../src/encap/udp-frame.js';
 import { DropReason } from '../../src/encap/drop-reasons.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
+import { runRequiredTool } from '../support/required-tool.js';
 
 const require = createRequire(import.meta.url);
 interface PcapPacket {
@@ -62,7 +62,7 @@ function readPcap(path: string): Promise<{ header: PcapGlobalHeader; packets: Pc
 
 /** tcpdump's reading of a file: one line per packet; throws if tcpdump fails. */
 function tcpdump(path: string, ...flags: string[]): string[] {
-  const out = execFileSync('tcpdump', ['-nn', ...flags, '-r', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = runRequiredTool('tcpdump', 'tcpdump', ['-nn', ...flags, '-r', path], { stdio: ['ignore', 'pipe', 'pipe'] });
   // One line per packet starts with its timestamp; decoders may add indented lines.
   return out.split('\n').filter((l) => /^\d\d:\d\d:\d\d\.\d{6} /.test(l));
 }

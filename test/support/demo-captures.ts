@@ -1,10 +1,10 @@
-// captures/demo/ read back with pcap-parser: the demo's packets are where the
-// data plane says they cross the user/kernel boundary, with the TTLs, outer
-// headers and ICMP error it should have written.
-import { test } from 'uvu';
+// What the capture of the demo traffic (src/testbed/capture-demo.ts) must
+// show, read back with pcap-parser: the packets are where the data plane says
+// they cross the user/kernel boundary, with the TTLs, outer headers and ICMP
+// error it should have written. Used on the committed captures/demo/ (unit)
+// and on captures made by a live run (integration).
 import * as assert from 'uvu/assert';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { validateIPv4, ipv4Source, ipv4Destination, ipv4Protocol, ipv4Ttl } from '../../src/encap/ipv4.js';
 import { parseOuterIPv4Udp, createOuterUdpFields } from '../../src/encap/udp-frame.js';
@@ -20,13 +20,11 @@ const pcapParser = require('pcap-parser') as {
   };
 };
 
-const DEMO = fileURLToPath(new URL('../../../captures/demo/', import.meta.url));
-
-function read(node: string, file: string): Promise<{ linkType: number; frames: Uint8Array[] }> {
+function read(dir: string, node: string, file: string): Promise<{ linkType: number; frames: Uint8Array[] }> {
   return new Promise((resolve, reject) => {
     let linkType = -1;
     const frames: Uint8Array[] = [];
-    const parser = pcapParser.parse(join(DEMO, node, file));
+    const parser = pcapParser.parse(join(dir, node, file));
     parser.on('globalHeader', (h) => (linkType = h.linkLayerType));
     parser.on('packet', (p) => frames.push(Uint8Array.from(p.data)));
     parser.on('end', () => resolve({ linkType, frames }));
@@ -55,47 +53,50 @@ const POD2 = '10.244.2.2';
 const ICMP = 1;
 const TCP = 6;
 
-test('each node has the four crossings, raw IPv4 on the TUN side and Ethernet on the UDP side', async () => {
+/** Each node has the four crossings, raw IPv4 on the TUN side and Ethernet on the UDP side. */
+export async function checkLinkTypes(dir: string): Promise<void> {
   for (const node of ['node1', 'node2']) {
-    assert.is((await read(node, 'tun-in-w0.pcap')).linkType, 101);
-    assert.is((await read(node, 'tun-out-w0.pcap')).linkType, 101);
-    assert.is((await read(node, 'udp-out-w0.pcap')).linkType, 1);
-    assert.is((await read(node, 'udp-in-w0.pcap')).linkType, 1);
+    assert.is((await read(dir, node, 'tun-in-w0.pcap')).linkType, 101);
+    assert.is((await read(dir, node, 'tun-out-w0.pcap')).linkType, 101);
+    assert.is((await read(dir, node, 'udp-out-w0.pcap')).linkType, 1);
+    assert.is((await read(dir, node, 'udp-in-w0.pcap')).linkType, 1);
   }
-});
+}
 
-test("the echo requests cross node 1's TUN with TTL 63, leave it as UDP with 62 and enter node 2's TUN with 61", async () => {
-  const tunIn1 = packets((await read('node1', 'tun-in-w0.pcap')).frames, false);
-  const udpOut1 = packets((await read('node1', 'udp-out-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2');
-  const udpIn2 = packets((await read('node2', 'udp-in-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2');
-  const tunOut2 = packets((await read('node2', 'tun-out-w0.pcap')).frames, false);
+/** The echo requests cross node 1's TUN with TTL 63, leave it as UDP with 62 and enter node 2's TUN with 61. */
+export async function checkEchoTtls(dir: string): Promise<void> {
+  const tunIn1 = packets((await read(dir, 'node1', 'tun-in-w0.pcap')).frames, false);
+  const udpOut1 = packets((await read(dir, 'node1', 'udp-out-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2');
+  const udpIn2 = packets((await read(dir, 'node2', 'udp-in-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2');
+  const tunOut2 = packets((await read(dir, 'node2', 'tun-out-w0.pcap')).frames, false);
   const pings = (ps: Array<[string, string, number, number]>) => ps.filter(([s, d, p]) => s === POD1 && d === POD2 && p === ICMP);
   assert.equal(pings(tunIn1), [[POD1, POD2, ICMP, 63], [POD1, POD2, ICMP, 63]]);
   assert.equal(pings(udpOut1), [[POD1, POD2, ICMP, 62], [POD1, POD2, ICMP, 62]]);
   assert.equal(pings(udpIn2), pings(udpOut1), 'node 2 received what node 1 sent');
   assert.equal(pings(tunOut2), [[POD1, POD2, ICMP, 61], [POD1, POD2, ICMP, 61]]);
   // The replies come back the same way.
-  const replies = packets((await read('node1', 'tun-out-w0.pcap')).frames, false).filter(([s, d, p]) => s === POD2 && d === POD1 && p === ICMP);
+  const replies = packets((await read(dir, 'node1', 'tun-out-w0.pcap')).frames, false).filter(([s, d, p]) => s === POD2 && d === POD1 && p === ICMP);
   assert.equal(replies, [[POD2, POD1, ICMP, 61], [POD2, POD1, ICMP, 61]]);
-});
+}
 
-test('the ping to a subnet with no lease is never sent; an ICMP net unreachable from that address goes back into the TUN', async () => {
-  const tunIn1 = (await read('node1', 'tun-in-w0.pcap')).frames;
+/** The ping to a subnet with no lease is never sent; an ICMP net unreachable from that address goes back into the TUN. */
+export async function checkNetUnreachable(dir: string): Promise<void> {
+  const tunIn1 = (await read(dir, 'node1', 'tun-in-w0.pcap')).frames;
   assert.ok(packets(tunIn1, false).some(([, d]) => d === '10.244.9.9'), 'pod 1 sent it');
-  const out = packets((await read('node1', 'udp-out-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2');
+  const out = packets((await read(dir, 'node1', 'udp-out-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2');
   assert.not.ok(out.some(([, d]) => d === '10.244.9.9'), 'never on the wire');
-  const tunOut1 = (await read('node1', 'tun-out-w0.pcap')).frames;
+  const tunOut1 = (await read(dir, 'node1', 'tun-out-w0.pcap')).frames;
   const unreachable = tunOut1.find((f) => formatIPv4(ipv4Source(f, 0)) === '10.244.9.9');
   assert.ok(unreachable, 'an ICMP error written back');
   assert.is(formatIPv4(ipv4Destination(unreachable!, 0)), POD1);
   assert.equal([unreachable![20], unreachable![21]], [3, 0], 'type 3 destination unreachable, code 0 net');
-});
+}
 
-test('the TCP exchange crosses both ways', async () => {
-  const tcpOut = packets((await read('node1', 'udp-out-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2').filter(([, , p]) => p === TCP);
-  const tcpIn = packets((await read('node1', 'udp-in-w0.pcap')).frames, true, '192.0.2.2', '192.0.2.1').filter(([, , p]) => p === TCP);
+/** The TCP exchange crosses both ways. */
+export async function checkTcpBothWays(dir: string): Promise<void> {
+  const tcpOut = packets((await read(dir, 'node1', 'udp-out-w0.pcap')).frames, true, '192.0.2.1', '192.0.2.2').filter(([, , p]) => p === TCP);
+  const tcpIn = packets((await read(dir, 'node1', 'udp-in-w0.pcap')).frames, true, '192.0.2.2', '192.0.2.1').filter(([, , p]) => p === TCP);
   assert.ok(tcpOut.length >= 4, `handshake, data and FIN from pod 1 (got ${tcpOut.length})`);
   assert.ok(tcpIn.length >= 3, `and pod 2's answers (got ${tcpIn.length})`);
-});
+}
 
-test.run();
