@@ -5,6 +5,7 @@ import { Agent, type AgentOptions } from './agent.js';
 import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
 import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { OBSERVE_FLAGS, OBSERVE_HELP, parseObserveFlags } from './observe/options.js';
+import { KUBE_FLAGS, KUBE_HELP, parseKubeFlags } from './control/kube-options.js'; // kube mode (issue 13)
 
 const VERSION = '0.1.0';
 
@@ -13,6 +14,7 @@ const HELP = `flannel-udp ${VERSION} — userspace UDP/TUN data plane for flanne
 Usage:
   flannel-udp up --subnet-file FILE --leases FILE (--public-ip IP | --iface NAME) [options]
   flannel-udp up --subnet-file FILE --etcd-endpoints URL[,URL…] (--public-ip IP | --iface NAME) [options]
+  flannel-udp up --kube-subnet-mgr [--kubeconfig-file FILE] [--net-config-path FILE] [options]
   flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force]   (see install-cni --help)
   flannel-udp stats [--tun NAME] [--watch [SECONDS]] [--json]      a running agent's counters (see stats --help)
   flannel-udp trace [--tun NAME] [--filter EXPR] [--limit N] [--json]  follow packets through it (see trace --help)
@@ -79,6 +81,7 @@ Options for up:
   -h, --help           this text
   --version            print the version
 
+${KUBE_HELP}
 ${OBSERVE_HELP}`;
 
 function die(message: string, code = 2): never {
@@ -132,6 +135,7 @@ async function up(argv: string[]): Promise<void> {
       'ip-masq': { type: 'boolean' },
       'iptables-resync': { type: 'string' },
       ...OBSERVE_FLAGS,
+      ...KUBE_FLAGS, // kube mode (issue 13)
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -141,8 +145,13 @@ async function up(argv: string[]): Promise<void> {
     return;
   }
   const etcdEndpoints = values['etcd-endpoints'];
+  // ---- kube mode (issue 13): --kube-subnet-mgr and its companions; one peer source only ----
+  const kube = parseKubeFlags(values);
+  if (kube && (values.leases || etcdEndpoints)) die('--kube-subnet-mgr excludes --leases and --etcd-endpoints: the peers come from the Kubernetes API');
+  if (kube && values.backend) die("--backend: with --kube-subnet-mgr the backend is net-conf.json's Backend.Type");
+  // ---- end of kube mode block ----
   if (values.leases && etcdEndpoints) die('--leases and --etcd-endpoints are mutually exclusive: the peers come from a file or from etcd, not both');
-  if (!values.leases && !etcdEndpoints) die('--leases FILE or --etcd-endpoints URLS is required (where the peers come from; see --help)');
+  if (!values.leases && !etcdEndpoints && !kube) die('--leases FILE, --etcd-endpoints URLS or --kube-subnet-mgr is required (where the peers come from; see --help)');
   if (etcdEndpoints && values.backend) die("--backend: with --etcd-endpoints the backend is the network config's Backend.Type");
   for (const f of ['etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'subnet-lease-renew-margin'] as const) {
     if (values[f] !== undefined && !etcdEndpoints) die(`--${f} needs --etcd-endpoints`);
@@ -169,6 +178,7 @@ async function up(argv: string[]): Promise<void> {
           renewMarginMs: intFlag('subnet-lease-renew-margin', values['subnet-lease-renew-margin'], 60, 1, 1439) * 60_000,
         }
       : undefined,
+    kube, // kube mode (issue 13)
     ipMasq: values['ip-masq'] ?? false,
     iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
@@ -212,6 +222,7 @@ async function up(argv: string[]): Promise<void> {
   try {
     await agent.start();
   } catch (err) {
+    if (stopping) return; // a signal during start (kube mode waiting for its podCIDR): shutdown() exits
     await agent.stop().catch(() => undefined);
     throw err;
   }
@@ -248,7 +259,7 @@ async function main(argv: string[]): Promise<void> {
 const USER_ERRORS = new Set([
   'ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError',
   'NetworkConfigError', 'EtcdError', 'EtcdSetupError', 'SubnetExhaustedError', 'IpMasqError',
-  'ObserveFlagError', 'TraceFilterError', 'CommandLineError', 'ControlClientError', 'ControlSocketInUseError',
+  'ObserveFlagError', 'TraceFilterError', 'KubeFlagError', 'KubeSetupError', 'KubeApiError', 'CommandLineError', 'ControlClientError', 'ControlSocketInUseError',
 ]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {
