@@ -40,6 +40,8 @@ export interface NodeList {
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
 
 export interface NodeWatchHandlers {
+  /** The server answered 200: events follow. */
+  onConnected(): void;
   onEvent(type: WatchEventType, object: KubeNode & { code?: number; reason?: string; message?: string }): void;
   /** The stream ended: err undefined for a normal end (server timeout), else why. */
   onEnd(err: KubeApiError | undefined): void;
@@ -172,6 +174,7 @@ export class KubeClient {
         },
         (err: unknown) => end(err ? toKubeApiError(err, 'watching nodes') : undefined),
       );
+      if (!ended) handlers.onConnected();
       return () => {
         ended = true;
         controller.abort();

@@ -6,12 +6,14 @@
 //
 // The watch ends normally after T seconds (chosen at random in 5..10 min, as
 // client-go does, so nodes do not reconnect in step); it is restarted from the
-// last resourceVersion seen, without a list. A 410 Gone (an HTTP 410, or an
-// ERROR event with a Status of code 410: R is older than the API server's
-// watch window, e.g. after it restarted) means events were lost: list again.
-// Any other failure: report once, keep the map (the data plane forwards on
-// with the leases last seen), and list again with backoff. A stream that stays
-// silent for longer than T plus a margin is dead (a partition) and is dropped.
+// last resourceVersion seen, without a list. A failure (the API server gone,
+// restarting) is reported once; the map stays (the data plane forwards on with
+// the leases last seen) and the watch is retried from the same
+// resourceVersion with backoff. A 410 Gone (an HTTP 410, or an ERROR event
+// with a Status of code 410: R is older than the API server's watch window,
+// after a compaction or a restart) means events were lost: list again. A
+// stream silent for longer than T plus a margin is dead (a partition) and is
+// dropped.
 
 import { KubeApiError, type KubeClient, type WatchEventType } from './kube-client.js';
 import type { KubeNode } from './kube-annotations.js';
@@ -34,6 +36,8 @@ export class NodeWatch {
   private resourceVersion = '';
   private stopped = false;
   private stopWatch: (() => void) | undefined;
+  /** ends the current watchOnce() (stop() needs its promise settled; an aborted stream reports nothing) */
+  private endWatch: (() => void) | undefined;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private downSince: number | undefined;
@@ -53,7 +57,7 @@ export class NodeWatch {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.stopWatch?.();
+    this.endWatch?.();
     this.wake?.();
     await this.loop;
   }
@@ -103,17 +107,17 @@ export class NodeWatch {
       if (this.stopped) return;
       if (end === 'timeout') {
         backoff = initial;
-        continue; // resume from the last resourceVersion
-      }
-      if (end === 'expired') {
+      } else if (end === 'expired') {
+        // Events were lost: only a list can tell what changed meanwhile.
         this.counts.expired++;
         this.opts.log(`kube: watch of nodes from resourceVersion ${this.resourceVersion} expired (410 Gone); listing again`);
+        relist = true;
       } else {
+        // As client-go: watch again from the same resourceVersion; the server answers 410 if it cannot replay from there.
         this.markDown(end);
         await this.sleep(backoff);
         backoff = Math.min(backoff * 2, max);
       }
-      relist = true;
     }
   }
 
@@ -123,7 +127,6 @@ export class NodeWatch {
     const timeoutSeconds = Math.floor(minSeconds * (1 + Math.random()));
     return new Promise((resolve) => {
       let expired = false;
-      let gotEvent = false;
       let settled = false;
       let silence: NodeJS.Timeout | undefined;
       const finish = (r: 'timeout' | 'expired' | Error) => {
@@ -132,6 +135,7 @@ export class NodeWatch {
         clearTimeout(silence);
         this.stopWatch?.();
         this.stopWatch = undefined;
+        this.endWatch = undefined;
         resolve(r);
       };
       // The server ends the stream after timeoutSeconds; silence well beyond that is a dead connection.
@@ -141,16 +145,16 @@ export class NodeWatch {
         silence.unref?.();
       };
       armSilence();
+      this.endWatch = () => finish('timeout');
       this.counts.watches++;
       void this.client
         .watchNodes(this.resourceVersion, timeoutSeconds, {
+          onConnected: () => {
+            if (!settled) this.markUp();
+          },
           onEvent: (type: WatchEventType, obj) => {
             if (settled) return;
             armSilence();
-            if (!gotEvent) {
-              gotEvent = true;
-              this.markUp();
-            }
             if (type === 'ERROR') {
               if (obj.code === 410) expired = true;
               else this.opts.log(`kube: watch error event: ${obj.code ?? '?'} ${obj.message ?? ''}`);

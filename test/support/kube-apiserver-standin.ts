@@ -273,11 +273,14 @@ export class KubeApiServerStandIn {
 
   /** What a restart does: connections dropped, the same state, an empty watch window. */
   async restart(): Promise<void> {
-    const port = this.port;
     await this.close();
-    this.events = [];
-    this.windowStart = this.rv;
-    await this.listen(port);
+    this.compact();
+    await this.reopen();
+  }
+
+  /** Serves again on the same port after close(), with the state and watch window as they are. */
+  async reopen(): Promise<void> {
+    await this.listen(this.port);
   }
 
   /** Forgets the watch window, as etcd compaction does: watches from before now get 410 when they resume. */
@@ -288,6 +291,15 @@ export class KubeApiServerStandIn {
 
   resourceVersion(): number {
     return this.rv;
+  }
+
+  /** In-process, synchronous change of a node's annotations (as another client's write would be), for races. */
+  annotateNode(name: string, annotations: Record<string, string>): void {
+    const old = this.nodes.get(name);
+    if (!old) throw new Error(`stand-in: no node ${name}`);
+    const obj = structuredClone(old);
+    obj.metadata.annotations = { ...obj.metadata.annotations, ...annotations };
+    this.commit(this.nodes, name, obj, 'MODIFIED', 'nodes');
   }
 
   node(name: string): Obj | undefined {

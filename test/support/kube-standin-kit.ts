@@ -121,8 +121,8 @@ export class KubeAdminClient {
       };
       const req =
         'socketPath' in this.target
-          ? http.request({ socketPath: this.target.socketPath, path, method, headers }, done)
-          : https.request(new URL(path, this.target.url), { method, headers, ca: this.target.ca }, done);
+          ? http.request({ socketPath: this.target.socketPath, path, method, headers, agent: false }, done)
+          : https.request(new URL(path, this.target.url), { method, headers, ca: this.target.ca, agent: false }, done);
       req.on('error', reject);
       req.setTimeout(10_000, () => req.destroy(new Error(`${method} ${path}: no answer in 10 s`)));
       if (data !== undefined) req.write(data);
