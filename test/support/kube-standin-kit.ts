@@ -15,9 +15,27 @@ export const MANIFEST = new URL('../../../deploy/kube-flannel-udp.yml', import.m
 /** The DaemonSet's ServiceAccount in the manifest. */
 export const AGENT_SA = { namespace: 'kube-flannel-udp', name: 'flannel-udp' };
 
+/** The config file of kube-apiserver-standin-main.ts. */
+export interface StandInProcessConfig {
+  host: string;
+  port: number;
+  certFile: string;
+  keyFile: string;
+  tokens: Record<string, Identity>;
+  manifestFile: string;
+  unixSocket: string;
+  stateFile: string;
+  bookmarkMs?: number;
+}
+
+export const SERVING_LINE = 'kube-apiserver stand-in serving';
+export const STANDIN_MAIN = new URL('./kube-apiserver-standin-main.js', import.meta.url).pathname;
+
 export interface KubePki {
   caFile: string;
   ca: string;
+  certFile: string;
+  keyFile: string;
   cert: string;
   key: string;
   /** a CA that did not sign the server certificate */
@@ -33,7 +51,15 @@ export function makeKubePki(dir: string, ips: string[]): KubePki {
   ssl('x509', '-req', '-in', 'apiserver.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'apiserver.pem', '-days', '1', '-extfile', 'ext.cnf');
   ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'other.key', '-out', 'other.pem', '-days', '1', '-subj', '/CN=someone else');
   const f = (n: string) => join(dir, n);
-  return { caFile: f('ca.pem'), ca: readFileSync(f('ca.pem'), 'utf8'), cert: readFileSync(f('apiserver.pem'), 'utf8'), key: readFileSync(f('apiserver.key'), 'utf8'), otherCaFile: f('other.pem') };
+  return {
+    caFile: f('ca.pem'),
+    ca: readFileSync(f('ca.pem'), 'utf8'),
+    certFile: f('apiserver.pem'),
+    keyFile: f('apiserver.key'),
+    cert: readFileSync(f('apiserver.pem'), 'utf8'),
+    key: readFileSync(f('apiserver.key'), 'utf8'),
+    otherCaFile: f('other.pem'),
+  };
 }
 
 export interface KubeTokens {
