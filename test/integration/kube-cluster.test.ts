@@ -58,8 +58,20 @@ kube('three agents: subnets from podCIDR, flannel annotations and NetworkUnavail
   // The subnet.env files are the agents' to write (the testbed wrote some for its first pods).
   for (const i of [1, 2, 3]) rmSync(cluster.node(i).subnetFile, { force: true });
   const env = (i: number): Record<string, string> => (i === 3 ? { POD_NAME: 'kube-flannel-udp-ds-n3', POD_NAMESPACE: 'kube-flannel-udp' } : { NODE_NAME: nodeName(i) });
+  // Three ways to reach the API server: node 1 a kubeconfig whose server --kube-api-url replaces,
+  // node 2 in-cluster (the service account's files, as in the DaemonSet), node 3 a kubeconfig.
+  const wrongServer = join(cluster.tempDir, 'wrong-server.kubeconfig');
+  writeFileSync(wrongServer, readFileSync(kubeconfig, 'utf8').replace(api.url, 'https://192.0.2.250:1'));
+  const how = (i: number) =>
+    i === 1
+      ? { kubeconfig: wrongServer, extra: ['--kube-api-url', api.url] }
+      : i === 2
+        ? { kubeconfig: { inCluster: api }, extra: [] }
+        : { kubeconfig, extra: [] };
   const started = await Promise.all(
-    [1, 2, 3].map((i) => startKubeAgent(cluster, i, { kubeconfig, netConf, env: env(i), extraArgs: ['--ip-masq', '--healthz-port', String(HEALTHZ_PORT)] })),
+    [1, 2, 3].map((i) =>
+      startKubeAgent(cluster, i, { kubeconfig: how(i).kubeconfig, netConf, env: env(i), extraArgs: ['--ip-masq', '--healthz-port', String(HEALTHZ_PORT), ...how(i).extra] }),
+    ),
   );
   started.forEach((a, k) => agents.set(k + 1, a));
   for (const i of [1, 2, 3]) {
@@ -82,6 +94,8 @@ kube('three agents: subnets from podCIDR, flannel annotations and NetworkUnavail
     assert.equal(await healthGet(cluster, node.ns, HEALTHZ_PORT, '/readyz'), { status: 200, body: 'ready\n' });
   }
   assert.ok(agents.get(3)!.log.snapshot().some((l) => /kube: node "node-3"/.test(l)), 'node 3 found its node by reading its pod');
+  assert.ok(agents.get(1)!.log.snapshot().some((l) => /API server https:\/\/192\.0\.2\.250:6443,/.test(l)), '--kube-api-url replaced the server');
+  assert.ok(agents.get(2)!.log.snapshot().some((l) => /API server https:\/\/192\.0\.2\.250:6443,/.test(l)), 'in-cluster');
   for (const i of [1, 2, 3]) {
     const stats = await readAgentStats(agents.get(i)!);
     assert.equal(stats.leases.sort(), [1, 2, 3].filter((j) => j !== i).map((j) => `10.244.${j}.0-24 -> 192.0.2.${j}`));

@@ -5,7 +5,7 @@
 // --kube-subnet-mgr and a kubeconfig holding the DaemonSet's service-account
 // token. The test itself talks to the stand-in as the cluster admin over its
 // unix socket (a path in the file system, reachable from any namespace).
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentCliPath, type Cluster } from '../../src/testbed/cluster.js';
 import { type CapturedChild, isRunning, stopChild, waitForLine } from '../../src/testbed/exec.js';
@@ -89,6 +89,16 @@ export class StandInProcess {
     return [...this.past, ...this.liveRequests()];
   }
 
+  /** What kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount for the DaemonSet's pods. */
+  serviceAccountDir(): string {
+    const dir = join(this.cluster.tempDir, 'serviceaccount');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'token'), this.tokens.agent);
+    writeFileSync(join(dir, 'ca.crt'), this.pki.ca);
+    writeFileSync(join(dir, 'namespace'), 'kube-flannel-udp');
+    return dir;
+  }
+
   /** A kubeconfig for an agent: the underlay address, the CA, the service account's token. */
   kubeconfig(name: string, token = this.tokens.agent): string {
     const path = join(this.cluster.tempDir, `${name}.kubeconfig`);
@@ -98,7 +108,13 @@ export class StandInProcess {
 }
 
 export interface KubeAgentOptions {
-  kubeconfig: string;
+  /**
+   * A kubeconfig file, or in-cluster: the agent runs as in a pod, with no
+   * kubeconfig, KUBERNETES_SERVICE_HOST/PORT set and the service account's
+   * files at /var/run/secrets/kubernetes.io/serviceaccount (a tmpfs on /run
+   * in the agent's own mount namespace, which `ip netns exec` makes private).
+   */
+  kubeconfig: string | { inCluster: StandInProcess };
   netConf: string;
   /** NODE_NAME, or POD_NAME + POD_NAMESPACE */
   env: Record<string, string>;
@@ -110,18 +126,29 @@ export interface KubeAgentOptions {
 /** Starts `flannel-udp up --kube-subnet-mgr …` on node i. */
 export async function startKubeAgent(cluster: Cluster, i: number, o: KubeAgentOptions): Promise<CapturedChild> {
   const node = cluster.node(i);
-  const args = [
-    ...Object.entries(o.env).map(([k, v]) => `${k}=${v}`),
+  const inCluster = typeof o.kubeconfig === 'object' ? o.kubeconfig.inCluster : undefined;
+  const env = { ...o.env, ...(inCluster ? { KUBERNETES_SERVICE_HOST: KUBE_UNDERLAY_IP, KUBERNETES_SERVICE_PORT: String(KUBE_PORT) } : {}) };
+  const agent = [
     process.execPath, agentCliPath, 'up',
     '--kube-subnet-mgr',
-    '--kubeconfig-file', o.kubeconfig,
+    ...(typeof o.kubeconfig === 'string' ? ['--kubeconfig-file', o.kubeconfig] : []),
     '--net-config-path', o.netConf,
     '--subnet-file', node.subnetFile,
     '--public-ip', node.underlayIp,
     '--workers', '1',
     ...(o.extraArgs ?? []),
   ];
-  const child = cluster.spawn(node.ns, 'env', args, { logFile: join(cluster.tempDir, `agent-kube-n${i}.log`) });
+  const logFile = join(cluster.tempDir, `agent-kube-n${i}.log`);
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  let child: CapturedChild;
+  if (inCluster) {
+    const sa = inCluster.serviceAccountDir();
+    const target = '/run/secrets/kubernetes.io/serviceaccount'; // /var/run is /run
+    const script = `mount -t tmpfs flannel-udp-test /run && mkdir -p ${target} && cp "$0"/token "$0"/ca.crt "$0"/namespace ${target}/ && exec env "$@"`;
+    child = cluster.spawn(node.ns, 'sh', ['-c', script, sa, ...envArgs, ...agent], { logFile });
+  } else {
+    child = cluster.spawn(node.ns, 'env', [...envArgs, ...agent], { logFile });
+  }
   if (o.waitReady === false) return child;
   try {
     await waitForLine(child, /flannel-udp agent ready/, 30_000);
