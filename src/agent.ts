@@ -10,7 +10,8 @@ import type { Lease } from './control/lease.js';
 import type { LeaseSource } from './control/lease-source.js';
 import { LeasesFileSource } from './control/leases-file.js';
 import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
-import { KubeSubnetManager } from './control/kube-subnet-manager.js';
+// Type only: kube mode loads its client when chosen (it costs ~70 MB of RSS; docs/design.md).
+import type { KubeSubnetManager } from './control/kube-subnet-manager.js';
 import { IpMasq } from './control/ip-masq.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { configureTun } from './control/routes.js';
@@ -127,6 +128,7 @@ export class Agent {
     if (opts.kube) {
       // kube mode writes subnet.env from the node's podCIDR; --public-ip/--iface may be replaced by the node-public-ip annotation.
       const given = opts.publicIp !== undefined || opts.iface !== undefined ? resolvePublicIp(opts) : undefined;
+      const { KubeSubnetManager } = await import('./control/kube-subnet-manager.js');
       this.kube = new KubeSubnetManager({
         ...opts.kube,
         subnetFile: opts.subnetFile,

@@ -3,8 +3,9 @@
 // Kept out of cli.ts so the command line's option table can take them as one block.
 
 import { DEFAULT_ANNOTATION_PREFIX } from './kube-annotations.js';
-import { DEFAULT_NET_CONFIG_PATH } from './kube-subnet-manager.js';
 
+/** kube-flannel.yml mounts net-conf.json from its ConfigMap here. */
+export const DEFAULT_NET_CONFIG_PATH = '/etc/kube-flannel/net-conf.json';
 export const KUBE_FLAGS = {
   'kube-subnet-mgr': { type: 'boolean' },
   'kubeconfig-file': { type: 'string' },

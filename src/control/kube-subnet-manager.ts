@@ -26,8 +26,6 @@ import { KubeApiError, KubeClient, type KubeConnection } from './kube-client.js'
 import { NodeWatch } from './kube-node-watch.js';
 import { KubeLeaseSource } from './kube-lease-source.js';
 
-export const DEFAULT_NET_CONFIG_PATH = '/etc/kube-flannel/net-conf.json';
-
 /** Problems the user must fix before the agent can run (no node name, a bad net-conf.json): exit code 2. */
 export class KubeSetupError extends Error {
   override name = 'KubeSetupError';

@@ -14,7 +14,7 @@ import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/clu
 import { ping } from '../../src/testbed/measure.js';
 import { type CapturedChild, isRunning, waitForLine } from '../../src/testbed/exec.js';
 import { eventually, startTcpTransfer, tcpTransfer, udpIcmpProbe } from '../support/pod-traffic.js';
-import { readAgentStats } from '../support/agent-stats.js';
+import { readAgentStats, residentBytes } from '../support/agent-stats.js';
 import { kubeletNode } from '../support/kube-standin-kit.js';
 import { serviceAccount } from '../support/kube-apiserver-standin.js';
 import { healthGet, StandInProcess, startKubeAgent } from '../support/kube-nodes.js';
@@ -214,6 +214,8 @@ kube("RBAC: the stand-in enforced the manifest's ClusterRole and the agents neve
   assert.equal(made.filter((r) => r.status === 403), [], 'no request of the agents was forbidden');
   const used = [...new Set(made.map((r) => `${r.verb} ${r.resource}`))].sort();
   assert.equal(used, ['get pods', 'list nodes', 'patch nodes/status', 'watch nodes']);
+  const rss = [1, 2, 4].map((i) => (residentBytes(agents.get(i)!.pid!) / 1048576).toFixed(1));
+  console.log(`    kube-mode agents' RSS (MiB, 1 worker each; a figure, not asserted): ${rss.join(' / ')}`);
   console.log(`    agents' API calls over the run: ${Object.entries(countBy(made.map((r) => `${r.verb} ${r.resource}`))).map(([k, v]) => `${k} ×${v}`).join(', ')}`);
 });
 
