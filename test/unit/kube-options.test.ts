@@ -2,8 +2,8 @@
 // each a clear line and exit code 2, before anything is created.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,6 +58,34 @@ test('up: refused combinations and setup errors, each one line and exit code 2',
     const r = await cli([...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', bad], { NODE_NAME: 'n1' });
     assert.is(r.code, 2);
     assert.match(r.stderr, /Backend\.Type "host-gw" is not supported by flannel-udp \(supported: udp, vxlan\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGTERM while waiting for the API server: a clean exit 0, nothing left behind', async () => {
+  const dir = mkdtempSync(join(tmpdir(), `fut-kube-cli-${process.pid}-`));
+  try {
+    const netConf = join(dir, 'net-conf.json');
+    writeFileSync(netConf, '{"Network": "10.244.0.0/16"}');
+    const child = spawn(
+      process.execPath,
+      [CLI, 'up', '--kube-subnet-mgr', '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', netConf, '--tun', 'futkube1', '--control-socket', 'off', '--public-ip', '127.0.0.1', '--subnet-file', join(dir, 'subnet.env')],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_NAME: 'n1' }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    const waiting = new Promise<void>((resolve) =>
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (/listing nodes: .*retrying with backoff/.test(stderr)) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await waiting;
+    child.kill('SIGTERM');
+    assert.is(await exited, 0, stderr);
+    assert.match(stderr, /SIGTERM: stopping/);
+    assert.not.ok(existsSync(join(dir, 'subnet.env')), 'no subnet.env: the node never got a subnet');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
