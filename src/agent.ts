@@ -127,6 +127,7 @@ export class Agent {
     }
     if (opts.kube) {
       // kube mode writes subnet.env from the node's podCIDR; --public-ip/--iface may be replaced by the node-public-ip annotation.
+      // Neither flag: the node-public-ip annotation if the node has one, else (as flanneld) the default route's interface.
       const given = opts.publicIp !== undefined || opts.iface !== undefined ? resolvePublicIp(opts) : undefined;
       const { KubeSubnetManager } = await import('./control/kube-subnet-manager.js');
       this.kube = new KubeSubnetManager({

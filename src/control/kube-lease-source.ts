@@ -29,8 +29,8 @@ export class KubeLeaseSource implements LeaseSource {
   private handlers: LeaseSourceHandlers | undefined;
   private unsubscribe: (() => void) | undefined;
   private resync: NodeJS.Timeout | undefined;
-  /** node name + problem, so a broken node is reported once, not on every event */
-  private readonly reported = new Set<string>();
+  /** the problems of the last snapshot, so a broken node is reported once, not on every event */
+  private reported = new Set<string>();
   private last = '';
 
   constructor(
@@ -61,9 +61,10 @@ export class KubeLeaseSource implements LeaseSource {
     this.handlers = undefined;
   }
 
-  /** The current peers' leases. */
+  /** The current peers' leases; a node that cannot be one is reported when it first fails so. */
   leases(): Lease[] {
     const leases: Lease[] = [];
+    const problems = new Set<string>();
     for (const node of this.watch.all()) {
       const name = node.metadata?.name ?? '';
       if (name === this.opts.ownNode) continue;
@@ -71,20 +72,19 @@ export class KubeLeaseSource implements LeaseSource {
       try {
         lease = nodeToLease(node, this.opts.names);
       } catch (err) {
-        const message = (err as Error).message;
-        if (!this.reported.has(message)) {
-          this.reported.add(message);
-          this.handlers?.onError(new Error(`${message}; its lease is ignored`));
-        }
+        problems.add(`${(err as Error).message}; its lease is ignored`);
         continue;
       }
       if (lease === undefined) continue;
       if (cidrEquals(lease.subnet, this.opts.ownSubnet)) {
-        this.report(`node "${name}" claims this node's subnet ${lease.key}; ignored`);
+        problems.add(`node "${name}" claims this node's subnet ${lease.key}; ignored`);
         continue;
       }
       leases.push(lease);
     }
+    // Reported once while it lasts, not on every event; again if it comes back after a fix.
+    for (const p of problems) if (!this.reported.has(p)) this.handlers?.onError(new Error(p));
+    this.reported = problems;
     return leases;
   }
 
@@ -101,11 +101,5 @@ export class KubeLeaseSource implements LeaseSource {
     } catch (err) {
       handlers.onError(err as Error);
     }
-  }
-
-  private report(message: string): void {
-    if (this.reported.has(message)) return;
-    this.reported.add(message);
-    this.handlers?.onError(new Error(message));
   }
 }

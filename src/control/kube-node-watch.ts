@@ -126,7 +126,6 @@ export class NodeWatch {
     const minSeconds = this.opts.minWatchSeconds ?? 300;
     const timeoutSeconds = Math.floor(minSeconds * (1 + Math.random()));
     return new Promise((resolve) => {
-      let expired = false;
       let settled = false;
       let silence: NodeJS.Timeout | undefined;
       const finish = (r: 'timeout' | 'expired' | Error) => {
@@ -156,9 +155,9 @@ export class NodeWatch {
             if (settled) return;
             armSilence();
             if (type === 'ERROR') {
-              if (obj.code === 410) expired = true;
-              else this.opts.log(`kube: watch error event: ${obj.code ?? '?'} ${obj.message ?? ''}`);
-              return;
+              // The server ends the stream after an ERROR event; do not wait for it.
+              if (obj.code === 410) return finish('expired');
+              return finish(new KubeApiError(`watch error event: ${obj.code ?? '?'} ${obj.reason ?? ''} ${obj.message ?? ''}`, obj.code ?? 0));
             }
             const rv = obj.metadata?.resourceVersion;
             if (rv) this.resourceVersion = rv;
@@ -170,7 +169,7 @@ export class NodeWatch {
             this.notify();
           },
           onEnd: (err) => {
-            if (expired || err?.status === 410) return finish('expired');
+            if (err?.status === 410) return finish('expired');
             if (err === undefined) return finish('timeout');
             finish(err);
           },

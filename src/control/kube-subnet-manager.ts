@@ -25,6 +25,7 @@ import {
 import { KubeApiError, KubeClient, type KubeConnection } from './kube-client.js';
 import { NodeWatch } from './kube-node-watch.js';
 import { KubeLeaseSource } from './kube-lease-source.js';
+import { defaultInterfaceAddress } from './default-interface.js';
 
 /** Problems the user must fix before the agent can run (no node name, a bad net-conf.json): exit code 2. */
 export class KubeSetupError extends Error {
@@ -36,7 +37,7 @@ export interface KubeSubnetManagerOptions extends KubeConnection {
   netConfigPath: string;
   subnetFile: string;
   ipMasq: boolean;
-  /** --public-ip / --iface, resolved by the agent; the node-public-ip annotation overrides it */
+  /** --public-ip / --iface, resolved by the agent; the node-public-ip annotation overrides it; with neither, the default route's interface (flanneld's) */
   publicIp: number | undefined;
   /** VXLAN: this node's VTEP MAC, given the public IP finally chosen */
   vtepMacFor: (publicIp: number) => string;
@@ -87,7 +88,8 @@ export class KubeSubnetManager {
    * publishes the annotations and writes subnet.env.
    */
   async start(): Promise<KubeJoinedNetwork> {
-    const { opts, log } = { opts: this.opts, log: this.opts.log };
+    const opts = this.opts;
+    const log = opts.log;
     const config = await this.readNetConfig();
     for (const note of config.notes) log(`warning: ${note}`);
     const backend = BACKENDS[config.backendType];
@@ -113,7 +115,15 @@ export class KubeSubnetManager {
       }
       log(`kube: public IP ${annotated} from the node's ${this.names.nodePublicIp} annotation`);
     }
-    if (publicIp === undefined) throw new KubeSetupError("either --public-ip, --iface or the node's node-public-ip annotation is required");
+    if (publicIp === undefined) {
+      try {
+        const found = defaultInterfaceAddress();
+        publicIp = parseIPv4(found.address);
+        log(`kube: public IP ${found.address} of ${found.iface}, the default route's interface (no --public-ip, --iface or ${this.names.nodePublicIp})`);
+      } catch (err) {
+        throw new KubeSetupError((err as Error).message);
+      }
+    }
 
     const backendData = backend.backendData(config, config.backendType === 'vxlan' ? opts.vtepMacFor(publicIp) : undefined);
     await this.retrying('publishing the lease', () => this.publish(nodeName, { backendType: config.backendType, backendData, publicIp: annotated ?? formatIPv4(publicIp) }));

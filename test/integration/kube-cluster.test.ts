@@ -124,11 +124,14 @@ kube('a fourth node without podCIDR: the clear error, alive but not ready; once 
   rmSync(cluster.node(4).subnetFile, { force: true });
   await api.admin.createNode(kubeletNode(nodeName(4), cluster.node(4).underlayIp));
   const pids = [1, 2, 3].map((i) => agents.get(i)!.pid);
+  // Started as the DaemonSet starts it: no --public-ip or --iface, so the default route's interface.
+  await cluster.exec(cluster.node(4).ns, 'ip', ['route', 'add', 'default', 'via', '192.0.2.254', 'dev', 'eth0']);
   const agent4 = await startKubeAgent(cluster, 4, {
     kubeconfig,
     netConf,
     env: { NODE_NAME: nodeName(4) },
     extraArgs: ['--ip-masq', '--healthz-port', String(HEALTHZ_PORT)],
+    publicIp: false,
     waitReady: false,
   });
   agents.set(4, agent4);
@@ -147,6 +150,7 @@ kube('a fourth node without podCIDR: the clear error, alive but not ready; once 
   await api.admin.patchNode(nodeName(4), { spec: { podCIDR: '10.244.4.0/24', podCIDRs: ['10.244.4.0/24'] } });
   await waitForLine(agent4, /flannel-udp agent ready/, 30_000);
   assert.ok(agent4.log.snapshot().some((l) => /now has pod CIDR 10\.244\.4\.0\/24; going on/.test(l)));
+  assert.ok(agent4.log.snapshot().some((l) => /public IP 192\.0\.2\.4 of eth0, the default route's interface/.test(l)), agent4.log.tail());
   for (const i of [1, 2, 3]) await waitForLine(agents.get(i)!, /lease added: 10\.244\.4\.0-24 -> 192\.0\.2\.4/, 10_000);
   assert.equal(await healthGet(cluster, cluster.node(4).ns, HEALTHZ_PORT, '/readyz'), { status: 200, body: 'ready\n' });
 

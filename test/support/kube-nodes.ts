@@ -119,6 +119,8 @@ export interface KubeAgentOptions {
   /** NODE_NAME, or POD_NAME + POD_NAMESPACE */
   env: Record<string, string>;
   extraArgs?: string[];
+  /** pass --public-ip (default true); without it the agent takes the default route's interface, as flanneld */
+  publicIp?: boolean;
   /** wait for the ready line (default true) */
   waitReady?: boolean;
 }
@@ -134,7 +136,7 @@ export async function startKubeAgent(cluster: Cluster, i: number, o: KubeAgentOp
     ...(typeof o.kubeconfig === 'string' ? ['--kubeconfig-file', o.kubeconfig] : []),
     '--net-config-path', o.netConf,
     '--subnet-file', node.subnetFile,
-    '--public-ip', node.underlayIp,
+    ...(o.publicIp === false ? [] : ['--public-ip', node.underlayIp]),
     '--workers', '1',
     ...(o.extraArgs ?? []),
   ];
