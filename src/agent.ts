@@ -126,8 +126,8 @@ export class Agent {
       log(`serving /healthz, /readyz and /metrics on ${opts.observe.healthz.ip}:${this.healthServer.port}`);
     }
     if (opts.kube) {
-      // kube mode writes subnet.env from the node's podCIDR; --public-ip/--iface may be replaced by the node-public-ip annotation.
-      // Neither flag: the node-public-ip annotation if the node has one, else (as flanneld) the default route's interface.
+      // kube mode writes subnet.env from the node's podCIDR. The address: the node-public-ip annotation, else
+      // --public-ip/--iface, else (as flanneld) the default route's interface; the manager decides.
       const given = opts.publicIp !== undefined || opts.iface !== undefined ? resolvePublicIp(opts) : undefined;
       const { KubeSubnetManager } = await import('./control/kube-subnet-manager.js');
       this.kube = new KubeSubnetManager({

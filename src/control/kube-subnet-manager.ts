@@ -84,7 +84,7 @@ export class KubeSubnetManager {
   }
 
   /**
-   * Finds the node, reads net-conf.json, waits for a usable podCIDR,
+   * Reads net-conf.json, finds the node, waits for a usable podCIDR,
    * publishes the annotations and writes subnet.env.
    */
   async start(): Promise<KubeJoinedNetwork> {
@@ -125,15 +125,16 @@ export class KubeSubnetManager {
       }
     }
 
-    const backendData = backend.backendData(config, config.backendType === 'vxlan' ? opts.vtepMacFor(publicIp) : undefined);
-    await this.retrying('publishing the lease', () => this.publish(nodeName, { backendType: config.backendType, backendData, publicIp: annotated ?? formatIPv4(publicIp) }));
-
+    // Before publishing: an address no interface holds must not be announced to the peers.
     let mtu: number;
     try {
       mtu = (opts.underlayMtu ?? underlayMtuFor(publicIp)) - backend.overhead;
     } catch (err) {
       throw new KubeSetupError((err as EtcdSetupError).message);
     }
+    const backendData = backend.backendData(config, config.backendType === 'vxlan' ? opts.vtepMacFor(publicIp) : undefined);
+    await this.retrying('publishing the lease', () => this.publish(nodeName, { backendType: config.backendType, backendData, publicIp: annotated ?? formatIPv4(publicIp) }));
+
     const subnetConfig: SubnetConfig = {
       network: config.network,
       subnet: makeCidr(subnet.network + 1, subnet.prefixLength),
