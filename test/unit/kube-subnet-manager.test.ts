@@ -11,6 +11,8 @@ import { parseIPv4 } from '../../src/control/ipv4-address.js';
 import { KubeSubnetManager, type KubeSubnetManagerOptions } from '../../src/control/kube-subnet-manager.js';
 import { KubeClient } from '../../src/control/kube-client.js';
 import { NodeWatch } from '../../src/control/kube-node-watch.js';
+import { KubeLeaseSource } from '../../src/control/kube-lease-source.js';
+import { annotationNames } from '../../src/control/kube-annotations.js';
 import type { Lease } from '../../src/control/lease.js';
 import { KubeApiServerStandIn, type RequestRecord, allows, rulesFromManifest, serviceAccount } from '../support/kube-apiserver-standin.js';
 import { AGENT_SA, KubeAdminClient, MANIFEST, kubeletNode, makeKubePki, makeTokens, type KubePki, writeKubeconfig } from '../support/kube-standin-kit.js';
@@ -342,6 +344,24 @@ kube('the watch: resumes from its resourceVersion after a normal end, lists agai
   } finally {
     await watch.stop();
     for (const n of ['w2', 'w3']) await admin.request('DELETE', `/api/v1/nodes/${n}`);
+  }
+});
+
+kube('the periodic resync hands the same snapshot over again from the cache, without an API call', async () => {
+  const watch = new NodeWatch(new KubeClient({ kubeconfigFile: agentKubeconfig }), { log: () => undefined, onError: () => undefined });
+  await watch.start();
+  const source = new KubeLeaseSource(watch, { names: annotationNames(P), ownNode: 'n1', ownSubnet: { ip: 0, network: 0, prefixLength: 32, mask: 0xffffffff }, describe: 't', resyncMs: 50 });
+  const snapshots: string[] = [];
+  try {
+    const before = requests.length;
+    await source.start({ onLeases: (l) => snapshots.push(l.map((x) => x.key).sort().join(',')), onError: () => undefined });
+    await until('three resyncs', () => snapshots.length >= 4);
+    assert.is(new Set(snapshots).size, 1, 'the same snapshot each time');
+    assert.ok(snapshots[0].includes('10.244.2.0-24'));
+    assert.equal(requests.slice(before).filter((r) => r.verb !== 'watch'), [], 'no request but the watch already open');
+  } finally {
+    source.stop();
+    await watch.stop();
   }
 });
 
