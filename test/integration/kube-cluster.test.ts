@@ -31,7 +31,6 @@ const agents = new Map<number, CapturedChild>();
 const pods = new Map<number, PodInfo>();
 
 const nodeName = (i: number) => `node-${i}`;
-const esc = (s: string) => s.replace(/\./g, '\\.');
 
 kube.before(async () => {
   cluster = await createCluster({ nodes: 4, dataplane: 'none' });
