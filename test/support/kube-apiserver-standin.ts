@@ -478,7 +478,10 @@ export class KubeApiServerStandIn {
         let patched = (strategic ? strategicMergePatch(old, body) : mergePatch(old, body)) as Obj;
         // The status subresource changes status (and metadata), the main resource spec (and metadata): as the real strategies.
         if (kind === 'nodes') patched = sub === 'status' ? { ...patched, spec: old.spec } : { ...patched, status: old.status };
-        patched.metadata = { ...patched.metadata, name: old.metadata.name, uid: old.metadata.uid, creationTimestamp: old.metadata.creationTimestamp };
+        if (patched.metadata?.name !== old.metadata.name) {
+          throw new HttpError(400, 'BadRequest', `the name of the object (${patched.metadata?.name}) does not match the name on the URL (${old.metadata.name})`);
+        }
+        patched.metadata = { ...patched.metadata, uid: old.metadata.uid, creationTimestamp: old.metadata.creationTimestamp };
         patched.kind = Kind;
         patched.apiVersion = 'v1';
         this.validate(old, patched);

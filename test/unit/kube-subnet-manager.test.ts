@@ -125,6 +125,7 @@ kube('the stand-in is strict: 401 without a token, 403 outside the RBAC, 404, 40
   assert.is((await admin.request('PATCH', '/api/v1/nodes/n2', { spec: { podCIDR: '10.244.99.0/24' } }, 'application/merge-patch+json')).status, 422, 'podCIDR may not change');
   assert.is((await admin.request('PATCH', '/api/v1/nodes/n2/status', { metadata: { annotations: { a: 1 } } }, 'application/strategic-merge-patch+json')).status, 400, 'annotation values are strings');
   assert.is((await admin.request('GET', '/api/v1/nodes/nope')).status, 404);
+  assert.is((await admin.request('PATCH', '/api/v1/nodes/n2', { metadata: { name: 'other' } }, 'application/merge-patch+json')).status, 400, 'a patch may not rename');
   // TLS: a client trusting another CA does not get through.
   const err = await new KubeAdminClient({ url: api.url, ca: readFileSync(pki.otherCaFile, 'utf8') }, tokens.admin).request('GET', '/api/v1/nodes').then(
     () => undefined,
