@@ -10,6 +10,8 @@ import type { Lease } from './control/lease.js';
 import type { LeaseSource } from './control/lease-source.js';
 import { LeasesFileSource } from './control/leases-file.js';
 import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
+// Type only: kube mode loads its client when chosen (it costs ~70 MB of RSS; docs/design.md).
+import type { KubeSubnetManager } from './control/kube-subnet-manager.js';
 import { IpMasq } from './control/ip-masq.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { checkLeases, localAddresses, type LeaseRejectReason } from './control/lease-sanity.js';
@@ -50,6 +52,13 @@ export interface AgentOptions {
     /** renew the subnet lease this long before it expires */
     renewMarginMs: number;
   };
+  /** flanneld's --kube-subnet-mgr: the subnet is the node's podCIDR, the lease node annotations, the peers watched. */
+  kube?: {
+    kubeconfigFile?: string;
+    apiUrl?: string;
+    annotationPrefix: string;
+    netConfigPath: string;
+  };
   /** --ip-masq: masquerade pod traffic leaving the cluster network (flannel's FLANNEL-POSTRTG chain). */
   ipMasq?: boolean;
   /** how often the masquerade rules are re-checked; default 5 s */
@@ -82,6 +91,7 @@ export class Agent {
   private dataPlane?: DataPlane;
   private leaseSource?: LeaseSource;
   private etcd?: EtcdSubnetManager;
+  private kube?: KubeSubnetManager;
   private ipMasq?: IpMasq;
   /** The UDP port in use: --port, or Backend.Port from the etcd network config. */
   port = 0;
@@ -118,7 +128,35 @@ export class Agent {
     }
     if (existsSync(`/sys/class/net/${opts.tunName}`)) throw new TunInUseError(opts.tunName);
     this.port = opts.port;
-    if (opts.etcd) {
+    // /healthz from the start, as flanneld: a liveness probe must not kill an agent that waits for its podCIDR or etcd.
+    if (opts.observe?.healthz) {
+      this.healthServer = await startHealthServer({ ...opts.observe.healthz, snapshot: () => this.statsSnapshot(), ready: () => this.ready, log });
+      log(`serving /healthz, /readyz and /metrics on ${opts.observe.healthz.ip}:${this.healthServer.port}`);
+    }
+    if (opts.kube) {
+      // kube mode writes subnet.env from the node's podCIDR. The address: the node-public-ip annotation, else
+      // --public-ip/--iface, else (as flanneld) the default route's interface; the manager decides.
+      const given = opts.publicIp !== undefined || opts.iface !== undefined ? resolvePublicIp(opts) : undefined;
+      const { KubeSubnetManager } = await import('./control/kube-subnet-manager.js');
+      this.kube = new KubeSubnetManager({
+        ...opts.kube,
+        subnetFile: opts.subnetFile,
+        ipMasq: opts.ipMasq ?? false,
+        publicIp: given,
+        vtepMacFor: (ip) => {
+          this.publicIp = ip;
+          return formatMac(this.resolveVtepMac());
+        },
+        env: process.env,
+        log,
+      });
+      const joined = await this.kube.start();
+      opts.backend = joined.config.backendType as Backend;
+      if (opts.backend === 'vxlan') opts.vni = backendVni(joined.config);
+      this.subnet = joined.subnetConfig;
+      this.publicIp = joined.publicIp;
+      this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
+    } else if (opts.etcd) {
       // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
       this.publicIp = resolvePublicIp(opts);
       // Known before the subnet is claimed, so a vxlan lease can publish it (flannel's BackendData).
@@ -153,7 +191,9 @@ export class Agent {
     await checkNetworkFitsHost({ tunName: opts.tunName, subnet: this.subnet.subnet, network: this.subnet.network, publicIp: this.publicIp });
 
     // Leases before the device: a broken leases file must not leave a TUN behind.
-    this.leaseSource = this.etcd
+    this.leaseSource = this.kube
+      ? this.kube.leaseSource()
+      : this.etcd
       ? this.etcd.leaseSource()
       : new LeasesFileSource(opts.leasesFile ?? '', { ownSubnet: this.subnet.subnet, watch: opts.watchLeases });
     await this.leaseSource.start({
@@ -233,12 +273,10 @@ export class Agent {
       log(`tracing ${trace.filter || 'every packet'} (at most ${trace.limit || 'unlimited'} packets, ${trace.perSecond || 'any number'} per second)`);
     }
     if (opts.observe?.capture) log(`capturing to ${opts.observe.capture.dir} (tun-in, udp-out, udp-in, tun-out per worker)`);
-    if (opts.observe?.healthz) {
-      this.healthServer = await startHealthServer({ ...opts.observe.healthz, snapshot: () => this.statsSnapshot(), ready: () => this.ready, log });
-      log(`serving /healthz, /readyz and /metrics on ${opts.observe.healthz.ip}:${this.healthServer.port}`);
-    }
     this.ready = true;
     log(READY_LINE);
+    // flanneld's CompleteLease: tell Kubernetes the node's network is up.
+    if (this.kube) void this.kube.completeLease();
   }
 
   /** SIGHUP: re-read the leases now (the file is also watched). */
@@ -396,6 +434,8 @@ export class Agent {
     // The etcd lease is left in place: a restarted agent finds it and keeps its subnet.
     await this.etcd?.stop();
     this.etcd = undefined;
+    await this.kube?.stop();
+    this.kube = undefined;
   }
 }
 

@@ -6,6 +6,7 @@ import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { parseObserveFlags, type ObserveFlagValues } from './observe/options.js';
 import { parseFlags } from './cli-flags.js';
 import { UP_FLAGS, VERSION, helpText } from './up-flags.js';
+import { parseKubeFlags } from './control/kube-options.js'; // kube mode (issue 13)
 
 
 function die(message: string, code = 2): never {
@@ -31,14 +32,19 @@ function log(line: string): void {
 }
 
 async function up(argv: string[]): Promise<void> {
-  const values = parseFlags('up', argv, UP_FLAGS) as Record<string, string | undefined> & { help?: boolean; 'no-leases-watch'?: boolean; 'ip-masq'?: boolean; trace?: boolean };
+  const values = parseFlags('up', argv, UP_FLAGS) as Record<string, string | undefined> & { help?: boolean; 'no-leases-watch'?: boolean; 'ip-masq'?: boolean; trace?: boolean; 'kube-subnet-mgr'?: boolean };
   if (values.help) {
     process.stdout.write(helpText());
     return;
   }
   const etcdEndpoints = values['etcd-endpoints'];
+  // ---- kube mode (issue 13): --kube-subnet-mgr and its companions; one peer source only ----
+  const kube = parseKubeFlags(values);
+  if (kube && (values.leases || etcdEndpoints)) die('--kube-subnet-mgr excludes --leases and --etcd-endpoints: the peers come from the Kubernetes API');
+  if (kube && values.backend) die("--backend: with --kube-subnet-mgr the backend is net-conf.json's Backend.Type");
+  // ---- end of kube mode block ----
   if (values.leases && etcdEndpoints) die('--leases and --etcd-endpoints are mutually exclusive: the peers come from a file or from etcd, not both');
-  if (!values.leases && !etcdEndpoints) die('--leases FILE or --etcd-endpoints URLS is required (where the peers come from; see --help)');
+  if (!values.leases && !etcdEndpoints && !kube) die('--leases FILE, --etcd-endpoints URLS or --kube-subnet-mgr is required (where the peers come from; see --help)');
   if (etcdEndpoints && values.backend) die("--backend: with --etcd-endpoints the backend is the network config's Backend.Type");
   for (const f of ['etcd-prefix', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password', 'subnet-lease-renew-margin'] as const) {
     if (values[f] !== undefined && !etcdEndpoints) die(`--${f} needs --etcd-endpoints`);
@@ -71,6 +77,7 @@ async function up(argv: string[]): Promise<void> {
           renewMarginMs: intFlag('subnet-lease-renew-margin', values['subnet-lease-renew-margin'], 60, 1, 1439) * 60_000,
         }
       : undefined,
+    kube, // kube mode (issue 13)
     ipMasq: values['ip-masq'] ?? false,
     iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
@@ -114,6 +121,7 @@ async function up(argv: string[]): Promise<void> {
   try {
     await agent.start();
   } catch (err) {
+    if (stopping) return; // a signal during start (kube mode waiting for its podCIDR): shutdown() exits
     await agent.stop().catch(() => undefined);
     throw err;
   }
@@ -150,7 +158,7 @@ async function main(argv: string[]): Promise<void> {
 const USER_ERRORS = new Set([
   'ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError',
   'NetworkConfigError', 'EtcdError', 'EtcdSetupError', 'SubnetExhaustedError', 'IpMasqError',
-  'ObserveFlagError', 'TraceFilterError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError',
+  'ObserveFlagError', 'TraceFilterError', 'KubeFlagError', 'KubeSetupError', 'KubeApiError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError',
 ]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {

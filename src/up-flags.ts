@@ -4,6 +4,7 @@
 import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
 import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { OBSERVE_FLAGS } from './observe/options.js';
+import { KUBE_FLAGS } from './control/kube-options.js';
 import { renderFlagHelp, type FlagGroup } from './cli-flags.js';
 
 export const VERSION = '0.1.0';
@@ -54,6 +55,7 @@ export const UP_FLAGS: readonly FlagGroup[] = [
       { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
     ],
   },
+  KUBE_FLAGS,
   { title: 'Observability options for up:', flags: OBSERVE_FLAGS },
 ];
 
@@ -62,7 +64,8 @@ const HELP_HEADER = `flannel-udp ${VERSION} — userspace UDP/TUN data plane for
 Usage:
   flannel-udp up --subnet-file FILE --leases FILE (--public-ip IP | --iface NAME) [options]
   flannel-udp up --subnet-file FILE --etcd-endpoints URL[,URL…] (--public-ip IP | --iface NAME) [options]
-  flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force]   (see install-cni --help)
+  flannel-udp up --kube-subnet-mgr [--kubeconfig-file FILE] [--net-config-path FILE] [options]
+  flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force] …  (see install-cni --help)
   flannel-udp stats [--tun NAME] [--watch [SECONDS]] [--json]      a running agent's counters (see stats --help)
   flannel-udp trace [--tun NAME] [--filter EXPR] [--limit N] [--json]  follow packets through it (see trace --help)
   flannel-udp --help | --version
@@ -74,6 +77,8 @@ SIGTERM (which remove everything it created). SIGHUP re-reads the leases file
 SIGUSR2 makes worker 0 fail on purpose (fault injection: it is restarted).
 With --etcd-endpoints, as flanneld: the node leases a subnet from etcd, writes
 subnet.env and follows the other nodes' leases live (SIGHUP re-reads them).
+With --kube-subnet-mgr, as flanneld in kube-flannel.yml: the subnet is the
+node's spec.podCIDR and the peers are the other nodes' flannel annotations.
 
 `;
 
