@@ -159,6 +159,19 @@ test('the agent: kube subnet manager, masquerade, health port 8081 probed at /he
   assert.not.ok(agent.resources.limits, 'no limit: a CPU limit throttles the data plane, a memory limit kills it');
 });
 
+test("every flag the containers pass is one the CLI documents in its --help (the agent's and install-cni's)", () => {
+  for (const [c, command] of [[agent, 'up'], [init, 'install-cni']] as const) {
+    assert.is(c.args[0], command);
+    const help = spawnSync(process.execPath, [cliPath, command, '--help'], { encoding: 'utf8' });
+    assert.is(help.status, 0, help.stderr);
+    for (const arg of c.args.slice(1) as string[]) {
+      const flag = /^(--[a-z0-9-]+)/.exec(arg)?.[1];
+      assert.ok(flag, `${command}: "${arg}" is not a --flag`);
+      assert.ok(new RegExp(`^\\s+(-\\w, )?${flag}\\b`, 'm').test(help.stdout), `${command} --help does not document ${flag}`);
+    }
+  }
+});
+
 test('least privilege: not privileged, NET_ADMIN and NET_RAW only for the agent, nothing for install-cni', () => {
   assert.equal(agent.securityContext, {
     privileged: false,
