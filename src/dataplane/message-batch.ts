@@ -90,9 +90,4 @@ export class MessageBatch {
   sourcePort(i: number): number {
     return this.memory.view.getUint16(this.nameBase + i * libc.SIZEOF_SOCKADDR_IN + 2, false);
   }
-
-  /** Address of message i's mmsghdr, to resume a partially completed sendmmsg. */
-  addressOfMessage(i: number): number {
-    return this.memory.address + i * libc.SIZEOF_MMSGHDR;
-  }
 }
