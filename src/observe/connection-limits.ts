@@ -38,20 +38,26 @@ export function fdLimit(): number {
   }
 }
 
-/** Descriptors this process has open now. */
-export function openFds(): number {
+/** Descriptors this process has open now; undefined when they cannot be counted (reading /proc takes a descriptor too). */
+export function openFds(): number | undefined {
   try {
     return readdirSync('/proc/self/fd').length;
   } catch {
-    return 0;
+    return undefined;
   }
 }
 
-/** "EMFILE" → "EMFILE: too many open files (240 of 256 in use)". */
+// Read at start: when the table is full, /proc/self/limits cannot be opened either.
+const limitAtStart = fdLimit();
+
+/** "EMFILE" → "EMFILE: too many open files (240 of 256 in use)"; "(all 256 in use)" when the table is too full to count. */
 export function describeFdError(err: NodeJS.ErrnoException): string {
   if (err.code === 'EMFILE' || err.code === 'ENFILE') {
-    const limit = fdLimit();
-    return `${err.message}: too many open files (${openFds()} of ${limit === Infinity ? 'unlimited' : limit} in use)`;
+    const now = fdLimit();
+    const limit = now === Infinity ? limitAtStart : now;
+    const shown = limit === Infinity ? 'unlimited' : String(limit);
+    const open = openFds();
+    return `${err.message}: too many open files (${open === undefined ? `all ${shown}` : `${open} of ${shown}`} in use)`;
   }
   return err.message;
 }
@@ -96,7 +102,7 @@ export function limitConnections(server: Server, what: string, limits: Connectio
       else perPeer.set(peer, n);
     });
     if (limit !== Infinity) {
-      const open = openFds();
+      const open = openFds() ?? limit; // uncountable: the table is full
       if (open > limit - limits.reserveFds) {
         report(`${what}: refused a connection: ${open} of ${limit} file descriptors in use, ${limits.reserveFds} are kept for the data plane`);
         socket.destroy();

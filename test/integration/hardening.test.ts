@@ -270,3 +270,29 @@ crash('the old subnet\'s rules stay until the restart, then only the new subnet\
 });
 
 crash.run();
+
+// ---------------------------------------------------------------------------
+
+const spawnFail = suite('the --ip-masq repair loop says why it could not check, instead of "rule missing"');
+let one: Cluster;
+
+spawnFail.before(async () => {
+  one = await createCluster({ nodes: 1, dataplane: 'none' });
+});
+spawnFail.after(async () => {
+  await one?.destroy();
+});
+
+spawnFail('with no descriptor left, the log names EMFILE, not a missing rule; the rules are intact and removed at the end', async () => {
+  const ns = one.node(1).ns;
+  const child = one.spawn(ns, 'sh', ['-c', 'ulimit -n 128 && exec "$0" "$@"', process.execPath, join(supportDir, 'ipmasq-emfile.js')]);
+  const exit = await child.exited;
+  const out = child.log.text();
+  assert.is(exit.code, 0, out);
+  assert.match(out, /holding \d+ descriptors/);
+  assert.match(out, /ip-masq: checking the rules failed: iptables: spawn iptables EMFILE: too many open files \((all|\d+ of) 128 in use\); retrying/);
+  assert.not.match(out, /rule missing/, out);
+  assert.equal((await natRules(ns)).filter((l) => /FLANNEL-POSTRTG|flanneld masq/.test(l)), []);
+});
+
+spawnFail.run();
