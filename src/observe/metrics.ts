@@ -133,6 +133,12 @@ export const WORKER_METRICS: readonly FamilySpec[] = [
     series: [{ counter: 'IcmpSent' }],
   },
   {
+    name: 'flannel_udp_icmp_suppressed_total',
+    type: 'counter',
+    help: 'ICMP errors not sent because the per-source or the global rate limit was reached (the packets themselves are counted as drops).',
+    series: [{ counter: 'IcmpSuppressed' }],
+  },
+  {
     name: 'flannel_udp_syscalls_total',
     type: 'counter',
     help: 'System calls made by the worker, by syscall: each one is a user/kernel crossing.',
