@@ -20,6 +20,7 @@ import { type Cidr, cidrEquals, formatIPv4 } from './ipv4-address.js';
 import { type Lease, formatSubnetKey, parseLeaseAttrs } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { type EtcdClient, EtcdError, type Watch, type WatchEnd, type WatchEvent } from './etcd-client.js';
+import { WakeableSleep } from './wakeable-sleep.js';
 
 export interface EtcdLeaseSourceOptions {
   /** flannel's --etcd-prefix, e.g. /coreos.com/network */
@@ -50,7 +51,7 @@ export class EtcdLeaseSource implements LeaseSource {
   private watch: Watch | undefined;
   private loop: Promise<void> | undefined;
   private stopped = false;
-  private wake: (() => void) | undefined;
+  private readonly pause = new WakeableSleep();
   private ownLeaseLost = false;
   /** set while etcd is unreachable: when it started, for the "back after" line */
   private downSince: number | undefined;
@@ -92,7 +93,7 @@ export class EtcdLeaseSource implements LeaseSource {
   async stop(): Promise<void> {
     this.stopped = true;
     this.watch?.cancel();
-    this.wake?.();
+    this.pause.wake();
     await this.loop;
   }
 
@@ -279,16 +280,6 @@ export class EtcdLeaseSource implements LeaseSource {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-    });
+    return this.pause.sleep(ms);
   }
 }

@@ -17,6 +17,7 @@
 
 import { KubeApiError, type KubeClient, type WatchEventType } from './kube-client.js';
 import type { KubeNode } from './kube-annotations.js';
+import { WakeableSleep } from './wakeable-sleep.js';
 
 export interface NodeWatchOptions {
   log: (line: string) => void;
@@ -39,7 +40,7 @@ export class NodeWatch {
   /** ends the current watchOnce() (stop() needs its promise settled; an aborted stream reports nothing) */
   private endWatch: (() => void) | undefined;
   private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
+  private readonly pause = new WakeableSleep();
   private downSince: number | undefined;
   /** counters for logs and tests */
   readonly counts = { lists: 0, watches: 0, expired: 0 };
@@ -58,7 +59,7 @@ export class NodeWatch {
   async stop(): Promise<void> {
     this.stopped = true;
     this.endWatch?.();
-    this.wake?.();
+    this.pause.wake();
     await this.loop;
   }
 
@@ -210,16 +211,6 @@ export class NodeWatch {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-    });
+    return this.pause.sleep(ms);
   }
 }

@@ -10,7 +10,7 @@
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
 import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4 } from './tun-device.js';
-import { openWorkerSockets, closeWorkerSockets } from './worker-sockets.js';
+import { openWorkerSockets, closeWorkerSockets, type WorkerSockets } from './worker-sockets.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-main.js';
 import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
@@ -59,16 +59,9 @@ export interface TraceSettings {
   perSecond: number;
 }
 
-interface WorkerSlot {
+interface WorkerSlot extends WorkerSockets {
   index: number;
   tunFd: number;
-  udpFd: number;
-  udpGro: boolean;
-  udpGso: boolean;
-  /** Sockets this worker sends from (UDP mode: udpFd itself), and their ports. */
-  sendFds: number[];
-  sendPorts: number[];
-  wakeFd: number;
   thread?: Worker;
   port?: MessagePort;
   recentRestarts: number[];
