@@ -74,6 +74,8 @@ export interface AgentOptions {
   socketBufferBytes: number;
   offload: boolean;
   busyPollUs: number;
+  /** Warm each worker's forwarding path before it starts (dataplane/rehearsal.ts). */
+  rehearsal: boolean;
   observe?: import('./observe/options.js').ObserveOptions;
 }
 
@@ -234,6 +236,7 @@ export class Agent {
         socketBufferBytes: opts.socketBufferBytes,
         offload: opts.offload,
         busyPollUs: opts.busyPollUs,
+        rehearsal: opts.rehearsal,
         ownNetwork: subnet.network,
         ownMask: subnet.mask,
         node: formatSubnetKey(subnet),

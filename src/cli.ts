@@ -56,8 +56,10 @@ async function up(argv: string[]): Promise<void> {
   }
   const backend = values.backend ?? 'udp';
   if (backend !== 'udp' && backend !== 'vxlan') die(`--backend: "${backend}" is not udp or vxlan`);
-  const checksum = values['vxlan-udp-checksum'] ?? 'zero';
+  const checksum = values['vxlan-udp-checksum'] ?? 'on';
   if (checksum !== 'zero' && checksum !== 'on') die(`--vxlan-udp-checksum: "${checksum}" is not zero or on`);
+  const rehearsal = values.rehearsal ?? 'on';
+  if (rehearsal !== 'on' && rehearsal !== 'off') die(`--rehearsal: "${rehearsal}" is not on or off`);
   const opts: AgentOptions = {
     backend,
     vni: intFlag('vni', values.vni, 1, 0, 0xffffff),
@@ -90,6 +92,7 @@ async function up(argv: string[]): Promise<void> {
     socketBufferBytes: intFlag('socket-buffer', values['socket-buffer'], 4 << 20, 65536, 1 << 30),
     offload: offloadFlag(values.offload),
     busyPollUs: intFlag('busy-poll', values['busy-poll'], 0, 0, 1_000_000),
+    rehearsal: rehearsal === 'on',
     observe: parseObserveFlags(values as ObserveFlagValues, values.tun ?? 'flannel0'),
   };
 

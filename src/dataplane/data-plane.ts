@@ -42,6 +42,8 @@ export interface DataPlaneOptions {
   /** Use TUN offloads (virtio headers, TSO) and UDP GSO/GRO where the kernel has them. */
   offload: boolean;
   busyPollUs: number;
+  /** Each worker warms its forwarding path on private sockets before it reports ready (rehearsal.ts). */
+  rehearsal: boolean;
   ownNetwork: number;
   ownMask: number;
   /** This node's name in trace events: its subnet key. */
@@ -166,6 +168,9 @@ export class DataPlane {
       udpGso: slot.udpGso,
       tunUso: this.tunUso,
       busyPollUs: this.opts.busyPollUs,
+      rehearsal: this.opts.rehearsal,
+      offload: this.opts.offload,
+      udpChecksum: this.opts.vxlan?.udpChecksum ?? true,
       ownNetwork: this.opts.ownNetwork,
       ownMask: this.opts.ownMask,
     };

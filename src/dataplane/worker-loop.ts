@@ -18,45 +18,62 @@ export interface WorkerLoopOptions {
   counters: Float64Array;
 }
 
-/** Runs until a stop message arrives. Throws on an unexpected syscall failure (the main thread restarts the worker). */
-export function runWorkerLoop(forwarder: Forwarder, opts: WorkerLoopOptions): void {
-  const c = opts.counters;
-  const pollFds = new libc.NativeMemory(3 * libc.SIZEOF_POLLFD);
-  const view = pollFds.view;
-  [opts.tunFd, opts.udpFd, opts.wakeFd].forEach((fd, i) => {
-    view.setInt32(i * libc.SIZEOF_POLLFD, fd, true);
-    view.setInt16(i * libc.SIZEOF_POLLFD + 4, libc.POLLIN, true);
-  });
-  const wakeValue = new libc.NativeMemory(8);
-  let busyUntil = 0;
-  while (!forwarder.stopping) {
+export class WorkerLoop {
+  private readonly pollFds = new libc.NativeMemory(3 * libc.SIZEOF_POLLFD);
+  private readonly wakeValue = new libc.NativeMemory(8);
+  private readonly c: Float64Array;
+  private busyUntil = 0;
+
+  constructor(
+    private readonly forwarder: Forwarder,
+    private readonly opts: WorkerLoopOptions,
+  ) {
+    this.c = opts.counters;
+    const view = this.pollFds.view;
+    [opts.tunFd, opts.udpFd, opts.wakeFd].forEach((fd, i) => {
+      view.setInt32(i * libc.SIZEOF_POLLFD, fd, true);
+      view.setInt16(i * libc.SIZEOF_POLLFD + 4, libc.POLLIN, true);
+    });
+  }
+
+  /** Runs until a stop message arrives. Throws on an unexpected syscall failure (the main thread restarts the worker). */
+  run(): void {
+    while (!this.forwarder.stopping) this.turn(POLL_TIMEOUT_MS);
+    this.forwarder.close();
+  }
+
+  /** One wait (at most timeoutMs) and the forwarding it wakes up for. */
+  turn(timeoutMs: number): void {
+    const c = this.c;
+    const forwarder = this.forwarder;
+    const pollFds = this.pollFds;
+    const view = pollFds.view;
     forwarder.heartbeat();
     // Right after traffic, look again without sleeping: the reply to what we
     // just forwarded usually comes within microseconds, and waking a sleeping
     // thread costs far more than that (a vCPU halt and an IPI on a VM).
     let ready = 0;
-    if (busyUntil > 0) {
+    if (this.busyUntil > 0) {
       do {
         ready = libc.poll(pollFds.pointer, 3, 0);
         c[Counter.SyscallsPoll]++;
-      } while (ready === 0 && performance.now() < busyUntil);
-      busyUntil = 0;
+      } while (ready === 0 && performance.now() < this.busyUntil);
+      this.busyUntil = 0;
     }
     if (ready === 0) {
-      ready = libc.poll(pollFds.pointer, 3, POLL_TIMEOUT_MS);
+      ready = libc.poll(pollFds.pointer, 3, timeoutMs);
       c[Counter.SyscallsPoll]++;
     }
     if (ready < 0) {
       const e = libc.errno();
-      if (e === libc.EINTR) continue;
+      if (e === libc.EINTR) return;
       throw new libc.SyscallError('poll', e);
     }
-    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(opts.wakeFd, wakeValue.pointer, 8);
+    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(this.opts.wakeFd, this.wakeValue.pointer, 8);
     forwarder.checkControl();
     // While either side has work, bypass poll() (flannel's trick): a read that
     // finds nothing costs less than the poll() that would have told us so.
     const rounds = forwarder.drive(view.getInt16(6, true) !== 0, view.getInt16(libc.SIZEOF_POLLFD + 6, true) !== 0);
-    if (rounds > 0 && opts.busyPollUs > 0) busyUntil = performance.now() + opts.busyPollUs / 1000;
+    if (rounds > 0 && this.opts.busyPollUs > 0) this.busyUntil = performance.now() + this.opts.busyPollUs / 1000;
   }
-  forwarder.close();
 }

@@ -5,68 +5,41 @@
 // main thread signals them.
 import { parentPort, workerData } from 'node:worker_threads';
 import { Forwarder, type ForwarderConfig } from './forwarder.js';
-import { KernelTun } from './kernel-tun.js';
-import { KernelBind } from './kernel-bind.js';
 import { WorkerMemory } from './worker-memory.js';
-import { runWorkerLoop } from './worker-loop.js';
+import { WorkerLoop } from './worker-loop.js';
 import { workerCounters } from './worker-stats.js';
-import { VXLAN_HEADROOM } from '../encap/vxlan.js';
+import { buildKernelDevices, type DeviceOptions, type DeviceFds } from './worker-devices.js';
+import { rehearse } from './rehearsal.js';
 import type { WorkerReport } from './worker-messages.js';
 
-export interface WorkerData extends Omit<ForwarderConfig, 'counters' | 'controlSequence'> {
+export interface WorkerData extends Omit<ForwarderConfig, 'counters' | 'controlSequence'>, DeviceOptions, DeviceFds {
   stats: SharedArrayBuffer;
   control: SharedArrayBuffer;
-  tunFd: number;
-  udpFd: number;
   wakeFd: number;
-  /** Sockets to send from: UDP mode [udpFd] (peers expect the well-known source port); VXLAN several, one per source port. */
-  sendFds: number[];
-  /** Packets (or super-packets) per read and per recvmmsg. */
-  batchSize: number;
-  /** The TUN carries virtio_net_hdr (opened with IFF_VNET_HDR). */
-  vnetHeader: boolean;
-  /** The socket has UDP_GRO on. */
-  udpGro: boolean;
-  /** The TUN accepted USO: same-size UDP datagrams of a flow can be merged into one write. */
-  tunUso: boolean;
-  /** The kernel takes UDP_SEGMENT sends. */
-  udpGso: boolean;
   busyPollUs: number;
+  /** Rehearse before reporting ready (rehearsal.ts); off with FLANNEL_UDP_REHEARSAL=off. */
+  rehearsal: boolean;
+  /** How the send sockets were opened, for the rehearsal's copies. */
+  offload: boolean;
+  udpChecksum: boolean;
 }
 
 const data = workerData as WorkerData;
 const counters = workerCounters(data.stats, data.workerIndex);
 const memory = new WorkerMemory(data.batchSize, data.vnetHeader, data.mtu);
-const tun = new KernelTun(data.tunFd, {
-  pool: memory.pool,
-  readSlots: memory.readSlots,
-  vnetHeader: data.vnetHeader,
-  uso: data.vnetHeader && data.tunUso,
-  // Without an outer checksum nothing vouches for the inner bytes, so a VXLAN
-  // receiver verifies each TCP segment before merging (a bad one is written
-  // alone, and the kernel drops it as it would have).
-  verifyBeforeMerge: data.backend === 'vxlan',
-  txArenaOffset: memory.txArenaOffset,
-  txArenaSegments: memory.txArenaSegments,
-  rxArenaOffset: memory.rxArenaOffset,
-  rxArenaWrites: memory.rxArenaWrites,
-  segmentHeadroom: data.backend === 'vxlan' ? VXLAN_HEADROOM : 0,
-  maxWritePackets: memory.maxDatagrams,
-  counters,
-});
-const bind = new KernelBind({
-  receiveFd: data.udpFd,
-  sendFds: data.sendFds,
-  pool: memory.pool,
-  firstSlot: memory.firstReceiveSlot,
-  batchSize: data.batchSize,
-  gro: data.udpGro,
-  gso: data.udpGso,
-  maxMessages: memory.txArenaSegments + data.batchSize,
-  maxPieces: 2 * memory.txArenaSegments + data.batchSize,
-  counters,
-});
 const post = (report: WorkerReport) => parentPort!.postMessage(report);
+if (data.rehearsal) {
+  // Warm the forwarding path before the first real packet (rehearsal.ts says why).
+  const r = rehearse({ ...data, sendSockets: data.sendFds.length }, memory);
+  const complete = r.outboundForwarded === r.outboundSent && r.inboundForwarded === r.inboundSent && r.drops === 0;
+  post({
+    type: 'log',
+    line:
+      `worker ${data.workerIndex}: rehearsal: ${r.outboundForwarded}/${r.outboundSent} packets out, ${r.inboundForwarded}/${r.inboundSent} in, ${r.ms} ms` +
+      (complete ? '' : ` (${r.drops} dropped: the forwarding path is warmed only in part)`),
+  });
+}
+const { tun, bind } = buildKernelDevices(data, data, memory, counters);
 const forwarder = new Forwarder(
   { ...data, counters, controlSequence: new Int32Array(data.control, data.workerIndex * 4, 1) },
   tun,
@@ -75,6 +48,6 @@ const forwarder = new Forwarder(
   post,
 );
 post({ type: 'ready' });
-runWorkerLoop(forwarder, { tunFd: data.tunFd, udpFd: data.udpFd, wakeFd: data.wakeFd, busyPollUs: data.busyPollUs, counters });
+new WorkerLoop(forwarder, { tunFd: data.tunFd, udpFd: data.udpFd, wakeFd: data.wakeFd, busyPollUs: data.busyPollUs, counters }).run();
 // Let the thread exit: an open port would keep its event loop alive.
 data.controlPort.close();

@@ -25,6 +25,19 @@ dataplane('pods ping each other across nodes, both ways', async () => {
   assert.is(back.received, 5, `pod2 → pod1: ${JSON.stringify(back)}`);
 });
 
+dataplane('each worker rehearsed before it started, and forwarded every made-up packet both ways', async () => {
+  for (const i of [1, 2]) {
+    const log = cluster.agent(i)!.log.text();
+    for (const worker of [0, 1]) {
+      const m = new RegExp(`worker ${worker}: rehearsal: (\\d+)/(\\d+) packets out, (\\d+)/(\\d+) in, \\d+ ms`).exec(log);
+      assert.ok(m, `node ${i} worker ${worker} logged no rehearsal:\n${log}`);
+      assert.is(m[1], m[2], `node ${i} worker ${worker}: out`);
+      assert.is(m[3], m[4], `node ${i} worker ${worker}: in`);
+      assert.ok(Number(m[2]) > 1000);
+    }
+  }
+});
+
 dataplane('a 128 MiB TCP transfer arrives intact (sha256 matches on both ends)', async () => {
   const bytes = 128 * 1024 * 1024;
   const r = await tcpTransfer(cluster, cluster.pod(1), cluster.pod(2), bytes);

@@ -8,7 +8,7 @@
 // (a second KernelBind, writes from fixed addresses) allocates nothing either.
 //
 // Two shapes: batches of 64 driven by direct calls (the per-packet work), and
-// the real loop (runWorkerLoop: poll, heartbeat, drive) in a worker thread as
+// the real loop (WorkerLoop: poll, heartbeat, drive) in a worker thread as
 // in the agent, fed one packet at a time each way, so every packet costs a
 // loop turn. What used to make garbage: every address computed per call
 // (pool base + offset, above 2^31) became a heap number at the FFI boundary
@@ -194,7 +194,7 @@ const { Forwarder } = await import(d.modules.forwarder);
 const { KernelTun } = await import(d.modules.kernelTun);
 const { KernelBind } = await import(d.modules.kernelBind);
 const { WorkerMemory } = await import(d.modules.memory);
-const { runWorkerLoop } = await import(d.modules.loop);
+const { WorkerLoop } = await import(d.modules.loop);
 const counters = new Float64Array(COUNTERS_PER_WORKER);
 const leases = buildLeaseTableSnapshot([leaseOf('10.244.1.0/24', '127.0.0.9'), leaseOf('10.244.2.0/24', '127.0.0.1')], 1);
 const m = new WorkerMemory(64, d.vnet, 1472);
@@ -204,7 +204,7 @@ const f = new Forwarder({ workerIndex: 0, leases, counters, controlPort: d.port,
   vtepMac: new Uint8Array(6), peerPort: d.peerPort, mtu: 1472, pathMtu: 1472, ownNetwork: ip('10.244.1.0'), ownMask: 0xffffff00,
   node: 'n', publicIp: 0x7f000001, sendPorts: [d.udpPort] }, tun, bind, m, () => {});
 parentPort.postMessage({ ready: true });
-runWorkerLoop(f, { tunFd: d.tunFd, udpFd: d.udpFd, wakeFd: d.wakeFd, busyPollUs: 0, counters });
+new WorkerLoop(f, { tunFd: d.tunFd, udpFd: d.udpFd, wakeFd: d.wakeFd, busyPollUs: 0, counters }).run();
 await new Promise((r) => setTimeout(r, 100));
 const w = new Float64Array(d.window);
 const inWindow = gcs.filter((e) => performance.timeOrigin + e.startTime >= w[0] && performance.timeOrigin + e.startTime <= w[1]);
