@@ -232,6 +232,29 @@ export class LeaseTable {
     return -1;
   }
 
+  /**
+   * How many leases sit away from their home slot (reached only after a
+   * collision), in the prefix regions and in the public-IP region. The
+   * rehearsal picks its made-up leases so that both are non-zero: its lookups
+   * then take the collision paths too, as lookups in a real cluster do.
+   */
+  displaced(): { prefix: number; publicIp: number } {
+    let prefix = 0;
+    for (let r = 0; r < this.lengthCount; r++) {
+      const base = this.lengthSlotOffsets[r];
+      for (let s = 0; s <= this.lengthSlotMasks[r]; s++) {
+        const i = this.prefixSlots[base + s];
+        if (i >= 0 && Math.imul(this.networks[i], HASH_MULTIPLIER) >>> this.lengthHashShifts[r] !== s) prefix++;
+      }
+    }
+    let publicIp = 0;
+    for (let s = 0; s <= this.publicIpSlotMask; s++) {
+      const i = this.publicIpSlots[s];
+      if (i >= 0 && Math.imul(this.publicIps[i], HASH_MULTIPLIER) >>> this.publicIpHashShift !== s) publicIp++;
+    }
+    return { prefix, publicIp };
+  }
+
   /** Index of a lease whose node has this public IP, or -1 (for checking where tunnelled packets come from). */
   findByPublicIp(addr: number): number {
     const key = addr | 0; // int32 or uint32 in, same bits: compared as int32 (see publicIps)

@@ -12,7 +12,7 @@ import * as libc from './libc.js';
 import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4 } from './tun-device.js';
 import { openWorkerSockets, closeWorkerSockets, type WorkerSockets } from './worker-sockets.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
-import type { WorkerData } from './worker-main.js';
+import type { WorkerData } from './worker-build.js';
 import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
 import type { CaptureConfig } from './forwarder-observer.js';
 import type { TraceEvent } from '../observe/trace-event.js';

@@ -91,6 +91,16 @@ export class Forwarder {
   private readonly tunWrites: PacketList;
   private readonly icmpOffset: number;
   private readonly vnet: boolean;
+  // The config values the per-packet path reads, as own fields: the config
+  // object's shape depends on who built it (worker-build.ts spreads the
+  // structured clone of workerData, the rehearsal writes a literal), and
+  // optimised code specialised on one shape is thrown away on the other.
+  private readonly mtu: number;
+  private readonly pathMtu: number;
+  private readonly peerPort: number;
+  private readonly ownNetwork: number;
+  private readonly ownMask: number;
+  private readonly controlSequence: Int32Array;
   private leaseTable: LeaseTable;
   private lastControlSequence = 0;
   private nextHeapSampleMs = 0;
@@ -98,18 +108,26 @@ export class Forwarder {
   private readonly icmpLimiter = new IcmpRateLimiter();
   private observer: ForwarderObserver | undefined;
   private traceSession = -1;
+  private readonly cfg: ForwarderConfig;
 
   constructor(
-    private readonly cfg: ForwarderConfig,
+    cfg: ForwarderConfig,
     private readonly tun: TunDevice,
     private readonly bind: UdpBind,
     memory: WorkerMemory,
     private readonly post: (report: WorkerReport) => void,
   ) {
+    this.cfg = cfg = normalizeConfig(cfg);
     this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac) : undefined;
     this.encap = this.vxlan ?? new UdpEncapsulation();
     this.bytes = memory.pool.bytes;
     this.c = cfg.counters;
+    this.mtu = cfg.mtu;
+    this.pathMtu = cfg.pathMtu;
+    this.peerPort = cfg.peerPort;
+    this.ownNetwork = cfg.ownNetwork;
+    this.ownMask = cfg.ownMask;
+    this.controlSequence = cfg.controlSequence;
     this.vnet = memory.vnetHeader;
     this.icmpOffset = memory.icmpOffset;
     const batch = memory.batchSize;
@@ -175,7 +193,7 @@ export class Forwarder {
     const reason = validateIPv4(bytes, off, batch.length[p]);
     if (reason !== DropReason.None) return this.drop(reason);
     const length = ipv4TotalLength(bytes, off);
-    if (segments === 0 && length > this.cfg.mtu) return this.drop(DropReason.TooBig);
+    if (segments === 0 && length > this.mtu) return this.drop(DropReason.TooBig);
     const o = this.observer;
     const traced = o === undefined || !firstRun ? -1 : o.tunRead(bytes, off, length, segments > 0);
     const lease = this.leaseTable.lookup(ipv4Destination(bytes, off));
@@ -188,12 +206,12 @@ export class Forwarder {
       }
       return this.drop(DropReason.NoLease);
     }
-    if (batch.wireSize[p] > this.cfg.pathMtu) {
+    if (batch.wireSize[p] > this.pathMtu) {
       if (segments > 0 || ipv4DontFragment(bytes, off)) {
         if (!firstRun) return false;
         // The sender asked not to fragment: tell it the size that fits (RFC 1191).
-        this.answerIcmp(off, length, ICMP_FRAG_NEEDED, this.cfg.pathMtu);
-        if (traced >= 0) o!.dropped(traced, bytes, off, length, 'fragmentation-needed', `ICMP fragmentation needed (mtu ${this.cfg.pathMtu}) written back into the TUN`);
+        this.answerIcmp(off, length, ICMP_FRAG_NEEDED, this.pathMtu);
+        if (traced >= 0) o!.dropped(traced, bytes, off, length, 'fragmentation-needed', `ICMP fragmentation needed (mtu ${this.pathMtu}) written back into the TUN`);
         return this.drop(DropReason.FragmentationNeeded);
       }
       this.c[Counter.OuterFragmented]++;
@@ -213,7 +231,7 @@ export class Forwarder {
     }
     const start = this.encap.encapsulate(bytes, off, length, lease);
     const queue = this.sendBatches[k];
-    queue.begin(peer, this.cfg.peerPort, 0, 1);
+    queue.begin(peer, this.peerPort, 0, 1);
     queue.add(start, off + length - start);
     queue.end();
     if (o !== undefined) {
@@ -239,7 +257,7 @@ export class Forwarder {
     const o = this.observer;
     for (let from = first; from < end; from += perMessage) {
       const last = Math.min(end, from + perMessage);
-      queue.begin(peer, this.cfg.peerPort, last - from > 1 ? datagramSize : 0, last - from);
+      queue.begin(peer, this.peerPort, last - from > 1 ? datagramSize : 0, last - from);
       for (let i = from; i < last; i++) {
         const header = seg.headerOffset[i];
         decrementTtl(bytes, header);
@@ -365,7 +383,7 @@ export class Forwarder {
       return;
     }
     // No reflection: only packets for this node's own pods go into the TUN.
-    if (((ipv4Destination(bytes, inner) & this.cfg.ownMask) >>> 0) !== this.cfg.ownNetwork) {
+    if (((ipv4Destination(bytes, inner) & this.ownMask) >>> 0) !== this.ownNetwork) {
       this.dropTraced(DropReason.NotForThisNode, traced, inner, innerLength);
       return;
     }
@@ -403,9 +421,14 @@ export class Forwarder {
     }
   }
 
+  /** The next heartbeat samples the heap: the rehearsal runs that once-a-second branch too. */
+  sampleHeapSoon(): void {
+    this.nextHeapSampleMs = 0;
+  }
+
   /** Handles the control messages posted since the last look, if any (one shared-memory read when none). */
   checkControl(): void {
-    const sequence = Atomics.load(this.cfg.controlSequence, 0);
+    const sequence = Atomics.load(this.controlSequence, 0);
     if (sequence === this.lastControlSequence) return;
     this.lastControlSequence = sequence;
     for (;;) {
@@ -475,4 +498,33 @@ export class Forwarder {
       this.tun.capture = undefined;
     }
   }
+}
+
+/**
+ * The config as an object of one shape, whatever shape the caller's had (a
+ * spread of a structured clone in worker-build.ts, a literal in the
+ * rehearsal): V8 tracks the shape of what a field holds, and a Forwarder whose
+ * `cfg` had a new shape would throw away code optimised for the old one.
+ */
+function normalizeConfig(c: ForwarderConfig): ForwarderConfig {
+  return {
+    workerIndex: c.workerIndex,
+    leases: c.leases,
+    counters: c.counters,
+    controlPort: c.controlPort,
+    controlSequence: c.controlSequence,
+    backend: c.backend,
+    vni: c.vni,
+    vtepMac: c.vtepMac,
+    peerPort: c.peerPort,
+    mtu: c.mtu,
+    pathMtu: c.pathMtu,
+    ownNetwork: c.ownNetwork,
+    ownMask: c.ownMask,
+    node: c.node,
+    publicIp: c.publicIp,
+    sendPorts: Array.from(c.sendPorts),
+    trace: c.trace,
+    capture: c.capture,
+  };
 }

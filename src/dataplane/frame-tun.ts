@@ -74,6 +74,7 @@ export abstract class FrameTun implements TunDevice {
   private readonly slots: Int32Array;
   private readonly vh = new VirtioNetHeader();
   private readonly coalescer: CoalesceBatch | undefined;
+  private readonly rxArenaOffset: number;
   /** A super-packet whose later segments are still to be handed over: its read position, or -1. */
   private pendingPosition = -1;
   private pendingLength = 0;
@@ -90,6 +91,7 @@ export abstract class FrameTun implements TunDevice {
     this.headerLength = opts.vnetHeader ? VIRTIO_NET_HDR_LEN : 0;
     this.frameCapacity = opts.pool.capacity + this.headerLength;
     this.slots = Int32Array.from(opts.readSlots);
+    this.rxArenaOffset = opts.rxArenaOffset;
     this.coalescer = opts.vnetHeader
       ? new CoalesceBatch(opts.maxWritePackets, Math.min(opts.maxWritePackets, opts.rxArenaWrites), opts.verifyBeforeMerge, opts.uso)
       : undefined;
@@ -224,7 +226,7 @@ export abstract class FrameTun implements TunDevice {
     const c = this.c;
     const bytes = this.bytes;
     for (let i = 0; i < packets.count; i++) co.add(bytes, packets.offset[i], packets.length[i]);
-    const writes = co.finish(bytes, this.opts.rxArenaOffset, RX_ARENA_STRIDE);
+    const writes = co.finish(bytes, this.rxArenaOffset, RX_ARENA_STRIDE);
     for (let w = 0; w < writes; w++) {
       const firstSegment = co.writeSegmentStart[w];
       const segmentCount = co.writeSegmentEnd[w] - firstSegment;

@@ -39,8 +39,22 @@ export class KernelBind implements UdpBind {
   private readonly c: Float64Array;
   private lastReceived: number;
   private loaded: SendBatch | undefined;
+  // What the hot path reads, copied out of the options: the options object is
+  // shaped by whoever built it (a structured clone from the main thread, a
+  // literal in the rehearsal), and V8's optimised code is specialised on the
+  // shape it saw. Own fields have one shape for every instance.
+  private readonly receiveFd: number;
+  private readonly sendFds: Int32Array;
+  private readonly batchSize: number;
+  private readonly firstSlot: number;
+  private readonly slotOffsets: Int32Array;
 
-  constructor(private readonly opts: KernelBindOptions) {
+  constructor(opts: KernelBindOptions) {
+    this.receiveFd = opts.receiveFd;
+    this.sendFds = Int32Array.from(opts.sendFds);
+    this.batchSize = opts.batchSize;
+    this.firstSlot = opts.firstSlot;
+    this.slotOffsets = opts.pool.packetOffsets;
     this.senders = opts.sendFds.length;
     this.gso = opts.gso;
     this.c = opts.counters;
@@ -58,14 +72,14 @@ export class KernelBind implements UdpBind {
   receive(batch: DatagramBatch): void {
     const c = this.c;
     const mb = this.receiveBatch;
-    const size = this.opts.batchSize;
-    const offsets = this.opts.pool.packetOffsets;
-    const first = this.opts.firstSlot;
+    const size = this.batchSize;
+    const offsets = this.slotOffsets;
+    const first = this.firstSlot;
     batch.reset();
     mb.prepareReceive(this.lastReceived);
     let n: number;
     for (;;) {
-      n = libc.recvmmsg(this.opts.receiveFd, mb.memory.pointer, size, libc.MSG_DONTWAIT);
+      n = libc.recvmmsg(this.receiveFd, mb.memory.pointer, size, libc.MSG_DONTWAIT);
       c[Counter.SyscallsReceive]++;
       if (n > 0) break;
       const e = libc.errno();
@@ -107,7 +121,7 @@ export class KernelBind implements UdpBind {
       this.loaded = batch;
     }
     for (;;) {
-      const r = libc.sendmmsg(this.opts.sendFds[sender], this.sendPointers.at(this.messages.offsetOf(from)), batch.messages - from, 0);
+      const r = libc.sendmmsg(this.sendFds[sender], this.sendPointers.at(this.messages.offsetOf(from)), batch.messages - from, 0);
       this.c[Counter.SyscallsSend]++;
       if (r > 0) return r;
       if (r === 0) return -libc.EAGAIN;
@@ -118,7 +132,7 @@ export class KernelBind implements UdpBind {
 
   waitWritable(sender: number, timeoutMs: number): boolean {
     const v = this.pollFd.view;
-    v.setInt32(0, this.opts.sendFds[sender], true);
+    v.setInt32(0, this.sendFds[sender], true);
     v.setInt16(4, libc.POLLOUT, true);
     v.setInt16(6, 0, true);
     const r = libc.poll(this.pollFd.pointer, 1, timeoutMs);

@@ -20,12 +20,13 @@ import * as libc from './libc.js';
 import { Forwarder } from './forwarder.js';
 import { WorkerLoop } from './worker-loop.js';
 import { KernelBind } from './kernel-bind.js';
-import { WorkerMemory } from './worker-memory.js';
+import { PacketPool } from './packet-pool.js';
+import type { WorkerMemory } from './worker-memory.js';
 import { SendBatch } from './batches.js';
 import { buildKernelDevices, type DeviceOptions } from './worker-devices.js';
 import { openWorkerSockets, closeWorkerSockets } from './worker-sockets.js';
 import { COUNTERS_PER_WORKER, Counter, DROPS_BASE } from './worker-stats.js';
-import { buildLeaseTableSnapshot } from '../control/lease-table.js';
+import { buildLeaseTableSnapshot, LeaseTable } from '../control/lease-table.js';
 import { makeCidr, parseIPv4 } from '../control/ipv4-address.js';
 import { formatSubnetKey, type Lease } from '../control/lease.js';
 import { buildIcmpEcho, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY } from '../encap/icmp.js';
@@ -60,17 +61,60 @@ export interface RehearsalResult {
 }
 
 /** Enough turns for V8 to optimise every step of both paths (measured: docs/design.md). */
-export const REHEARSAL_TURNS = 1500;
+export const REHEARSAL_TURNS = 2500;
 const LOOPBACK = 0x7f000001;
-// Addresses from the benchmarking range (RFC 2544): they never leave the
-// socketpair and loopback, and cannot be mistaken for a cluster's.
-const OWN_SUBNET = parseIPv4('198.18.1.0');
-const PEER_SUBNET = parseIPv4('198.18.2.0');
+// Pod addresses from the shared address space (100.64.0.0/10): they never
+// leave the socketpair and loopback. Below 2^31 on purpose: V8 stores such a
+// number as a small integer, and a config field that held a small integer in
+// the real worker and then a larger number here would change the field's
+// representation and throw away optimised code (a value of the real
+// cluster's that is larger than ours is harmless).
+const OWN_SUBNET = parseIPv4('100.64.0.0');
 const OWN_POD = OWN_SUBNET + 5;
-const PEER_POD = PEER_SUBNET + 7;
-const PEER_MAC = new Uint8Array([0x02, 0x52, 0x45, 0x48, 0x52, 0x53]);
+/** Peer nodes, each on its own loopback address with its own subnet (pickPeers). */
+const PEERS = 16;
+const peerMac = (k: number) => new Uint8Array([0x02, 0x52, 0x45, 0x48, 0x52, k]);
+
+interface Peer {
+  address: number;
+  subnet: number;
+  pod: number;
+  mac: Uint8Array;
+}
+
+/**
+ * Loopback addresses (127.0.1.x and up) and subnets (100.64.x.0/24) for the
+ * peers, chosen so that the lease table has collisions in both its hash
+ * regions: the rehearsal's lookups then also take the probe paths, which a
+ * real cluster's take for some nodes and V8 would otherwise meet first on
+ * real traffic (and throw the optimised code away there).
+ */
+function pickPeers(ownMac: Uint8Array): { peers: Peer[]; leases: Lease[] } {
+  const address = (c: number) => LOOPBACK + 0x100 + c + 1;
+  const subnet = (c: number) => OWN_SUBNET + ((c + 1) << 8);
+  const addressChoice = Array.from({ length: PEERS }, (_, k) => k);
+  const subnetChoice = Array.from({ length: PEERS }, (_, k) => k);
+  const build = () => {
+    const peers = addressChoice.map((a, k) => ({ address: address(a), subnet: subnet(subnetChoice[k]), pod: subnet(subnetChoice[k]) + 7, mac: peerMac(k) }));
+    const leases = [lease(OWN_SUBNET, LOOPBACK, ownMac), ...peers.map((p) => lease(p.subnet, p.address, p.mac))];
+    return { peers, leases, displaced: new LeaseTable(buildLeaseTableSnapshot(leases, 0)).displaced() };
+  };
+  let built = build();
+  // The last peer moves until it collides; a few tries suffice (16 of 64 slots are taken).
+  for (let tries = 0; tries < 400 && built.displaced.publicIp === 0; tries++) {
+    addressChoice[PEERS - 1]++;
+    built = build();
+  }
+  for (let tries = 0; tries < 400 && built.displaced.prefix === 0; tries++) {
+    subnetChoice[PEERS - 1]++;
+    built = build();
+  }
+  return built;
+}
 /** Packets per turn, in a repeating pattern: mostly single packets, as latency-bound traffic is, and some bursts. */
 const BURSTS = [1, 1, 2, 1, 8, 1, 1, 16];
+/** Every this many turns, a lease update arrives as from the main thread (the control path is warmed too). */
+const CONTROL_EVERY = 50;
 
 /**
  * Forwards `turns` rounds of packets each way through a private copy of the
@@ -80,7 +124,8 @@ const BURSTS = [1, 1, 2, 1, 8, 1, 1, 16];
 export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): RehearsalResult {
   const t0 = performance.now();
   const turns = opts.turns ?? REHEARSAL_TURNS;
-  const counters = new Float64Array(COUNTERS_PER_WORKER);
+  // Shared memory, as the worker's real counters are (same typed-array kind, same optimised code).
+  const counters = new Float64Array(new SharedArrayBuffer(COUNTERS_PER_WORKER * 8));
   const [tunFd, testFd] = libc.socketpair(libc.AF_UNIX, libc.SOCK_DGRAM | libc.SOCK_NONBLOCK | libc.SOCK_CLOEXEC);
   const opened: Array<() => void> = [() => libc.close(tunFd), () => libc.close(testFd)];
   const channel = new MessageChannel();
@@ -94,26 +139,34 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       vxlan: opts.backend === 'vxlan' ? { sourcePorts: opts.sendSockets, udpChecksum: opts.udpChecksum } : undefined,
     });
     opened.push(() => closeWorkerSockets(agent));
-    const peer = openWorkerSockets({ bindAddress: LOOPBACK, port: 0, socketBufferBytes: 4 << 20, offload: false });
-    opened.push(() => closeWorkerSockets(peer));
+    const { peers: peerNodes, leases } = pickPeers(opts.vtepMac);
+    // Every peer listens on the same port, as flannel's nodes do.
+    const peers = [];
+    for (const p of peerNodes) {
+      const peer = openWorkerSockets({ bindAddress: p.address, port: peers.length === 0 ? 0 : peers[0].sendPorts[0], socketBufferBytes: 1 << 20, offload: false });
+      opened.push(() => closeWorkerSockets(peer));
+      peers.push(peer);
+    }
     const { tun, bind } = buildKernelDevices(
       { ...opts, udpGro: agent.udpGro, udpGso: opts.udpGso && agent.udpGso },
       { tunFd, udpFd: agent.udpFd, sendFds: agent.sendFds },
       memory,
       counters,
     );
-    const leases: Lease[] = [lease(OWN_SUBNET, LOOPBACK + 1, opts.vtepMac), lease(PEER_SUBNET, LOOPBACK, PEER_MAC)];
+    // Lease tables reach a worker as structured clones (workerData, postMessage): so do these.
+    const snapshot = () => structuredClone(buildLeaseTableSnapshot(leases, 0));
+    const controlSequence = new Int32Array(new SharedArrayBuffer(4));
     const forwarder = new Forwarder(
       {
         workerIndex: 0,
-        leases: buildLeaseTableSnapshot(leases, 0),
+        leases: snapshot(),
         counters,
         controlPort: channel.port2,
-        controlSequence: new Int32Array(new SharedArrayBuffer(4)),
+        controlSequence,
         backend: opts.backend,
         vni: opts.vni,
         vtepMac: opts.vtepMac,
-        peerPort: peer.sendPorts[0],
+        peerPort: peers[0].sendPorts[0],
         mtu: opts.mtu,
         pathMtu: opts.pathMtu,
         ownNetwork: OWN_SUBNET,
@@ -128,11 +181,21 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       () => {},
     );
     const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters });
-    const driver = new Driver(opts, testFd, peer.udpFd);
+    const driver = new Driver(opts, testFd, peers.map((p) => p.udpFd), peerNodes);
     const agentPort = portOf(agent.udpFd);
+    const wakeValue = new libc.NativeMemory(8);
+    wakeValue.view.setUint32(0, 1, true);
     let outboundSent = 0;
     let inboundSent = 0;
     for (let t = 0; t < turns; t++) {
+      // In the first half only: the second leaves V8 time to re-optimise what a first message threw away.
+      if (t % CONTROL_EVERY === CONTROL_EVERY - 1 && t < turns / 2) {
+        // A lease update as the main thread posts one: message, sequence, eventfd.
+        channel.port1.postMessage({ type: 'leases', snapshot: snapshot() });
+        Atomics.add(controlSequence, 0, 1);
+        libc.write(agent.wakeFd, wakeValue.address, 8);
+        forwarder.sampleHeapSoon();
+      }
       const n = BURSTS[t % BURSTS.length];
       outboundSent += driver.writeToTun(n, t);
       inboundSent += driver.sendToAgent(n, t, agentPort);
@@ -171,35 +234,23 @@ function portOf(fd: number): number {
 /**
  * The other ends: writes frames into the TUN stand-in as the kernel would
  * (with a plain virtio header when the TUN has them), sends datagrams to the
- * agent's socket as a peer node would, and drains what the agent forwarded.
+ * agent's socket as the peer nodes would, and drains what the agent forwarded.
  */
 class Driver {
-  private readonly mem: WorkerMemory;
+  private readonly pool: PacketPool;
+  /** Per shape and peer: a frame from our pod to the peer's, a datagram from the peer's pod to ours. */
   private readonly frames: { offset: number; length: number }[] = [];
-  private readonly datagrams: { offset: number; length: number }[] = [];
+  private readonly datagrams: { offset: number; length: number; peer: number }[] = [];
   private readonly bind: KernelBind;
-  private readonly batch = new SendBatch(16, 16);
+  private readonly batch = new SendBatch(1, 1);
   private readonly scratch = new libc.NativeMemory(70000);
 
   constructor(
     opts: RehearsalOptions,
     private readonly testFd: number,
-    private readonly peerFd: number,
+    private readonly peerFds: number[],
+    peers: Peer[],
   ) {
-    this.mem = new WorkerMemory(16, false, 2048);
-    this.bind = new KernelBind({
-      receiveFd: peerFd,
-      sendFds: [peerFd],
-      pool: this.mem.pool,
-      firstSlot: this.mem.firstReceiveSlot,
-      batchSize: 16,
-      gro: false,
-      gso: false,
-      maxMessages: 16,
-      maxPieces: 16,
-      counters: new Float64Array(COUNTERS_PER_WORKER),
-    });
-    const bytes = this.mem.pool.bytes;
     const vnet = opts.vnetHeader ? VIRTIO_NET_HDR_LEN : 0;
     const vxlan = opts.backend === 'vxlan' ? VXLAN_HEADROOM : 0;
     // The largest packet that fits both the TUN MTU and one underlay datagram.
@@ -211,22 +262,38 @@ class Driver {
       (b, at, s, d, i) => buildTransport(b, at, s, d, IP_PROTOCOL_TCP, large - 40, i),
       (b, at, s, d, i) => buildIcmpEcho(b, at, s, d, ICMP_ECHO_REQUEST, 0x5245, i, large - 28),
     ];
-    // Slots 0-4: TUN frames (our pod → the peer's); 5-9: datagrams (the peer's pod → ours).
-    shapes.forEach((shape, i) => {
-      const at = this.mem.readSlots[i];
-      bytes.fill(0, at, at + vnet);
-      this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD, PEER_POD, i) });
-      const dat = this.mem.readSlots[5 + i];
-      if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac);
-      this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, PEER_POD, OWN_POD, i) });
+    this.pool = new PacketPool(2 * shapes.length * peers.length + 1, 1400, 0);
+    const bytes = this.pool.bytes;
+    let slot = 0;
+    peers.forEach((peer, k) => {
+      shapes.forEach((shape, i) => {
+        const at = this.pool.packetOffsets[slot++];
+        bytes.fill(0, at, at + vnet);
+        this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD, peer.pod, i) });
+        const dat = this.pool.packetOffsets[slot++];
+        if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac);
+        this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod, OWN_POD, i), peer: k });
+      });
+    });
+    this.bind = new KernelBind({
+      receiveFd: peerFds[0],
+      sendFds: peerFds,
+      pool: this.pool,
+      firstSlot: slot,
+      batchSize: 1,
+      gro: false,
+      gso: false,
+      maxMessages: 1,
+      maxPieces: 1,
+      counters: new Float64Array(COUNTERS_PER_WORKER),
     });
   }
 
   writeToTun(n: number, turn: number): number {
     let sent = 0;
-    const address = this.mem.pool.memory.address;
+    const address = this.pool.memory.address;
     for (let i = 0; i < n; i++) {
-      const f = this.frames[(turn + i) % this.frames.length];
+      const f = this.frames[(turn * 7 + i) % this.frames.length];
       if (libc.write(this.testFd, address + f.offset, f.length) === f.length) sent++;
     }
     return sent;
@@ -234,20 +301,22 @@ class Driver {
 
   sendToAgent(n: number, turn: number, agentPort: number): number {
     const batch = this.batch;
-    batch.reset();
+    let sent = 0;
     for (let i = 0; i < n; i++) {
-      const d = this.datagrams[(turn + i) % this.datagrams.length];
+      const d = this.datagrams[(turn * 3 + i) % this.datagrams.length];
+      batch.reset();
       batch.begin(LOOPBACK, agentPort, 0, 1);
       batch.add(d.offset, d.length);
       batch.end();
+      if (this.bind.send(d.peer, batch, 0) === 1) sent++;
     }
-    return this.bind.send(0, batch, 0);
+    return sent;
   }
 
   drain(): void {
     const at = this.scratch.address;
     while (libc.read(this.testFd, at, 70000) >= 0);
-    while (libc.read(this.peerFd, at, 70000) >= 0);
+    for (const fd of this.peerFds) while (libc.read(fd, at, 70000) >= 0);
   }
 }
 
@@ -279,7 +348,7 @@ function buildTransport(b: Uint8Array, at: number, src: number, dst: number, pro
 }
 
 /** What a peer VTEP puts in front of the inner packet: VXLAN header, then Ethernet to our VTEP MAC. */
-function writeVxlanHeaders(b: Uint8Array, at: number, vni: number, ourMac: Uint8Array): void {
+function writeVxlanHeaders(b: Uint8Array, at: number, vni: number, ourMac: Uint8Array, theirMac: Uint8Array): void {
   b.fill(0, at, at + VXLAN_HEADER);
   b[at] = VXLAN_FLAG_VNI;
   b[at + 4] = vni >>> 16;
@@ -287,7 +356,7 @@ function writeVxlanHeaders(b: Uint8Array, at: number, vni: number, ourMac: Uint8
   b[at + 6] = vni & 0xff;
   const eth = at + VXLAN_HEADER;
   b.set(ourMac, eth);
-  b.set(PEER_MAC, eth + 6);
+  b.set(theirMac, eth + 6);
   b[eth + 12] = ETHERTYPE_IPV4 >>> 8;
   b[eth + 13] = ETHERTYPE_IPV4 & 0xff;
 }

@@ -1,5 +1,5 @@
 // The kernel devices of one worker, built on given descriptors: the agent's
-// TUN queue and UDP sockets in worker-main.ts, private stand-ins in the
+// TUN queue and UDP sockets in worker-build.ts, private stand-ins in the
 // rehearsal (rehearsal.ts). One builder for both, so the rehearsal drives the
 // very classes and options the real worker runs, and the code V8 optimises
 // for it is the code real traffic takes.

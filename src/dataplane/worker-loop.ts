@@ -22,13 +22,19 @@ export class WorkerLoop {
   private readonly pollFds = new libc.NativeMemory(3 * libc.SIZEOF_POLLFD);
   private readonly wakeValue = new libc.NativeMemory(8);
   private readonly c: Float64Array;
+  // Own fields, not the options object: its shape depends on the caller, and
+  // optimised code specialised on one shape is thrown away on another.
+  private readonly wakeFd: number;
+  private readonly busyPollUs: number;
   private busyUntil = 0;
 
   constructor(
     private readonly forwarder: Forwarder,
-    private readonly opts: WorkerLoopOptions,
+    opts: WorkerLoopOptions,
   ) {
     this.c = opts.counters;
+    this.wakeFd = opts.wakeFd;
+    this.busyPollUs = opts.busyPollUs;
     const view = this.pollFds.view;
     [opts.tunFd, opts.udpFd, opts.wakeFd].forEach((fd, i) => {
       view.setInt32(i * libc.SIZEOF_POLLFD, fd, true);
@@ -69,11 +75,11 @@ export class WorkerLoop {
       if (e === libc.EINTR) return;
       throw new libc.SyscallError('poll', e);
     }
-    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(this.opts.wakeFd, this.wakeValue.pointer, 8);
+    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(this.wakeFd, this.wakeValue.pointer, 8);
     forwarder.checkControl();
     // While either side has work, bypass poll() (flannel's trick): a read that
     // finds nothing costs less than the poll() that would have told us so.
     const rounds = forwarder.drive(view.getInt16(6, true) !== 0, view.getInt16(libc.SIZEOF_POLLFD + 6, true) !== 0);
-    if (rounds > 0 && this.opts.busyPollUs > 0) this.busyUntil = performance.now() + this.opts.busyPollUs / 1000;
+    if (rounds > 0 && this.busyPollUs > 0) this.busyUntil = performance.now() + this.busyPollUs / 1000;
   }
 }

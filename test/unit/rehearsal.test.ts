@@ -74,4 +74,110 @@ for (const backend of ['udp', 'vxlan'] as const) {
   }
 }
 
+// The agent's own construction (worker-build.ts) on a structured clone of its
+// WorkerData, as a worker thread receives it, then a few real packets each way
+// through the loop: the code the rehearsal left optimised must stay optimised
+// (a config or device options of another shape than the rehearsal's used to
+// throw it away on the first packet: V8's "wrong map" deoptimisation).
+function agentChild(backend: 'udp' | 'vxlan', vnet: boolean): string {
+  return `
+import { MessageChannel } from 'node:worker_threads';
+import * as libc from ${src('dataplane/libc.js')};
+import { buildWorker } from ${src('dataplane/worker-build.js')};
+import { Forwarder } from ${src('dataplane/forwarder.js')};
+import { WorkerLoop } from ${src('dataplane/worker-loop.js')};
+import { KernelTun } from ${src('dataplane/kernel-tun.js')};
+import { KernelBind } from ${src('dataplane/kernel-bind.js')};
+import { WorkerMemory } from ${src('dataplane/worker-memory.js')};
+import { SendBatch } from ${src('dataplane/batches.js')};
+import { openWorkerSockets } from ${src('dataplane/worker-sockets.js')};
+import { allocateStats, workerCounters, Counter } from ${src('dataplane/worker-stats.js')};
+import { buildLeaseTableSnapshot } from ${src('control/lease-table.js')};
+import { packet, plainFrame, leaseOf, ip } from ${JSON.stringify(new URL('../support/forwarder-harness.js', import.meta.url).href)};
+const VXLAN = ${backend === 'vxlan'};
+const LOOPBACK = 0x7f000001;
+const [tunFd, testFd] = libc.socketpair(libc.AF_UNIX, libc.SOCK_DGRAM | libc.SOCK_NONBLOCK | libc.SOCK_CLOEXEC);
+const agent = openWorkerSockets({ bindAddress: LOOPBACK, port: 0, socketBufferBytes: 1 << 20, offload: ${vnet}, vxlan: VXLAN ? { sourcePorts: 4, udpChecksum: true } : undefined });
+const peer = openWorkerSockets({ bindAddress: LOOPBACK, port: 0, socketBufferBytes: 1 << 20, offload: false });
+const peerMac = '02:00:00:00:00:02';
+const leases = [leaseOf('10.244.1.0/24', '127.0.0.9'), leaseOf('10.244.2.0/24', '127.0.0.1', { VNI: 1, VtepMAC: peerMac })];
+const channel = new MessageChannel();
+const vtepMac = new Uint8Array([2, 0, 0, 0, 0, 1]);
+const data = structuredClone({
+  workerIndex: 0, tunFd, udpFd: agent.udpFd, wakeFd: agent.wakeFd, sendFds: agent.sendFds, sendPorts: agent.sendPorts,
+  stats: allocateStats(1), control: new SharedArrayBuffer(4), controlPort: channel.port2,
+  leases: buildLeaseTableSnapshot(leases, 1), backend: '${backend}', vni: 1, vtepMac, node: '10.244.1.0-24', publicIp: LOOPBACK,
+  capture: undefined, trace: undefined, peerPort: peer.sendPorts[0], batchSize: 64, mtu: 1422, pathMtu: 1422,
+  vnetHeader: ${vnet}, udpGro: agent.udpGro, udpGso: agent.udpGso, tunUso: ${vnet}, busyPollUs: 0, rehearsal: true,
+  offload: ${vnet}, udpChecksum: true, ownNetwork: ip('10.244.1.0'), ownMask: 0xffffff00,
+}, { transfer: [channel.port2] });
+const { loop, rehearsal } = buildWorker(data, () => {});
+const counters = workerCounters(data.stats, 0);
+
+// The peer: frames into the TUN stand-in, datagrams to the agent's socket.
+const dmem = new WorkerMemory(8, false, 2048);
+const dbind = new KernelBind({ receiveFd: peer.udpFd, sendFds: [peer.udpFd], pool: dmem.pool, firstSlot: dmem.firstReceiveSlot, batchSize: 8, gro: false, gso: false, maxMessages: 8, maxPieces: 8, counters: new Float64Array(200) });
+const out = packet({ src: ip('10.244.1.5'), dst: ip('10.244.2.7'), payload: 64 });
+const frame = ${vnet} ? plainFrame(out) : out;
+dmem.pool.bytes.set(frame, dmem.readSlots[0]);
+const inner = packet({ src: ip('10.244.2.7'), dst: ip('10.244.1.5'), payload: 64 });
+const vx = VXLAN ? 22 : 0;
+const d = dmem.readSlots[1];
+if (VXLAN) {
+  dmem.pool.bytes.set([8, 0, 0, 0, 0, 0, 1, 0], d);
+  dmem.pool.bytes.set(vtepMac, d + 8);
+  dmem.pool.bytes.set([2, 0, 0, 0, 0, 2, 8, 0], d + 14);
+}
+dmem.pool.bytes.set(inner, d + vx);
+const batch = new SendBatch(1, 1);
+const scratch = new libc.NativeMemory(70000);
+for (let i = 0; i < 5; i++) {
+  libc.write(testFd, dmem.pool.memory.address + dmem.readSlots[0], frame.length);
+  batch.reset(); batch.begin(LOOPBACK, agent.sendPorts.length && !VXLAN ? agent.sendPorts[0] : portOf(agent.udpFd), 0, 1); batch.add(d, vx + inner.length); batch.end();
+  dbind.send(0, batch, 0);
+  loop.turn(1000);
+  while (libc.read(testFd, scratch.address, 70000) >= 0);
+  while (libc.read(peer.udpFd, scratch.address, 70000) >= 0);
+}
+function portOf(fd) {
+  const m = new libc.NativeMemory(32);
+  m.view.setUint32(16, 16, true);
+  libc.getsockname(fd, m.address, m.address + 16);
+  return m.view.getUint16(2, false);
+}
+const fns = {
+  'WorkerLoop.turn': WorkerLoop.prototype.turn,
+  'Forwarder.forwardOutbound': Forwarder.prototype.forwardOutbound,
+  'Forwarder.forwardInbound': Forwarder.prototype.forwardInbound,
+  'KernelTun.read': KernelTun.prototype.read,
+  'KernelBind.receive': KernelBind.prototype.receive,
+};
+const status = Object.fromEntries(Object.entries(fns).map(([name, f]) => [name, %GetOptimizationStatus(f)]));
+const forwarded = { out: counters[Counter.UdpSentPackets], in: counters[Counter.TunWrittenPackets] };
+process.stdout.write(JSON.stringify({ rehearsal, status, forwarded }) + '\\n');
+process.exit(0);
+`;
+}
+
+for (const [backend, vnet] of [['udp', false], ['udp', true], ['vxlan', true]] as const) {
+  test(`${backend} mode, offloads ${vnet ? 'on' : 'off'}: the agent's own worker, built from a structured clone, keeps the rehearsed code optimised through its first real packets`, async () => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        process.execPath,
+        ['--allow-natives-syntax', '--no-concurrent-recompilation', '--input-type=module', '-e', agentChild(backend, vnet)],
+        { timeout: 120_000 },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+      ),
+    );
+    const { rehearsal, status, forwarded } = JSON.parse(out.trim().split('\n').pop()!) as {
+      rehearsal: Record<string, number>;
+      status: Record<string, number>;
+      forwarded: { out: number; in: number };
+    };
+    assert.is(rehearsal.drops, 0);
+    assert.equal(forwarded, { out: 5, in: 5 }, 'five real packets each way');
+    assert.equal(turbofanned(status), Object.keys(status), JSON.stringify(status));
+  });
+}
+
 test.run();
