@@ -15,6 +15,18 @@ const src = (path: string) => JSON.stringify(new URL(`../../src/${path}`, import
 // V8's OptimizationStatus bits (src/runtime/runtime-test.cc).
 const TURBOFANNED = 1 << 6;
 
+// The child's last step in both shapes: V8's status of each step of the
+// forwarding path (needs Forwarder, WorkerLoop, KernelTun, KernelBind imported).
+const PATH_STATUS = `
+const fns = {
+  'WorkerLoop.turn': WorkerLoop.prototype.turn,
+  'Forwarder.forwardOutbound': Forwarder.prototype.forwardOutbound,
+  'Forwarder.forwardInbound': Forwarder.prototype.forwardInbound,
+  'KernelTun.read': KernelTun.prototype.read,
+  'KernelBind.receive': KernelBind.prototype.receive,
+};
+const status = Object.fromEntries(Object.entries(fns).map(([name, f]) => [name, %GetOptimizationStatus(f)]));`;
+
 function child(backend: 'udp' | 'vxlan', vnet: boolean, rehearse: boolean): string {
   return `
 import { rehearse } from ${src('dataplane/rehearsal.js')};
@@ -23,20 +35,13 @@ import { Forwarder } from ${src('dataplane/forwarder.js')};
 import { WorkerLoop } from ${src('dataplane/worker-loop.js')};
 import { KernelTun } from ${src('dataplane/kernel-tun.js')};
 import { KernelBind } from ${src('dataplane/kernel-bind.js')};
-const fns = {
-  'WorkerLoop.turn': WorkerLoop.prototype.turn,
-  'Forwarder.forwardOutbound': Forwarder.prototype.forwardOutbound,
-  'Forwarder.forwardInbound': Forwarder.prototype.forwardInbound,
-  'KernelTun.read': KernelTun.prototype.read,
-  'KernelBind.receive': KernelBind.prototype.receive,
-};
 const memory = new WorkerMemory(64, ${vnet}, 1472);
 const result = ${rehearse}
   ? rehearse({ backend: '${backend}', batchSize: 64, vnetHeader: ${vnet}, udpGro: ${vnet}, tunUso: ${vnet}, udpGso: ${vnet},
       vni: 1, vtepMac: new Uint8Array([2, 0, 0, 0, 0, 1]), mtu: 1472, pathMtu: 1472,
       sendSockets: ${backend === 'vxlan' ? 4 : 1}, offload: ${vnet}, udpChecksum: true }, memory)
   : null;
-const status = Object.fromEntries(Object.entries(fns).map(([name, f]) => [name, %GetOptimizationStatus(f)]));
+${PATH_STATUS}
 process.stdout.write(JSON.stringify({ result, status }) + '\\n');
 `;
 }
@@ -145,14 +150,7 @@ function portOf(fd) {
   libc.getsockname(fd, m.address, m.address + 16);
   return m.view.getUint16(2, false);
 }
-const fns = {
-  'WorkerLoop.turn': WorkerLoop.prototype.turn,
-  'Forwarder.forwardOutbound': Forwarder.prototype.forwardOutbound,
-  'Forwarder.forwardInbound': Forwarder.prototype.forwardInbound,
-  'KernelTun.read': KernelTun.prototype.read,
-  'KernelBind.receive': KernelBind.prototype.receive,
-};
-const status = Object.fromEntries(Object.entries(fns).map(([name, f]) => [name, %GetOptimizationStatus(f)]));
+${PATH_STATUS}
 const forwarded = { out: counters[Counter.UdpSentPackets], in: counters[Counter.TunWrittenPackets] };
 process.stdout.write(JSON.stringify({ rehearsal, status, forwarded }) + '\\n');
 process.exit(0);
