@@ -44,17 +44,31 @@ export function buildWorker(data: WorkerData, post: (report: WorkerReport) => vo
   // The rehearsal comes after the real objects are built: building them
   // later would change what V8 has learnt about the fields of these classes
   // and throw away the code the rehearsal optimised.
-  let rehearsal: RehearsalResult | undefined;
-  if (data.rehearsal) {
-    // Warm the forwarding path before the first real packet (rehearsal.ts says why).
-    const r = (rehearsal = rehearse({ ...data, sendSockets: data.sendFds.length }, memory));
-    const complete = r.outboundForwarded === r.outboundSent && r.inboundForwarded === r.inboundSent && r.drops === 0;
-    post({
-      type: 'log',
-      line:
-        `worker ${data.workerIndex}: rehearsal: ${r.outboundForwarded}/${r.outboundSent} packets out, ${r.inboundForwarded}/${r.inboundSent} in, ${r.ms} ms` +
-        (complete ? '' : ` (${r.drops} dropped: the forwarding path is warmed only in part)`),
-    });
-  }
+  const rehearsal = data.rehearsal ? rehearseOrSkip(data, memory, post) : undefined;
   return { forwarder, loop, rehearsal };
+}
+
+/**
+ * Warms the forwarding path before the first real packet (rehearsal.ts says
+ * why) and logs what it did. A rehearsal that cannot run (no loopback in this
+ * network namespace, no descriptors left) costs latency, never the node: the
+ * worker starts without it and the log says why.
+ */
+export function rehearseOrSkip(data: WorkerData, memory: WorkerMemory, post: (report: WorkerReport) => void): RehearsalResult | undefined {
+  const worker = `worker ${data.workerIndex}`;
+  let r: RehearsalResult;
+  try {
+    r = rehearse({ ...data, sendSockets: data.sendFds.length }, memory);
+  } catch (err) {
+    post({ type: 'log', line: `${worker}: rehearsal skipped, the first packets will run unoptimised code: ${err instanceof Error ? err.message : String(err)}` });
+    return undefined;
+  }
+  const complete = r.outboundForwarded === r.outboundSent && r.inboundForwarded === r.inboundSent && r.drops === 0;
+  post({
+    type: 'log',
+    line:
+      `${worker}: rehearsal: ${r.outboundForwarded}/${r.outboundSent} packets out, ${r.inboundForwarded}/${r.inboundSent} in, ${r.ms} ms` +
+      (complete ? '' : ` (${r.drops} dropped: the forwarding path is warmed only in part)`),
+  });
+  return r;
 }
