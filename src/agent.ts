@@ -246,13 +246,19 @@ export class Agent {
       this.snapshot(),
     );
     try {
-      await this.dataPlane.start();
+      // The ip and iptables commands fork this process, and a fork write-protects
+      // every page the process has: after the workers have warmed their memory,
+      // the first packet would take a page fault per page it touches (about 50,
+      // ~1 ms; docs/design.md). So the device is configured, and the masquerade
+      // rules set, before the workers start.
+      await this.dataPlane.start(async () => {
+        await configureTun({ tunName: opts.tunName, subnet, network, mtu }, log);
+        if (opts.ipMasq) {
+          this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          await this.ipMasq.start();
+        }
+      });
       log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
-      await configureTun({ tunName: opts.tunName, subnet, network, mtu }, log);
-      if (opts.ipMasq) {
-        this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
-        await this.ipMasq.start();
-      }
     } catch (err) {
       await this.stop();
       throw err;

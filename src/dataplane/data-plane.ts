@@ -99,8 +99,12 @@ export class DataPlane {
     this.wakeValue.setU64(0, 1);
   }
 
-  /** Opens the devices and sockets and starts every worker; undoes everything if any step fails. */
-  async start(): Promise<void> {
+  /**
+   * Opens the devices and sockets, runs `beforeWorkers` (the agent configures
+   * the device there), and starts every worker; undoes everything if any
+   * step fails.
+   */
+  async start(beforeWorkers?: () => Promise<void>): Promise<void> {
     const { opts } = this;
     try {
       const tun = openTunQueues(opts.tunName, opts.workers, opts.offload);
@@ -132,6 +136,7 @@ export class DataPlane {
       } else {
         opts.log('offloads: off (--offload off): one packet per TUN read and write');
       }
+      await beforeWorkers?.();
       await Promise.all(this.slots.map((slot) => this.spawn(slot)));
     } catch (err) {
       await this.stop();
