@@ -38,6 +38,16 @@ dataplane('each worker rehearsed before it started, and forwarded every made-up 
   }
 });
 
+dataplane('the ip commands (forks) run before the workers start, so no fork write-protects their warmed memory', async () => {
+  for (const i of [1, 2]) {
+    const lines = cluster.agent(i)!.log.text().split('\n');
+    const lastIp = lines.map((l) => / ip (addr|link|route) /.test(l)).lastIndexOf(true);
+    const firstRehearsal = lines.findIndex((l) => /worker \d+: rehearsal: /.test(l));
+    assert.ok(lastIp >= 0 && firstRehearsal >= 0, `node ${i}: expected ip commands and rehearsal lines in the log:\n${lines.join('\n')}`);
+    assert.ok(lastIp < firstRehearsal, `node ${i}: an ip command ran after a worker had started:\n${lines.join('\n')}`);
+  }
+});
+
 dataplane('a 128 MiB TCP transfer arrives intact (sha256 matches on both ends)', async () => {
   const bytes = 128 * 1024 * 1024;
   const r = await tcpTransfer(cluster, cluster.pod(1), cluster.pod(2), bytes);
