@@ -53,7 +53,7 @@ export const UP_FLAGS: readonly FlagGroup[] = [
       { name: 'busy-poll', type: 'string', value: 'US', default: '0',
         help: 'after traffic, keep polling this many microseconds without sleeping: fewer thread wake-ups on machines with spare cores, a spinning core otherwise (see docs/design.md)' },
       { name: 'rehearsal', type: 'string', value: 'MODE', default: 'on',
-        help: 'on: before it starts, each worker forwards a few thousand made-up packets through its own code on private sockets (a fraction of a second), so the first real packets run optimised code instead of paying for it in latency; off: skip it (see docs/design.md)' },
+        help: 'on: before it starts, each worker forwards a few thousand made-up packets through its own code on private sockets (up to about a second), so the first real packets run optimised code instead of paying for it in latency; off: skip it (see docs/design.md)' },
       { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
     ],
   },
