@@ -14,8 +14,9 @@ run_group() {
   echo "== $name"
   local out
   out=$(mktemp)
-  # uvu runs every matching file in one process and prints a Total/Passed summary.
-  node node_modules/uvu/bin.js "$dir" "$pattern" 2>&1 | tee "$out"
+  # uvu runs every matching file in one process and prints a Total/Passed summary;
+  # the wrapper adds each file's wall time, slowest first, after that summary.
+  node scripts/uvu-timed.mjs "$dir" "$pattern" 2>&1 | tee "$out"
   local status=${PIPESTATUS[0]}
   local total p
   total=$(sed -n 's/\x1b\[[0-9;]*m//g; s/^ *Total: *\([0-9]*\).*/\1/p' "$out" | tail -1)

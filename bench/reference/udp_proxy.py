@@ -97,7 +97,13 @@ def configure_tun(name, subnet, network, mtu):
 
 
 def decrement_ttl(buf):
-    """TTL-1 with the header checksum patched incrementally (RFC 1624); False when it reaches 0."""
+    """TTL-1 with the header checksum patched incrementally; False when it reaches 0.
+
+    As flannel's proxy.c does it (its comment cites RFC 1624, the arithmetic is
+    RFC 1141's HC + 0x0100 with end-around carry): where a full recomputation
+    gives 0x0000 this gives 0xFFFF, the other one's-complement zero. Both
+    verify; test/unit/reference-proxy.test.ts checks that boundary.
+    """
     ttl = buf[8]
     if ttl <= 1:
         return False

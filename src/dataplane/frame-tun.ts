@@ -28,7 +28,7 @@ import {
   completePartialChecksum,
 } from '../encap/virtio-net-header.js';
 import { splitSuperPacketRange } from '../encap/segmentation.js';
-import { CoalesceBatch } from '../encap/coalescing.js';
+import { CoalesceBatch, COALESCE_MAX_TCP_SEGMENTS } from '../encap/coalescing.js';
 
 /** Largest IPv4 packet, and so the largest super-packet or merged write. */
 export const MAX_PACKET = 65535;
@@ -36,8 +36,8 @@ export const MAX_PACKET = 65535;
 export const TX_ARENA_STRIDE = 160;
 /** Per merged write in the rx arena: virtio header + IPv4 + TCP headers. */
 export const RX_ARENA_STRIDE = 144;
-/** Pieces of one write: a header, then at most one per 64 bytes of a 64 KB packet. */
-export const MAX_WRITE_PIECES = 1 + Math.ceil(MAX_PACKET / 64);
+/** Pieces of one write: a header, then one per merged segment (writev's UIO_MAXIOV in all). */
+export const MAX_WRITE_PIECES = 1 + COALESCE_MAX_TCP_SEGMENTS;
 /** Result of a frame primitive when the kernel queue is empty. */
 export const FRAME_EMPTY = -11; // -EAGAIN
 
@@ -231,7 +231,7 @@ export abstract class FrameTun implements TunDevice {
       const firstSegment = co.writeSegmentStart[w];
       const segmentCount = co.writeSegmentEnd[w] - firstSegment;
       if (segmentCount + 1 > MAX_WRITE_PIECES) {
-        // Only a flow with a tiny MSS gets here (64 KB in > 1024 pieces).
+        // Unreachable while coalescing.ts closes groups at COALESCE_MAX_TCP_SEGMENTS: a guard, not a policy.
         c[DROPS_BASE + DropReason.TooManySegments] += segmentCount;
         continue;
       }

@@ -6,15 +6,21 @@
 // Fragmentation-needed is exempt from the per-source limit, as in the kernel
 // (path MTU discovery must not starve), but still counts against the global one.
 //
-// Fixed memory, no allocation: sources hash into a small table; a collision
-// replaces the older entry, which can only make the limit more lenient for a
-// moment, never block a source that has not sent.
+// Fixed memory, no allocation: each source has two candidate entries in a
+// table (two hashes) and keeps the one it holds. A source in neither takes a
+// free one, or one left alone for 6 s (by then refilled to a full burst, so
+// its owner loses nothing); when both are busy it shares the bucket of the
+// one used longest ago without taking it over. So sources that collide never
+// reset each other to a full burst (that cancelled the limit): at worst they
+// share a bucket for a while, which only limits them more.
 
 const PER_SOURCE_INTERVAL_MS = 1000;
 const PER_SOURCE_BURST = 6;
+const FULL_CREDIT = PER_SOURCE_BURST * PER_SOURCE_INTERVAL_MS;
 const GLOBAL_PER_SECOND = 1000;
 const GLOBAL_BURST = 50;
-const TABLE_SIZE = 256; // power of two
+const TABLE_BITS = 10;
+const TABLE_SIZE = 1 << TABLE_BITS;
 
 export class IcmpRateLimiter {
   private readonly sources = new Int32Array(TABLE_SIZE);
@@ -32,15 +38,8 @@ export class IcmpRateLimiter {
     this.globalTokens = Math.min(GLOBAL_BURST, this.globalTokens + (elapsed * GLOBAL_PER_SECOND) / 1000);
     if (this.globalTokens < 1) return false;
     if (!perSourceExempt) {
-      const key = source | 0;
-      const i = Math.imul(key, 0x9e3779b1) >>> 24; // top 8 bits: TABLE_SIZE 256
-      if (this.used[i] === 0 || this.sources[i] !== key) {
-        this.used[i] = 1;
-        this.sources[i] = key;
-        this.credit[i] = PER_SOURCE_BURST * PER_SOURCE_INTERVAL_MS;
-        this.last[i] = nowMs;
-      }
-      const credit = Math.min(PER_SOURCE_BURST * PER_SOURCE_INTERVAL_MS, this.credit[i] + nowMs - this.last[i]);
+      const i = this.entryOf(source | 0, nowMs);
+      const credit = Math.min(FULL_CREDIT, this.credit[i] + nowMs - this.last[i]);
       this.last[i] = nowMs;
       if (credit < PER_SOURCE_INTERVAL_MS) {
         this.credit[i] = credit;
@@ -51,4 +50,28 @@ export class IcmpRateLimiter {
     this.globalTokens -= 1;
     return true;
   }
+
+  /** The table entry of `key`: its own, a free or idle one it takes, or a busy one it shares. */
+  private entryOf(key: number, nowMs: number): number {
+    const a = firstEntry(key);
+    if (this.used[a] === 1 && this.sources[a] === key) return a;
+    const b = secondEntry(key);
+    if (this.used[b] === 1 && this.sources[b] === key) return b;
+    const i = this.used[a] === 0 ? a : this.used[b] === 0 ? b : this.last[a] <= this.last[b] ? a : b;
+    if (this.used[i] === 0 || nowMs - this.last[i] >= FULL_CREDIT) {
+      this.used[i] = 1;
+      this.sources[i] = key;
+      this.credit[i] = FULL_CREDIT;
+      this.last[i] = nowMs;
+    }
+    return i;
+  }
+}
+
+/** The two table entries a source may hold (exported for tests that need sources that collide). */
+export function firstEntry(source: number): number {
+  return Math.imul(source | 0, 0x9e3779b1) >>> (32 - TABLE_BITS);
+}
+export function secondEntry(source: number): number {
+  return Math.imul((source | 0) ^ 0x5bd1e995, 0x85ebca6b) >>> (32 - TABLE_BITS);
 }

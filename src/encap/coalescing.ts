@@ -26,7 +26,8 @@
 //     window; flags exactly ACK, or ACK|PSH; P.seq == L.seq + L.payloadLength;
 //   - size: P's payload is not empty and is at most F's payload length (the
 //     MSS, = gso_size); a shorter P, or one with PSH, is the last member: it
-//     closes the group; the merged IPv4 total length stays ≤ 65535.
+//     closes the group; the merged IPv4 total length stays ≤ 65535, and a
+//     group closes at 1023 members (one writev: UIO_MAXIOV with the header).
 // A packet with any other flag (FIN, SYN, RST, URG, ECE, CWR), or no payload,
 // or (with verifyChecksums) a bad TCP checksum is never merged: it is written
 // alone, and it closes its flow's open group so that no later packet of the
@@ -139,6 +140,12 @@ const IPV4_MAX_TOTAL_LENGTH = 0xffff;
 const IPV4_MERGE_FLAG_BITS = 0xc000;
 /** Most datagrams in one UDP group: the kernel's UDP_GRO_CNT_MAX and UDP_MAX_SEGMENTS. */
 export const COALESCE_MAX_UDP_SEGMENTS = 64;
+/**
+ * Most segments in one TCP group: a merged write is one writev of the header
+ * and one iovec per segment, and writev takes at most UIO_MAXIOV (1024). Only
+ * segments under 64 bytes of payload reach it before the 64 KB bound.
+ */
+export const COALESCE_MAX_TCP_SEGMENTS = 1023;
 
 
 function bytesEqual(buf: Uint8Array, a: number, b: number, length: number): boolean {
@@ -404,7 +411,7 @@ export class CoalesceBatch {
         if (push) {
           this.groupPush[previous] = 1;
           this.groupOpen[previous] = 0;
-        } else if (payloadLength < this.groupMss[previous]) {
+        } else if (payloadLength < this.groupMss[previous] || this.groupMembers[previous] === COALESCE_MAX_TCP_SEGMENTS) {
           this.groupOpen[previous] = 0;
         }
         return;

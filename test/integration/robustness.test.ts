@@ -141,9 +141,11 @@ hostile('≥ 100 000 malformed datagrams during a 64+ MiB TCP transfer: the tran
     // have dropped it under an input-check reason:
     //     agent input-check drops + Udp InErrors ≥ arrived.
     // The rest (injected − arrived) was lost between the senders and node 2's
-    // IP input (bridge/veth backlog): reported, never the agent's to count;
-    // the first check only makes sure most of the flood did arrive.
-    assert.ok(arrived <= injected && arrived >= injected * 0.5, `only ${arrived} of ${injected} injected datagrams reached node 2's UDP layer: the test proves little`);
+    // IP input (bridge/veth backlog): reported, never the agent's to count.
+    // How much is lost there depends on the machine's load, so the first check
+    // asks not for a share of the flood but for enough of it to prove the
+    // accounting: ten thousand datagrams, every kind among them.
+    assert.ok(arrived <= injected && arrived >= 10_000, `only ${arrived} of ${injected} injected datagrams reached node 2's UDP layer: the test proves little`);
     assert.ok(
       inputDrops + kernelDropped >= arrived,
       `${arrived} injected datagrams reached node 2, but the agent dropped only ${inputDrops} (${table(drops)}) and the kernel ${kernelDropped}: ${arrived - inputDrops - kernelDropped} unaccounted (forwarded?)`,

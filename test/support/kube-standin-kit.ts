@@ -3,7 +3,7 @@
 // for an admin, a kubeconfig as kubeadm writes one, node objects as kubelet
 // registers them, and an admin client (HTTPS, or HTTP over the stand-in's
 // unix socket from another network namespace).
-import { execFileSync } from 'node:child_process';
+import { runTool } from './required-tool.js';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -44,7 +44,7 @@ export interface KubePki {
 
 /** A CA and a server certificate for the given IP addresses, in dir. */
 export function makeKubePki(dir: string, ips: string[]): KubePki {
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ssl = (...args: string[]) => runTool('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
   ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=kubernetes');
   writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=${ips.map((ip) => `IP:${ip}`).join(',')},DNS:kubernetes\nextendedKeyUsage=serverAuth\n`);
   ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'apiserver.key', '-out', 'apiserver.csr', '-subj', '/CN=kube-apiserver');

@@ -53,8 +53,10 @@ for (const [command, table] of COMMANDS) {
 
   test(`${command}: an unknown flag, a missing value, a stray argument: one line, exit 2`, async () => {
     const valueFlag = allFlags(table).find((f) => f.type === 'string')!;
-    for (const args of [['--no-such-flag'], ['--etcd-usernme', 'u'], [`--${valueFlag.name}`], ['stray']]) {
-      const r = await cli([command, ...args]);
+    const cases = [['--no-such-flag'], ['--etcd-usernme', 'u'], [`--${valueFlag.name}`], ['stray']];
+    const results = await Promise.all(cases.map((args) => cli([command, ...args]))); // independent: started together
+    for (const [i, args] of cases.entries()) {
+      const r = results[i];
       assert.is(r.code, 2, `${command} ${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /^flannel-udp: /, `${command} ${args.join(' ')}`);
       assert.is(r.stderr.trimEnd().split('\n').length, 1, r.stderr);

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { copies, execForm, last, parseInstructions, parseStages, type Stage } from '../support/containerfile.js';
+import { requireTools } from '../support/required-tool.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const text = readFileSync(join(repo, 'Containerfile'), 'utf8');
@@ -144,6 +145,7 @@ test('the tools the agent execs come from the packages the runtime stage install
     for (const m of readFileSync(file, 'utf8').matchAll(/\b(?:execFile|execFileAsync|run)\(\s*'([\w.-]+)'/g)) tools.add(m[1]!);
   }
   assert.equal([...tools].sort(), ['ip', 'iptables', 'iptables-restore']);
+  requireTools(...tools, 'iptables-nft', 'iptables-legacy');
   for (const tool of tools) {
     // Resolved through the alternatives symlinks to the file a package owns.
     const path = realpathSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim());

@@ -5,7 +5,7 @@
 // appears in no log line and no error.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { EtcdClient, EtcdError, type WatchEvent } from '../../src/control/etcd-c
 import { EtcdSubnetManager } from '../../src/control/etcd-subnet-manager.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
 import { EtcdServer } from '../support/etcd-server.js';
+import { runTool } from '../support/required-tool.js';
 
 const PASSWORD = `pw-${process.pid}-Zq7`;
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
@@ -23,7 +24,7 @@ let server: EtcdServer;
 let dir: string;
 
 function etcdctl(args: string[]): string {
-  return execFileSync('etcdctl', ['--endpoints', server.url, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8', timeout: 20_000 });
+  return runTool('etcdctl', ['--endpoints', server.url, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, encoding: 'utf8', timeout: 20_000 });
 }
 
 auth.before(async () => {

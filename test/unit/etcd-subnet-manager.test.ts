@@ -201,7 +201,10 @@ manager('a node that cannot reach etcd at start waits for it (one log line), the
   const started = m.start();
   started.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
   try {
-    await new Promise((r) => setTimeout(r, 1500));
+    // The line comes with the first failure; wait for it, then for three more attempts refused.
+    await waitFor(() => lines.some((l) => /waiting for it/.test(l)), 20_000, lines);
+    const refusedAtLine = proxy.refused;
+    await waitFor(() => proxy.refused >= refusedAtLine + 3, 30_000, lines);
     assert.is(lines.filter((l) => /waiting for it/.test(l)).length, 1, lines.join('\n'));
     proxy.set('pass');
     const joined = await started;

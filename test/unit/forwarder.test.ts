@@ -21,6 +21,7 @@ import {
 } from '../support/forwarder-harness.js';
 import { IP_PROTOCOL_UDP, IP_PROTOCOL_ICMP } from '../../src/encap/ipv4.js';
 import { read16, read32 } from '../../src/encap/bytes.js';
+import { pseudoHeaderSum } from '../../src/encap/checksum.js';
 import { VIRTIO_NET_HDR_LEN, VIRTIO_NET_HDR_GSO_TCPV4 } from '../../src/encap/virtio-net-header.js';
 import { VXLAN_HEADROOM } from '../../src/encap/vxlan.js';
 
@@ -426,18 +427,20 @@ test('a super-packet too big for the path MTU: one ICMP frag-needed, nothing sen
 test('vnet: a single packet with a partial checksum is completed before it is sent', () => {
   withHarness({ vnet: true }, (h) => {
     const p = packet({ payload: 300 });
+    // As the kernel hands over CHECKSUM_PARTIAL: the field holds the pseudo-header sum only.
+    const partial = pseudoHeaderSum(read32(p, 12), read32(p, 16), p[9], p.length - 20);
+    p[36] = partial >>> 8;
+    p[37] = partial & 0xff;
+    assert.not.ok(checksumsVerify(p), 'the partial sum alone does not verify');
     const f = plainFrame(p);
     f[0] = 1; // NEEDS_CSUM
     f[6] = 20; // csum_start
     f[8] = 16; // csum_offset
-    f[VIRTIO_NET_HDR_LEN + 36] = 0x12; // not the finished checksum
-    f[VIRTIO_NET_HDR_LEN + 37] = 0x34;
     h.tun.inject(f);
     h.forwarder.drive(true, false);
     assert.is(h.bind.sent.length, 1);
-    assert.ok(!checksumsVerify(p.map((b, i) => (i === 36 ? 0x12 : i === 37 ? 0x34 : b))), 'the edit broke it');
-    // The field held the partial sum 0x1234 and is now the real checksum of the rest.
-    assert.is(read16(h.bind.sent[0].bytes, 36) !== 0x1234, true);
+    assert.ok(checksumsVerify(h.bind.sent[0].bytes), 'the completed TCP checksum verifies');
+    assert.equal(h.bind.sent[0].bytes.subarray(38), p.subarray(38), 'the rest of the segment untouched');
   });
 });
 
@@ -460,16 +463,27 @@ test('GRO merge: consecutive segments of one flow become one write with a TCPV4 
   });
 });
 
-test('GRO merge rules: a gap in the sequence, another flow, a different TTL start new writes', () => {
-  withHarness({ vnet: true }, (h) => {
-    const a = segmentsOfFlow(3, 1000, 1);
-    const gap = segmentsOfFlow(2, 1000, 10_001);
-    const other = segmentsOfFlow(2, 1000, 1, { sport: 40001 });
-    const ttl = segmentsOfFlow(1, 1000, 20_001, { ttl: 20 });
-    for (const s of [...a, ...gap, ...other, ...ttl]) h.bind.inject(s, PEER_PUBLIC, PORT);
-    h.forwarder.drive(false, true);
-    const lengths = h.tun.written.map((f) => read16(f, VIRTIO_NET_HDR_LEN + 2)).sort((x, y) => x - y);
-    assert.equal(lengths, [1040, 2040, 2040, 3040]);
+test('GRO merge rules: a gap in the sequence, another flow, a different TTL each start a new write', () => {
+  // Each rule alone: three segments of one flow, then one that breaks only that rule.
+  const cases: Record<string, Uint8Array> = {
+    'in sequence, same flow and TTL (merges)': segmentsOfFlow(1, 1000, 3001)[0],
+    'a gap in the sequence': segmentsOfFlow(1, 1000, 4001)[0],
+    'another flow': segmentsOfFlow(1, 1000, 3001, { sport: 40001 })[0],
+    'a different TTL': segmentsOfFlow(1, 1000, 3001, { ttl: 20 })[0],
+  };
+  const lengths: Record<string, number[]> = {};
+  for (const [rule, next] of Object.entries(cases)) {
+    withHarness({ vnet: true }, (h) => {
+      for (const s of [...segmentsOfFlow(3, 1000, 1), next]) h.bind.inject(s, PEER_PUBLIC, PORT);
+      h.forwarder.drive(false, true);
+      lengths[rule] = h.tun.written.map((f) => read16(f, VIRTIO_NET_HDR_LEN + 2));
+    });
+  }
+  assert.equal(lengths, {
+    'in sequence, same flow and TTL (merges)': [4040],
+    'a gap in the sequence': [3040, 1040],
+    'another flow': [3040, 1040],
+    'a different TTL': [3040, 1040],
   });
 });
 
@@ -483,6 +497,39 @@ test('GRO receive: one message of several datagrams is cut into them before the 
     assert.is(h.count('UdpReceivedPackets'), 4);
     assert.is(h.tun.written.length, 1);
     assert.is(read16(h.tun.written[0], VIRTIO_NET_HDR_LEN + 2), 4040);
+  });
+});
+
+test('a 64 KB flow of 48-byte segments, both ways: split into 1365 datagrams, merged back into writes of at most 1023 segments, nothing dropped', () => {
+  const payload = 0xffff - 40; // the largest IPv4 packet: 1364 segments of 48 bytes and one of 23
+  const segments = Math.ceil(payload / 48);
+  withHarness({ vnet: true, batchSize: 32 }, (h) => {
+    h.tun.inject(superFrame(48, payload));
+    h.forwarder.drive(true, false);
+    assert.equal(h.nonZeroDrops(), {});
+    assert.is(h.bind.sent.length, segments);
+    assert.ok(h.bind.sent.every((d) => checksumsVerify(d.bytes)), 'every datagram checksummed');
+    assert.equal([...new Set(h.bind.sent.map((d) => d.bytes.length))], [88, 40 + payload - (segments - 1) * 48]);
+    assert.is(h.bind.sent.reduce((n, d) => n + d.bytes.length - 40, 0), payload);
+  });
+  withHarness({ vnet: true, batchSize: 32 }, (h) => {
+    const segs = Array.from({ length: segments }, (_, i) => inbound({ seq: 1 + i * 48, payload: Math.min(48, payload - i * 48), id: 100 + i }));
+    // As the kernel hands them over with UDP GRO: messages of up to 64 datagrams, the short one last.
+    for (let i = 0; i < segs.length; i += 64) {
+      const chunk = segs.slice(i, i + 64);
+      const message = new Uint8Array(chunk.reduce((n, s) => n + s.length, 0));
+      let at = 0;
+      for (const s of chunk) (message.set(s, at), (at += s.length));
+      h.bind.inject(message, PEER_PUBLIC, PORT, 88);
+    }
+    h.forwarder.drive(false, true);
+    assert.equal(h.nonZeroDrops(), {});
+    assert.is(h.count('UdpReceivedPackets'), segments);
+    const written = h.tun.writtenPackets();
+    const carried = written.reduce((n, p) => n + read16(p, 2) - 40, 0);
+    assert.is(carried, payload, 'every byte written');
+    assert.ok(written.length >= 2, `more than one write: ${written.length}`);
+    for (const f of h.tun.written) if (f[1] === VIRTIO_NET_HDR_GSO_TCPV4) assert.ok((read16(f, VIRTIO_NET_HDR_LEN + 2) - 40) / 48 <= 1023, 'one writev each');
   });
 });
 
@@ -521,7 +568,7 @@ test('control messages arriving during a flood of both directions are handled wi
   });
 });
 
-test('UDP mode sends from one socket; VXLAN spreads flows over its senders, one flow on one sender', () => {
+test('VXLAN spreads flows over its senders, one flow on one sender (UDP mode has one: worker-sockets.test.ts)', () => {
   withHarness({ backend: 'vxlan', senders: 4, leases: [leaseOf('10.244.1.0/24', '192.0.2.1'), leaseOf('10.244.2.0/24', '192.0.2.2', { VtepMAC: '02:00:00:00:00:02' })] }, (h) => {
     for (let port = 0; port < 64; port++) for (let k = 0; k < 2; k++) h.tun.inject(packet({ sport: 30000 + port }));
     h.forwarder.drive(true, false);
@@ -536,10 +583,38 @@ test('UDP mode sends from one socket; VXLAN spreads flows over its senders, one 
   });
 });
 
-test('the pool never grows: slots fixed at start', () => {
-  withHarness({ batchSize: 8 }, (h) => {
+test('the pool never grows: after traffic on every path, the same memory and slots, and every send from inside it', () => {
+  withHarness({ vnet: true, batchSize: 8 }, (h) => {
+    const pool = h.memory.pool;
+    const memory = pool.memory;
+    const size = pool.bytes.byteLength;
+    const offsets = pool.packetOffsets.slice();
+    const sendBatches: unknown[] = [];
+    const send = h.bind.send.bind(h.bind);
+    let outside = 0;
+    h.bind.send = (sender, batch, from) => {
+      sendBatches.push(batch);
+      for (let p = 0; p < batch.pieces; p++) {
+        if (batch.pieceOffset[p] < 0 || batch.pieceOffset[p] + batch.pieceLength[p] > size) outside++;
+      }
+      return send(sender, batch, from);
+    };
+    h.tun.flood(plainFrame(packet()), 5000);
+    h.bind.flood(inbound(), PEER_PUBLIC, PORT, 5000);
+    h.forwarder.drive(true, true);
+    for (let i = 0; i < 20; i++) h.tun.inject(superFrame(1000, 20_000 + i));
+    h.tun.inject(plainFrame(packet({ dst: ip('10.244.9.9') }))); // no lease: an ICMP answer from its own slot
+    for (const s of segmentsOfFlow(40, 1000, 1)) h.bind.inject(s, PEER_PUBLIC, PORT);
+    h.forwarder.drive(true, true);
+    assert.ok(h.bind.sent.length > 5000 + 20 * 20, `traffic went out (${h.bind.sent.length})`);
+    assert.ok(h.count('TunWrittenPackets') > 5000 && h.count('SegmentsCoalesced') > 0, 'traffic came in, merged too');
+    assert.is(h.count('IcmpSent'), 1);
     assert.is(h.count('PoolSlots'), 17);
-    assert.is(OWN_PUBLIC, ip('192.0.2.1'));
+    assert.is(pool.memory, memory, 'the same native memory');
+    assert.is(pool.bytes.byteLength, size);
+    assert.equal(pool.packetOffsets, offsets);
+    assert.is(outside, 0, 'no send reached past the pool');
+    assert.is(new Set(sendBatches).size, 1, 'one send batch, reused');
   });
 });
 

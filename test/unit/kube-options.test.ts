@@ -47,8 +47,10 @@ test('up: refused combinations and setup errors, each one line and exit code 2',
       [[...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', netConf], {}, /needs the node name: set NODE_NAME, or POD_NAME and POD_NAMESPACE/],
       [[...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', netConf, '--kube-annotation-prefix', 'a/b/c'], { NODE_NAME: 'n1' }, /at most one slash/],
     ];
-    for (const [args, env, pattern] of cases) {
-      const r = await cli(args, env);
+    // Independent refusals, none gets far enough to create anything: started together.
+    const results = await Promise.all(cases.map(([args, env]) => cli(args, env)));
+    for (const [i, [args, , pattern]] of cases.entries()) {
+      const r = results[i];
       assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, pattern);
       assert.not.match(r.stderr, /\n\s+at /, 'no stack trace');

@@ -6,6 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
+import { openWorkerSockets, closeWorkerSockets } from '../../src/dataplane/worker-sockets.js';
 
 const mod = JSON.stringify(new URL('../../src/dataplane/worker-sockets.js', import.meta.url).href);
 
@@ -49,6 +50,22 @@ test('defect 5: descriptors opened before a failed open are closed again', async
   const leaks = results.map((r) => r.leaked);
   assert.is(results.length, 12, `every step of the opening failed once without a leak: ${JSON.stringify(leaks)}`);
   assert.equal(leaks, leaks.map(() => 0), `descriptors left open after each failed start: ${JSON.stringify(leaks)}`);
+});
+
+test('UDP mode sends from its one socket, the one it receives on; VXLAN from senders of their own, each on its own port', () => {
+  const udp = openWorkerSockets({ bindAddress: 0x7f000001, port: 0, socketBufferBytes: 1 << 16, offload: false });
+  const vxlan = openWorkerSockets({ bindAddress: 0x7f000001, port: 0, socketBufferBytes: 1 << 16, offload: false, vxlan: { sourcePorts: 4, udpChecksum: true } });
+  try {
+    assert.equal(udp.sendFds, [udp.udpFd]);
+    assert.is(udp.sendPorts.length, 1);
+    assert.ok(udp.sendPorts[0] > 0);
+    assert.is(vxlan.sendFds.length, 4);
+    assert.not.ok(vxlan.sendFds.includes(vxlan.udpFd), 'the receive socket never sends');
+    assert.is(new Set(vxlan.sendPorts).size, 4, `four source ports: ${vxlan.sendPorts}`);
+  } finally {
+    closeWorkerSockets(udp);
+    closeWorkerSockets(vxlan);
+  }
 });
 
 test.run();
