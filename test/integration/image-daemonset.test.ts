@@ -47,7 +47,10 @@ t.before(async () => {
   const name = `localhost/flannel-udp:${version}-test-${process.pid}`;
   image = name; // recorded first: untagged in after() even if the build half-fails
   const built = await buildImage(name);
-  console.log(`    image ${name} built in ${built.seconds.toFixed(1)} s (${/Using cache/.test(built.log) ? 'some layers cached' : 'no layer cached'})`);
+  const steps = (built.log.match(/ STEP \d+\/\d+: /g) ?? []).length;
+  const cached = (built.log.match(/--> Using cache /g) ?? []).length;
+  const base = /image-base: cached/.test(built.log) ? 'cached base' : 'base built first';
+  console.log(`    image ${name} built in ${built.seconds.toFixed(1)} s (${base}; ${cached} of ${steps} steps from podman's cache)`);
   cluster = await createCluster({ nodes: NODES.length, podsPerNode: 0, dataplane: 'none' });
   api = await StandInProcess.start(cluster);
   for (const i of NODES) await api.admin.createNode(kubeletNode(`node-${i}`, cluster.node(i).underlayIp, `10.244.${i}.0/24`));
