@@ -46,7 +46,9 @@ export async function buildImage(name: string): Promise<{ seconds: number; log: 
  * `podman image prune` frees them.
  */
 export async function untagImage(name: string): Promise<void> {
-  await podman(['untag', name], { timeoutMs: 60_000 }).catch(() => undefined);
+  // The name twice: `podman untag IMAGE` alone removes every name of the image, e.g. the
+  // localhost/flannel-udp:<version> `npm run image` gave the same build.
+  await podman(['untag', name, name], { timeoutMs: 60_000 }).catch(() => undefined);
 }
 
 /** Containers (running or not) whose owner label is a process that no longer runs, or this one. */
