@@ -6,7 +6,8 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # g++, make and python3: node-gyp builds raw-socket (a test-only dependency) during npm ci.
-packages=(iproute2 iperf3 sockperf iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl g++ make python3)
+# podman buildah mmdebstrap runc: the image (npm run image) and the integration test that runs it.
+packages=(iproute2 iperf3 sockperf iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl g++ make python3 podman buildah mmdebstrap runc)
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -47,4 +48,6 @@ say "npm ci in $repo"
 npm ci --no-audit --no-fund
 say "npm run build"
 npm run build
+# The offline base image the image test builds on (Debian + Node.js 24; ~1 min once, then cached).
+say "base image: $(bash scripts/image-base.sh)"
 say "done"

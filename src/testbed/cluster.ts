@@ -53,7 +53,7 @@ export type UdpWireDataplane = 'agent' | 'reference';
 export interface ClusterOptions {
   /** Number of nodes, 1..254; default 2. */
   nodes?: number;
-  /** Pods per node; default 1. */
+  /** Pods per node; default 1. 0: none, for a test that adds its pods through another CNI configuration. */
   podsPerNode?: number;
   /**
    * Default 'agent' (this project's udp backend). 'reference' is the
@@ -315,8 +315,8 @@ class ClusterImpl implements Cluster {
     if (!Number.isInteger(this.nodeCount) || this.nodeCount < 1 || this.nodeCount > 254) {
       throw new Error(`nodes must be 1..254, got ${this.nodeCount}`);
     }
-    if (!Number.isInteger(this.podsPerNode) || this.podsPerNode < 1 || this.podsPerNode > 253) {
-      throw new Error(`podsPerNode must be 1..253, got ${this.podsPerNode}`);
+    if (!Number.isInteger(this.podsPerNode) || this.podsPerNode < 0 || this.podsPerNode > 253) {
+      throw new Error(`podsPerNode must be 0..253, got ${this.podsPerNode}`);
     }
     this.underlayNs = `${this.id}-ul`;
     this.tempDir = mkdtempSync(join(tmpdir(), `${this.id}-`));

@@ -1,5 +1,5 @@
-// The image recipe (Containerfile), checked without a container engine (none
-// runs on these machines): every file it copies exists where the build puts
+// The image recipe (Containerfile), checked without a container engine (the
+// integration test image-daemonset builds and runs it with podman): every file it copies exists where the build puts
 // it, the entrypoint is the built CLI and runs from the image's layout, the
 // runtime stage ships no dev dependency the code imports, and the tools the
 // agent execs come from the packages the runtime stage installs.
@@ -43,13 +43,15 @@ test('the reader sees continuations, comments inside them and stages', () => {
   assert.throws(() => parseStages('ARG X=1\nFROM ${Y}\n'), /undeclared ARG Y/);
 });
 
-test('every stage is on the official Node.js 20 image or on an earlier stage', () => {
+test('every stage is on the BASE build argument (default: the official Node.js 24 image) or on an earlier stage', () => {
   assert.ok(stages.length >= 3, 'multi-stage');
+  assert.match(text, /^ARG BASE=docker\.io\/library\/node:24-bookworm-slim$/m);
   for (const [i, s] of stages.entries()) {
     const earlier = stages.slice(0, i).map((x) => x.name);
-    assert.ok(s.image === 'node:20-bookworm-slim' || earlier.includes(s.image), `stage ${i} FROM ${s.image}`);
+    assert.ok(s.image === 'docker.io/library/node:24-bookworm-slim' || earlier.includes(s.image), `stage ${i} FROM ${s.image}`);
   }
-  assert.is(final.image, 'node:20-bookworm-slim', 'the runtime stage starts clean, not from the toolchain');
+  assert.is(final.image, 'docker.io/library/node:24-bookworm-slim', 'the runtime stage starts clean, not from the build stage');
+  assert.ok(parseInstructions(text).filter((i) => i.keyword === 'FROM').every((i) => i.args.startsWith('${BASE}')), 'every FROM is ${BASE}');
 });
 
 test('every COPY from the build context names files that exist and are not in .containerignore', () => {
@@ -73,13 +75,14 @@ test('COPY --from takes what the earlier stage really produced: production node_
   const build = byName('build');
   assert.ok(runs(deps).some((r) => /\bnpm ci\b.*--omit=dev/.test(r)), 'deps: npm ci --omit=dev');
   assert.ok(runs(build).some((r) => /\bnpm ci\b/.test(r) && !/--omit=dev/.test(r)), 'build: npm ci with dev dependencies');
-  assert.ok(runs(build).some((r) => /\bnpm run build\b/.test(r)), 'build: npm run build');
+  assert.ok(runs(build).some((r) => /\btsc -p tsconfig\.build\.json\b/.test(r)), 'build: tsc -p tsconfig.build.json (src only, as prepack)');
   assert.is(workdir(deps), '/app');
   assert.is(workdir(build), '/app');
-  // npm run build writes dist/src, holding the CLI and the CNI plugin.
+  // tsc writes dist/src, holding the CLI and the CNI plugin.
   for (const f of ['dist/src/cli.js', 'dist/src/cni/main.js', 'dist/src/cni/install.js']) assert.ok(existsSync(join(repo, f)), `${f} (npm run build)`);
-  // The build stage copies what tsconfig.json compiles.
-  const tsconfig = JSON.parse(readFileSync(join(repo, 'tsconfig.json'), 'utf8')) as { include: string[] };
+  // The build stage copies what tsconfig.build.json compiles, and the tsconfig.json it extends.
+  const tsconfig = JSON.parse(readFileSync(join(repo, 'tsconfig.build.json'), 'utf8')) as { include: string[]; extends: string };
+  assert.ok(copies(build).some((c) => c.sources.includes('tsconfig.json') && c.sources.includes('tsconfig.build.json')), 'both tsconfig files');
   const copied = copies(build).flatMap((c) => c.sources);
   for (const inc of tsconfig.include) assert.ok(copied.includes(inc.split('/')[0]!), `build stage copies ${inc.split('/')[0]} (tsconfig include ${inc})`);
   assert.not.ok(runs(final).some((r) => /npm (ci|install)|g\+\+|build-essential/.test(r)), 'no dependency install or compiler in the runtime stage');

@@ -342,7 +342,9 @@ test('the default path: /run/flannel-udp/<tun>.sock, with the name of a named ne
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 20_000, env: { ...process.env, NO_COLOR: '1' } }, (err, stdout, stderr) =>
+    // Without the FORCE_COLOR a test runner may set: Node 24 warns on stderr when both are set.
+    const { FORCE_COLOR: _, ...env } = process.env;
+    execFile(process.execPath, [CLI, ...args], { timeout: 20_000, env: { ...env, NO_COLOR: '1' } }, (err, stdout, stderr) =>
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
     );
   });
