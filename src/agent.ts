@@ -2,7 +2,7 @@
 // creates and configures the TUN device, and runs the data plane until it is
 // told to stop. Setup is all-or-nothing: if any step fails, everything made
 // so far is undone before the error is reported.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
 import { formatCidr, formatIPv4, parseIPv4 } from './control/ipv4-address.js';
@@ -13,11 +13,12 @@ import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
 // Type only: kube mode loads its client when chosen (it costs ~70 MB of RSS; docs/design.md).
 import type { KubeSubnetManager } from './control/kube-subnet-manager.js';
 import { IpMasq } from './control/ip-masq.js';
+import { forwardRulesKeeper } from './control/forward-rules.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { checkLeases, localAddresses, type LeaseRejectReason } from './control/lease-sanity.js';
-import { checkNetworkFitsHost, configureTun } from './control/routes.js';
+import { checkNetworkFitsHost, configureKeptTun, configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
-import { TunInUseError, validateTunName } from './dataplane/tun-device.js';
+import { TunInUseError, inspectTun, isReusableTun, validateTunName } from './dataplane/tun-device.js';
 import { formatSubnetKey } from './control/lease.js';
 import { startControlServer, type ControlServer } from './observe/control-socket.js';
 import { startHealthServer, type AgentStats, type HealthServer } from './observe/metrics.js';
@@ -61,6 +62,8 @@ export interface AgentOptions {
   };
   /** --ip-masq: masquerade pod traffic leaving the cluster network (flannel's FLANNEL-POSTRTG chain). */
   ipMasq?: boolean;
+  /** --iptables-forward-rules (flanneld's default: on): FLANNEL-FWD accepts the cluster network in FORWARD. */
+  forwardRules?: boolean;
   /** how often the masquerade rules are re-checked; default 5 s */
   iptablesResyncMs?: number;
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
@@ -70,6 +73,12 @@ export interface AgentOptions {
   port: number;
   workers: number;
   tunName: string;
+  /**
+   * --persist-tun (default on): the TUN device, its address and routes, and
+   * the iptables rules outlive a restart (SIGTERM, a kill), so the next agent
+   * attaches to them; SIGINT or `flannel-udp cleanup` removes them.
+   */
+  persistTun?: boolean;
   batchSize: number;
   socketBufferBytes: number;
   offload: boolean;
@@ -95,6 +104,7 @@ export class Agent {
   private etcd?: EtcdSubnetManager;
   private kube?: KubeSubnetManager;
   private ipMasq?: IpMasq;
+  private forwardRules?: IpMasq;
   /** The UDP port in use: --port, or Backend.Port from the etcd network config. */
   port = 0;
   /** Called when the agent cannot go on (its etcd lease was revoked); the CLI stops it. */
@@ -102,6 +112,8 @@ export class Agent {
   private controlServer?: ControlServer;
   private healthServer?: HealthServer;
   private ready = false;
+  /** A running agent forwards on the same persistent device: this one takes over from it (a hand-over). */
+  private handover = false;
   private leaseVersion = 0;
   private leases: Lease[] = [];
   /** leases left out by the sense checks now: key → the reason logged */
@@ -128,7 +140,18 @@ export class Agent {
     } catch (err) {
       throw new ConfigError((err as Error).message);
     }
-    if (existsSync(`/sys/class/net/${opts.tunName}`)) throw new TunInUseError(opts.tunName);
+    // A device of this name is refused unless it is a persistent one an earlier agent left (tun-device.ts).
+    const found = inspectTun(opts.tunName);
+    if (found.kind !== 'absent') {
+      const reusable = opts.persistTun === true && isReusableTun(found, opts.offload);
+      if (!reusable && !(opts.persistTun === true && found.kind === 'tun' && !found.carrier)) throw new TunInUseError(opts.tunName);
+      this.handover = reusable && found.kind === 'tun' && found.carrier;
+      log(
+        this.handover
+          ? `${opts.tunName}: another agent forwards on it; taking over once this one is ready (hand-over)`
+          : `${opts.tunName}: left by a previous agent; attaching to it`,
+      );
+    }
     this.port = opts.port;
     // /healthz from the start, as flanneld: a liveness probe must not kill an agent that waits for its podCIDR or etcd.
     if (opts.observe?.healthz) {
@@ -214,7 +237,7 @@ export class Agent {
             return this.dataPlane.startTrace({ filter, limit, perSecond: 0 }, onEvent);
           },
         },
-        { log },
+        { log, takeOver: this.handover },
       );
     }
 
@@ -222,6 +245,7 @@ export class Agent {
     this.dataPlane = new DataPlane(
       {
         tunName: opts.tunName,
+        persistTun: opts.persistTun,
         backend: opts.backend,
         vxlan:
           opts.backend === 'vxlan'
@@ -251,16 +275,24 @@ export class Agent {
       // the first packet would take a page fault per page it touches (about 50,
       // ~1 ms; docs/design.md). So the device is configured, and the masquerade
       // rules set, before the workers start.
-      await this.dataPlane.start(async () => {
-        await configureTun({ tunName: opts.tunName, subnet, network, mtu }, log);
+      const dataPlane = this.dataPlane;
+      await dataPlane.start(async () => {
+        const addressing = { tunName: opts.tunName, subnet, network, mtu };
+        if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
+        else await configureKeptTun(addressing, log);
         if (opts.ipMasq) {
           this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
           await this.ipMasq.start();
         }
+        if (opts.forwardRules) {
+          this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          await this.forwardRules.start();
+        }
       });
       log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
     } catch (err) {
-      await this.stop();
+      // What this start made goes; a device (and rules) kept from an earlier agent stay for the next.
+      await this.stop(this.dataPlane?.tunOrigin === 'created' ? 'clean' : 'restart');
       throw err;
     }
     // Leases that changed while the device came up.
@@ -427,8 +459,15 @@ export class Agent {
     };
   }
 
-  /** Undoes everything start() made: workers, sockets, the TUN device (its routes go with it). */
-  async stop(): Promise<void> {
+  /**
+   * 'clean' (SIGINT, a failed first start) undoes everything start() made:
+   * workers, sockets, the TUN device (its routes go with it) and the iptables
+   * rules. 'restart' (SIGTERM) with --persist-tun keeps the device, its
+   * routes and the rules for the next agent, which attaches to them; only the
+   * process's own things (workers, sockets, servers) go.
+   */
+  async stop(exit: 'clean' | 'restart' = 'clean'): Promise<void> {
+    const keep = exit === 'restart' && this.opts.persistTun === true;
     this.ready = false;
     await this.healthServer?.close();
     this.healthServer = undefined;
@@ -436,9 +475,13 @@ export class Agent {
     this.controlServer = undefined;
     await this.leaseSource?.stop();
     this.leaseSource = undefined;
-    await this.ipMasq?.stop();
+    // A hand-over: the agent that replaces this one takes every flow before this one stops forwarding.
+    if (keep) await this.dataPlane?.withdraw();
+    await (keep ? this.ipMasq?.detach() : this.ipMasq?.stop());
     this.ipMasq = undefined;
-    await this.dataPlane?.stop();
+    await (keep ? this.forwardRules?.detach() : this.forwardRules?.stop());
+    this.forwardRules = undefined;
+    await this.dataPlane?.stop({ removeDevice: !keep });
     this.dataPlane = undefined;
     // The etcd lease is left in place: a restarted agent finds it and keeps its subnet.
     await this.etcd?.stop();

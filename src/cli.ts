@@ -58,6 +58,8 @@ async function up(argv: string[]): Promise<void> {
   if (backend !== 'udp' && backend !== 'vxlan') die(`--backend: "${backend}" is not udp or vxlan`);
   const checksum = values['vxlan-udp-checksum'] ?? 'on';
   if (checksum !== 'zero' && checksum !== 'on') die(`--vxlan-udp-checksum: "${checksum}" is not zero or on`);
+  const persistTun = values['persist-tun'] ?? 'on';
+  if (persistTun !== 'on' && persistTun !== 'off') die(`--persist-tun: "${persistTun}" is not on or off`);
   const rehearsal = values.rehearsal ?? 'on';
   if (rehearsal !== 'on' && rehearsal !== 'off') die(`--rehearsal: "${rehearsal}" is not on or off`);
   const opts: AgentOptions = {
@@ -81,6 +83,7 @@ async function up(argv: string[]): Promise<void> {
       : undefined,
     kube, // kube mode (issue 13)
     ipMasq: values['ip-masq'] ?? false,
+    forwardRules: (values as { 'iptables-forward-rules'?: boolean })['iptables-forward-rules'] ?? true,
     iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
     publicIp: values['public-ip'],
@@ -88,6 +91,7 @@ async function up(argv: string[]): Promise<void> {
     port: intFlag('port', values.port, backend === 'vxlan' ? 8472 : 8285, 1, 65535),
     workers: intFlag('workers', values.workers, availableParallelism(), 1, 256),
     tunName: values.tun ?? 'flannel0',
+    persistTun: persistTun === 'on',
     batchSize: intFlag('batch', values.batch, 64, 1, 1024),
     socketBufferBytes: intFlag('socket-buffer', values['socket-buffer'], 4 << 20, 65536, 1 << 30),
     offload: offloadFlag(values.offload),
@@ -98,20 +102,23 @@ async function up(argv: string[]): Promise<void> {
 
   const agent = new Agent(opts, log);
   let stopping = false;
-  const shutdown = (signal: string, code = 0) => {
+  // SIGTERM is what kubelet and systemd send for a restart too: with --persist-tun the device, its routes and the
+  // iptables rules stay for the next agent. SIGINT (Ctrl-C) and a fatal error remove everything.
+  const shutdown = (signal: string, code = 0, exit: 'clean' | 'restart' = 'clean') => {
     if (stopping) return;
     stopping = true;
-    log(`${signal}: stopping`);
-    agent.stop().then(
+    const keep = exit === 'restart' && opts.persistTun === true;
+    log(`${signal}: stopping${keep ? `; ${opts.tunName}, its routes and the iptables rules stay for the next agent (flannel-udp cleanup removes them)` : ''}`);
+    agent.stop(exit).then(
       () => {
-        log('stopped; TUN device, routes and sockets removed');
+        log(keep ? 'stopped; workers and sockets closed' : 'stopped; TUN device, routes and sockets removed');
         process.exit(code);
       },
       (err) => die(`error while stopping: ${err}`, 1),
     );
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGTERM', () => shutdown('SIGTERM', 0, 'restart'));
   process.on('SIGHUP', () => {
     log('SIGHUP: re-reading leases');
     void agent.reload();
@@ -119,7 +126,7 @@ async function up(argv: string[]): Promise<void> {
   process.on('SIGUSR1', () => process.stderr.write(JSON.stringify(agent.statsSnapshot()) + '\n'));
   process.on('SIGUSR2', () => agent.injectWorkerFault(0));
   // etcd mode: this node's lease was deleted or expired. flanneld exits then; a supervisor restarts it.
-  agent.onFatal = (err) => shutdown(`fatal: ${err.message}`, 1);
+  agent.onFatal = (err) => shutdown(`fatal: ${err.message}`, 1, 'restart');
 
   try {
     await agent.start();
@@ -135,6 +142,8 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'up':
       return up(rest);
+    case 'cleanup':
+      return (await import('./control/cleanup.js')).cleanupCommand(rest);
     case 'install-cni':
       return (await import('./cni/install.js')).installCniCommand(rest);
     case 'stats':

@@ -40,12 +40,16 @@ export const UP_FLAGS: readonly FlagGroup[] = [
         help: 'renew the subnet lease this many minutes before it expires' },
       { name: 'ip-masq', type: 'boolean',
         help: "masquerade pod traffic leaving the cluster network behind this node's address (flannel's FLANNEL-POSTRTG nat chain, removed on exit); written to subnet.env as FLANNEL_IPMASQ" },
-      { name: 'iptables-resync', type: 'string', value: 'S', default: '5', help: 're-check the masquerade rules every S seconds' },
+      { name: 'iptables-forward-rules', type: 'boolean', default: 'true',
+        help: "as flanneld: accept the cluster network in the filter table's FORWARD chain (flannel's FLANNEL-FWD chain), so a FORWARD policy of DROP (Docker sets it) does not drop pod traffic; kept like the masquerade rules. --iptables-forward-rules=false leaves FORWARD alone" },
+      { name: 'iptables-resync', type: 'string', value: 'S', default: '5', help: 're-check the masquerade and forward rules every S seconds' },
       { name: 'public-ip', type: 'string', value: 'IP', help: "this node's underlay address: the UDP socket binds to it and peers send to it" },
       { name: 'iface', type: 'string', value: 'NAME', help: 'take the public IP from this interface instead (like flanneld)' },
       { name: 'port', type: 'string', value: 'N', default: '8285 for udp, 8472 for vxlan, as flannel', help: 'UDP port, the same on every node' },
       { name: 'workers', type: 'string', value: 'N', default: 'number of CPU cores', help: 'worker threads, each with its own TUN queue and UDP socket' },
       { name: 'tun', type: 'string', value: 'NAME', default: 'flannel0', help: 'TUN device name' },
+      { name: 'persist-tun', type: 'string', value: 'MODE', default: 'on',
+        help: "on: the TUN device (with its address and routes) and the iptables rules outlive the agent: SIGTERM or a kill leaves them, and the next agent attaches to them, so a restart drops packets only while no agent runs and a hand-over (the new agent started while the old one runs) none; SIGINT or `flannel-udp cleanup` removes them. off: everything goes with the agent, on any exit" },
       { name: 'batch', type: 'string', value: 'N', default: '64', help: 'packets per recvmmsg/sendmmsg call' },
       { name: 'socket-buffer', type: 'string', value: 'N', default: '4194304', help: 'UDP socket send/receive buffer, bytes' },
       { name: 'offload', type: 'string', value: 'MODE', default: 'auto',
@@ -67,14 +71,17 @@ Usage:
   flannel-udp up --subnet-file FILE --leases FILE (--public-ip IP | --iface NAME) [options]
   flannel-udp up --subnet-file FILE --etcd-endpoints URL[,URL…] (--public-ip IP | --iface NAME) [options]
   flannel-udp up --kube-subnet-mgr [--kubeconfig-file FILE] [--net-config-path FILE] [options]
+  flannel-udp cleanup [--tun NAME]     remove what agents left: the device, its routes, the iptables rules
   flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force] …  (see install-cni --help)
   flannel-udp stats [--tun NAME] [--watch [SECONDS]] [--json]      a running agent's counters (see stats --help)
   flannel-udp trace [--tun NAME] [--filter EXPR] [--limit N] [--json]  follow packets through it (see trace --help)
   flannel-udp --help | --version
 
 up: create the TUN device, route the cluster network through it and forward
-packets between it and the peers named in the leases file, until SIGINT or
-SIGTERM (which remove everything it created). SIGHUP re-reads the leases file
+packets between it and the peers named in the leases file, until SIGINT
+(which removes everything it created) or SIGTERM (which leaves the device,
+its routes and the iptables rules for the next agent; --persist-tun off
+removes them too). SIGHUP re-reads the leases file
 (it is also watched); SIGUSR1 prints the counters and the lease table;
 SIGUSR2 makes worker 0 fail on purpose (fault injection: it is restarted).
 With --etcd-endpoints, as flanneld: the node leases a subnet from etcd, writes
