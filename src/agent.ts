@@ -212,6 +212,13 @@ export class Agent {
     if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
 
+    // A restart: the device an earlier agent left is there, with no agent on it. Attached first thing, so
+    // packets wait in its queues (and the sockets' buffers) while this agent starts instead of being dropped.
+    if (found.kind === 'tun' && !this.handover && opts.persistTun === true && isReusableTun(found, opts.offload)) {
+      this.dataPlane = this.makeDataPlane();
+      this.dataPlane.open();
+    }
+
     // Before anything is created: a Network that covers this node's own addresses or routes is refused.
     await checkNetworkFitsHost({ tunName: opts.tunName, subnet: this.subnet.subnet, network: this.subnet.network, publicIp: this.publicIp });
 
@@ -242,7 +249,63 @@ export class Agent {
     }
 
     const { subnet, network, mtu } = this.subnet;
-    this.dataPlane = new DataPlane(
+    this.dataPlane ??= this.makeDataPlane();
+    try {
+      // The ip and iptables commands fork this process, and a fork write-protects
+      // every page the process has: after the workers have warmed their memory,
+      // the first packet would take a page fault per page it touches (about 50,
+      // ~1 ms; docs/design.md). So the device is configured, and the masquerade
+      // rules set, before the workers start.
+      const dataPlane = this.dataPlane;
+      await dataPlane.start(async () => {
+        const addressing = { tunName: opts.tunName, subnet, network, mtu };
+        if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
+        else await configureKeptTun(addressing, log);
+        if (opts.ipMasq) {
+          this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          await this.ipMasq.start();
+        }
+        if (opts.forwardRules) {
+          this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          await this.forwardRules.start();
+        }
+      });
+      log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
+    } catch (err) {
+      // What this start made goes; a device (and rules) kept from an earlier agent stay for the next (stop()).
+      await this.stop();
+      throw err;
+    }
+    // Leases that changed while the device came up.
+    this.dataPlane.updateLeases(this.snapshot());
+    if (opts.backend === 'vxlan') {
+      log(
+        `vxlan: VNI ${opts.vni}, VTEP MAC ${formatMac(this.vtepMac)}, outer UDP checksum ${opts.vxlanUdpChecksum ? 'on' : 'zero'}; ` +
+          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}}`,
+      );
+    }
+    log(
+      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${this.port}; ` +
+        `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
+    );
+    const trace = opts.observe?.trace;
+    if (trace) {
+      const color = process.stderr.isTTY === true;
+      this.dataPlane.startTrace(trace, (event) => process.stderr.write(renderTraceEvent(event, { color }) + '\n'));
+      log(`tracing ${trace.filter || 'every packet'} (at most ${trace.limit || 'unlimited'} packets, ${trace.perSecond || 'any number'} per second)`);
+    }
+    if (opts.observe?.capture) log(`capturing to ${opts.observe.capture.dir} (tun-in, udp-out, udp-in, tun-out per worker)`);
+    this.ready = true;
+    log(READY_LINE);
+    // flanneld's CompleteLease: tell Kubernetes the node's network is up.
+    if (this.kube) void this.kube.completeLease();
+  }
+
+  /** The data plane for this node's settings; leases that arrive later come with updateLeases(). */
+  private makeDataPlane(): DataPlane {
+    const { opts, log } = this;
+    const { subnet, mtu } = this.subnet;
+    return new DataPlane(
       {
         tunName: opts.tunName,
         persistTun: opts.persistTun,
@@ -269,55 +332,6 @@ export class Agent {
       },
       this.snapshot(),
     );
-    try {
-      // The ip and iptables commands fork this process, and a fork write-protects
-      // every page the process has: after the workers have warmed their memory,
-      // the first packet would take a page fault per page it touches (about 50,
-      // ~1 ms; docs/design.md). So the device is configured, and the masquerade
-      // rules set, before the workers start.
-      const dataPlane = this.dataPlane;
-      await dataPlane.start(async () => {
-        const addressing = { tunName: opts.tunName, subnet, network, mtu };
-        if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
-        else await configureKeptTun(addressing, log);
-        if (opts.ipMasq) {
-          this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
-          await this.ipMasq.start();
-        }
-        if (opts.forwardRules) {
-          this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
-          await this.forwardRules.start();
-        }
-      });
-      log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
-    } catch (err) {
-      // What this start made goes; a device (and rules) kept from an earlier agent stay for the next.
-      await this.stop(this.dataPlane?.tunOrigin === 'created' ? 'clean' : 'restart');
-      throw err;
-    }
-    // Leases that changed while the device came up.
-    this.dataPlane.updateLeases(this.snapshot());
-    if (opts.backend === 'vxlan') {
-      log(
-        `vxlan: VNI ${opts.vni}, VTEP MAC ${formatMac(this.vtepMac)}, outer UDP checksum ${opts.vxlanUdpChecksum ? 'on' : 'zero'}; ` +
-          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}}`,
-      );
-    }
-    log(
-      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${this.port}; ` +
-        `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
-    );
-    const trace = opts.observe?.trace;
-    if (trace) {
-      const color = process.stderr.isTTY === true;
-      this.dataPlane.startTrace(trace, (event) => process.stderr.write(renderTraceEvent(event, { color }) + '\n'));
-      log(`tracing ${trace.filter || 'every packet'} (at most ${trace.limit || 'unlimited'} packets, ${trace.perSecond || 'any number'} per second)`);
-    }
-    if (opts.observe?.capture) log(`capturing to ${opts.observe.capture.dir} (tun-in, udp-out, udp-in, tun-out per worker)`);
-    this.ready = true;
-    log(READY_LINE);
-    // flanneld's CompleteLease: tell Kubernetes the node's network is up.
-    if (this.kube) void this.kube.completeLease();
   }
 
   /** SIGHUP: re-read the leases now (the file is also watched). */
@@ -467,7 +481,9 @@ export class Agent {
    * process's own things (workers, sockets, servers) go.
    */
   async stop(exit: 'clean' | 'restart' = 'clean'): Promise<void> {
-    const keep = exit === 'restart' && this.opts.persistTun === true;
+    // A start that failed on a device kept from an earlier agent leaves it (and the rules) for the next one.
+    const keptFromBefore = !this.ready && this.dataPlane !== undefined && this.dataPlane.tunOrigin !== 'created';
+    const keep = this.opts.persistTun === true && (exit === 'restart' || keptFromBefore);
     this.ready = false;
     await this.healthServer?.close();
     this.healthServer = undefined;

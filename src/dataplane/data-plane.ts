@@ -83,6 +83,7 @@ export class DataPlane {
   private readonly wakeValue = new libc.NativeMemory(8);
   private leases: LeaseTableSnapshot;
   private stopping = false;
+  private opened = false;
   private tunFds: number[] = [];
   /** The trace in force (workers started or restarted meanwhile join it), and where each session's events go. */
   private activeTrace: TraceRequest | undefined;
@@ -112,37 +113,7 @@ export class DataPlane {
   async start(beforeWorkers?: () => Promise<void>): Promise<void> {
     const { opts } = this;
     try {
-      const tun = openTunQueues(opts.tunName, opts.workers, opts.offload, opts.persistTun ?? false);
-      this.tunFds = tun.fds;
-      this.tunOrigin = tun.origin;
-      this.vnetHeader = tun.vnetHeader;
-      this.tunUso = (tun.offloads & TUN_F_USO4) !== 0;
-      for (let i = 0; i < opts.workers; i++) {
-        const sockets = openWorkerSockets({
-          bindAddress: opts.bindAddress,
-          port: opts.port,
-          socketBufferBytes: opts.socketBufferBytes,
-          offload: opts.offload,
-          vxlan: opts.backend === 'vxlan' && opts.vxlan ? opts.vxlan : undefined,
-          deferBind: this.tunOrigin === 'handover',
-        });
-        this.slots.push({
-          index: i,
-          tunFd: this.tunFds[i],
-          ...sockets,
-          recentRestarts: [],
-        });
-      }
-      if (opts.offload) {
-        const s = this.slots[0];
-        opts.log(
-          `offloads: TUN ${describeOffloads(tun.offloads)}${tun.offloads & TUN_F_TSO4 ? '' : ' (no TSO: one packet per read)'}, ` +
-            `UDP GSO ${s.udpGso ? 'on' : opts.backend === 'vxlan' && !opts.vxlan?.udpChecksum ? 'off (zero VXLAN checksum; --vxlan-udp-checksum on allows GSO)' : 'off (kernel refused; one datagram per send)'}, ` +
-            `UDP GRO ${s.udpGro ? 'on' : 'off (kernel refused; one datagram per receive)'}`,
-        );
-      } else {
-        opts.log('offloads: off (--offload off): one packet per TUN read and write');
-      }
+      if (!this.opened) this.open();
       await beforeWorkers?.();
       await Promise.all(this.slots.map((slot) => this.spawn(slot)));
       // Hand-over: our sockets join the old agent's SO_REUSEPORT group and our queues (opened disabled) take
@@ -155,6 +126,47 @@ export class DataPlane {
       // A device made by this start goes; one kept from an earlier agent stays for the next.
       await this.stop({ removeDevice: this.tunOrigin === 'created' });
       throw err;
+    }
+  }
+
+  /**
+   * Opens the TUN queues and the sockets (start() does it when not done yet).
+   * After a restart the agent calls it first thing: from then on packets
+   * wait in the queues and socket buffers instead of being dropped.
+   */
+  open(): void {
+    const { opts } = this;
+    this.opened = true;
+    const tun = openTunQueues(opts.tunName, opts.workers, opts.offload, opts.persistTun ?? false);
+    this.tunFds = tun.fds;
+    this.tunOrigin = tun.origin;
+    this.vnetHeader = tun.vnetHeader;
+    this.tunUso = (tun.offloads & TUN_F_USO4) !== 0;
+    for (let i = 0; i < opts.workers; i++) {
+      const sockets = openWorkerSockets({
+        bindAddress: opts.bindAddress,
+        port: opts.port,
+        socketBufferBytes: opts.socketBufferBytes,
+        offload: opts.offload,
+        vxlan: opts.backend === 'vxlan' && opts.vxlan ? opts.vxlan : undefined,
+        deferBind: this.tunOrigin === 'handover',
+      });
+      this.slots.push({
+        index: i,
+        tunFd: this.tunFds[i],
+        ...sockets,
+        recentRestarts: [],
+      });
+    }
+    if (opts.offload) {
+      const s = this.slots[0];
+      opts.log(
+        `offloads: TUN ${describeOffloads(tun.offloads)}${tun.offloads & TUN_F_TSO4 ? '' : ' (no TSO: one packet per read)'}, ` +
+          `UDP GSO ${s.udpGso ? 'on' : opts.backend === 'vxlan' && !opts.vxlan?.udpChecksum ? 'off (zero VXLAN checksum; --vxlan-udp-checksum on allows GSO)' : 'off (kernel refused; one datagram per send)'}, ` +
+          `UDP GRO ${s.udpGro ? 'on' : 'off (kernel refused; one datagram per receive)'}`,
+      );
+    } else {
+      opts.log('offloads: off (--offload off): one packet per TUN read and write');
     }
   }
 
