@@ -14,6 +14,8 @@ export interface RestartGap {
   sent: number;
   received: number;
   lost: number;
+  /** The sequence numbers that went unanswered. */
+  missing: number[];
   /** The longest run of consecutive unanswered sequence numbers, times the interval: the gap as the pods saw it. */
   longestGapMs: number;
   rttMaxMs: number;
@@ -35,7 +37,8 @@ export async function measureRestartGap(cluster: Cluster, kind: RestartKind, opt
   const to = cluster.pod(2);
   // -W: a reply may come late (queued in the TUN or the socket while a new agent warms up) and still count.
   const deadlineS = Math.ceil((count * intervalMs) / 1000) + 20;
-  const pinger = cluster.spawn(from.ns, 'ping', ['-n', '-c', String(count), '-i', String(intervalMs / 1000), '-W', '5', '-w', String(deadlineS), to.ip]);
+  // No -w: with a deadline, -c counts replies and ping would send more than `count` to make up for losses.
+  const pinger = cluster.spawn(from.ns, 'ping', ['-n', '-c', String(count), '-i', String(intervalMs / 1000), '-W', '5', to.ip]);
   try {
     await waitForLine(pinger, new RegExp(`icmp_seq=${restartAfter} `), 30_000);
     if (kind === 'handover') {
@@ -55,9 +58,11 @@ export async function measureRestartGap(cluster: Cluster, kind: RestartKind, opt
   for (const m of text.matchAll(/icmp_seq=(\d+) /g)) answered.add(Number(m[1]));
   let longest = 0;
   let run = 0;
+  const missing: number[] = [];
   for (let seq = 1; seq <= result.sent; seq++) {
+    if (!answered.has(seq)) missing.push(seq);
     run = answered.has(seq) ? 0 : run + 1;
     longest = Math.max(longest, run);
   }
-  return { kind, sent: result.sent, received: result.received, lost: result.sent - result.received, longestGapMs: longest * intervalMs, rttMaxMs: result.rttMaxMs };
+  return { kind, sent: result.sent, received: result.received, lost: result.sent - result.received, missing, longestGapMs: longest * intervalMs, rttMaxMs: result.rttMaxMs };
 }
