@@ -27,6 +27,7 @@ import { VXLAN_OVERHEAD, VXLAN_DEFAULT_PORT, formatMac, parseMac } from './encap
 import { backendVni } from './control/network-config.js';
 import { vtepMacOf } from './control/lease-table.js';
 import { createHash } from 'node:crypto';
+import { chooseInterface, type InterfaceChoice } from './control/default-interface.js';
 
 export const UDP_ENCAP_OVERHEAD = 28; // outer IPv4 (20) + UDP (8)
 export type Backend = 'udp' | 'vxlan';
@@ -59,6 +60,8 @@ export interface AgentOptions {
     apiUrl?: string;
     annotationPrefix: string;
     netConfigPath: string;
+    /** --set-node-network-unavailable (default true): NetworkUnavailable=False once forwarding is up */
+    setNodeNetworkUnavailable?: boolean;
   };
   /** --ip-masq: masquerade pod traffic leaving the cluster network (flannel's FLANNEL-POSTRTG chain). */
   ipMasq?: boolean;
@@ -69,7 +72,8 @@ export interface AgentOptions {
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
   watchLeases: boolean;
   publicIp?: string;
-  iface?: string;
+  /** --iface (repeatable: names or addresses), --iface-regex, --iface-can-reach: flanneld's choice of interface */
+  iface?: InterfaceChoice;
   port: number;
   workers: number;
   tunName: string;
@@ -161,7 +165,7 @@ export class Agent {
     if (opts.kube) {
       // kube mode writes subnet.env from the node's podCIDR. The address: the node-public-ip annotation, else
       // --public-ip/--iface, else (as flanneld) the default route's interface; the manager decides.
-      const given = opts.publicIp !== undefined || opts.iface !== undefined ? resolvePublicIp(opts) : undefined;
+      const given = opts.publicIp !== undefined || opts.iface !== undefined ? await resolvePublicIp(opts, log) : undefined;
       const { KubeSubnetManager } = await import('./control/kube-subnet-manager.js');
       this.kube = new KubeSubnetManager({
         ...opts.kube,
@@ -183,7 +187,7 @@ export class Agent {
       this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
     } else if (opts.etcd) {
       // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
-      this.publicIp = resolvePublicIp(opts);
+      this.publicIp = await resolvePublicIp(opts, log);
       // Known before the subnet is claimed, so a vxlan lease can publish it (flannel's BackendData).
       this.vtepMac = this.resolveVtepMac();
       this.etcd = new EtcdSubnetManager({
@@ -203,7 +207,7 @@ export class Agent {
       this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
     } else {
       this.subnet = await readSubnetFile(opts.subnetFile);
-      this.publicIp = resolvePublicIp(opts);
+      this.publicIp = await resolvePublicIp(opts, log);
       if (opts.ipMasq !== undefined && this.subnet.ipMasq !== opts.ipMasq) {
         log(`warning: ${opts.subnetFile} says FLANNEL_IPMASQ=${this.subnet.ipMasq} but --ip-masq is ${opts.ipMasq ? 'on' : 'off'}; pods may be masqueraded twice or not at all`);
       }
@@ -298,7 +302,7 @@ export class Agent {
     this.ready = true;
     log(READY_LINE);
     // flanneld's CompleteLease: tell Kubernetes the node's network is up.
-    if (this.kube) void this.kube.completeLease();
+    if (this.kube && opts.kube?.setNodeNetworkUnavailable !== false) void this.kube.completeLease();
   }
 
   /** The data plane for this node's settings; leases that arrive later come with updateLeases(). */
@@ -516,7 +520,17 @@ function underlayMtu(name: string): number {
   return Number(readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim());
 }
 
-function resolvePublicIp(opts: AgentOptions): number {
+async function resolvePublicIp(opts: AgentOptions, log: Log): Promise<number> {
+  // As flanneld: the interface is chosen even with --public-ip (which then only gives the address).
+  let chosen: Awaited<ReturnType<typeof chooseInterface>> | undefined;
+  if (opts.iface !== undefined) {
+    try {
+      chosen = await chooseInterface(opts.iface);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+    log(`interface ${chosen.iface} (${chosen.by}), address ${chosen.address}`);
+  }
   if (opts.publicIp !== undefined) {
     try {
       return parseIPv4(opts.publicIp);
@@ -524,12 +538,6 @@ function resolvePublicIp(opts: AgentOptions): number {
       throw new ConfigError(`--public-ip: ${(err as Error).message}`);
     }
   }
-  if (opts.iface !== undefined) {
-    const addrs = networkInterfaces()[opts.iface];
-    if (!addrs) throw new ConfigError(`--iface: no interface named ${opts.iface}`);
-    const v4 = addrs.find((a) => a.family === 'IPv4');
-    if (!v4) throw new ConfigError(`--iface: ${opts.iface} has no IPv4 address`);
-    return parseIPv4(v4.address);
-  }
+  if (chosen) return parseIPv4(chosen.address);
   throw new ConfigError("either --public-ip or --iface is required: the address peers send this node's packets to");
 }

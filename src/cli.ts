@@ -5,7 +5,7 @@ import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
 import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { parseObserveFlags, type ObserveFlagValues } from './observe/options.js';
 import { parseFlags } from './cli-flags.js';
-import { UP_FLAGS, VERSION, helpText } from './up-flags.js';
+import { FLANNELD_UNSUPPORTED, UP_FLAGS, VERSION, helpText } from './up-flags.js';
 import { parseKubeFlags } from './control/kube-options.js'; // kube mode (issue 13)
 
 
@@ -32,7 +32,18 @@ function log(line: string): void {
 }
 
 async function up(argv: string[]): Promise<void> {
-  const values = parseFlags('up', argv, UP_FLAGS) as Record<string, string | undefined> & { help?: boolean; 'no-leases-watch'?: boolean; 'ip-masq'?: boolean; trace?: boolean; 'kube-subnet-mgr'?: boolean };
+  // As flanneld, every flag may also come from FLANNELD_<FLAG> (the command line wins).
+  const parsed = parseFlags('up', argv, UP_FLAGS, { envPrefix: 'FLANNELD', unsupported: FLANNELD_UNSUPPORTED });
+  const { iface: ifaces, 'iface-regex': ifaceRegexes, ...rest } = parsed;
+  const values = rest as Record<string, string | undefined> & {
+    help?: boolean;
+    'no-leases-watch'?: boolean;
+    'ip-masq'?: boolean;
+    'iptables-forward-rules'?: boolean;
+    trace?: boolean;
+    'kube-subnet-mgr'?: boolean;
+    'set-node-network-unavailable'?: boolean;
+  };
   if (values.help) {
     process.stdout.write(helpText());
     return;
@@ -83,11 +94,14 @@ async function up(argv: string[]): Promise<void> {
       : undefined,
     kube, // kube mode (issue 13)
     ipMasq: values['ip-masq'] ?? false,
-    forwardRules: (values as { 'iptables-forward-rules'?: boolean })['iptables-forward-rules'] ?? true,
+    forwardRules: values['iptables-forward-rules'] ?? true,
     iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
     publicIp: values['public-ip'],
-    iface: values.iface,
+    iface:
+      ifaces !== undefined || ifaceRegexes !== undefined || values['iface-can-reach'] !== undefined
+        ? { ifaces: (ifaces as string[] | undefined) ?? [], regexes: (ifaceRegexes as string[] | undefined) ?? [], canReach: values['iface-can-reach'] }
+        : undefined,
     port: intFlag('port', values.port, backend === 'vxlan' ? 8472 : 8285, 1, 65535),
     workers: intFlag('workers', values.workers, availableParallelism(), 1, 256),
     tunName: values.tun ?? 'flannel0',

@@ -5,7 +5,7 @@ import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
 import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { OBSERVE_FLAGS } from './observe/options.js';
 import { KUBE_FLAGS } from './control/kube-options.js';
-import { renderFlagHelp, type FlagGroup } from './cli-flags.js';
+import { renderFlagHelp, type FlagGroup, type UnsupportedFlags } from './cli-flags.js';
 
 export const VERSION = '0.1.0';
 
@@ -44,7 +44,12 @@ export const UP_FLAGS: readonly FlagGroup[] = [
         help: "as flanneld: accept the cluster network in the filter table's FORWARD chain (flannel's FLANNEL-FWD chain), so a FORWARD policy of DROP (Docker sets it) does not drop pod traffic; kept like the masquerade rules. --iptables-forward-rules=false leaves FORWARD alone" },
       { name: 'iptables-resync', type: 'string', value: 'S', default: '5', help: 're-check the masquerade and forward rules every S seconds' },
       { name: 'public-ip', type: 'string', value: 'IP', help: "this node's underlay address: the UDP socket binds to it and peers send to it" },
-      { name: 'iface', type: 'string', value: 'NAME', help: 'take the public IP from this interface instead (like flanneld)' },
+      { name: 'iface', type: 'string', value: 'NAME|IP', multiple: true,
+        help: "as flanneld: the interface for node-to-node traffic, by name or by one of its addresses; repeat it to try several in order, the first that exists wins. The public IP is its first IPv4 address (--public-ip overrides the address)" },
+      { name: 'iface-regex', type: 'string', value: 'REGEX', multiple: true,
+        help: "as flanneld: the first interface whose IPv4 address or name matches; repeatable, tried after every --iface" },
+      { name: 'iface-can-reach', type: 'string', value: 'IP',
+        help: "as flanneld: the interface (and source address) the kernel would use to reach this IP (ip route get IP); tried after --iface and --iface-regex" },
       { name: 'port', type: 'string', value: 'N', default: '8285 for udp, 8472 for vxlan, as flannel', help: 'UDP port, the same on every node' },
       { name: 'workers', type: 'string', value: 'N', default: 'number of CPU cores', help: 'worker threads, each with its own TUN queue and UDP socket' },
       { name: 'tun', type: 'string', value: 'NAME', default: 'flannel0', help: 'TUN device name' },
@@ -64,6 +69,21 @@ export const UP_FLAGS: readonly FlagGroup[] = [
   KUBE_FLAGS,
   { title: 'Observability options for up:', flags: OBSERVE_FLAGS },
 ];
+
+/**
+ * flanneld's flags that `up` does not take, with what to use instead: given
+ * on the command line or as FLANNELD_<FLAG>, they are refused with this text.
+ */
+export const FLANNELD_UNSUPPORTED: UnsupportedFlags = {
+  'public-ipv6': 'the pod network is IPv4 only (FLANNEL_IPV6_* in subnet.env is reported and ignored); leave it out',
+  version: 'run `flannel-udp --version`',
+  v: "flanneld's klog verbosity: the agent logs every step it takes at one level; use `flannel-udp stats` and `flannel-udp trace` for more",
+  vmodule: "flanneld's klog per-file verbosity: not applicable; use `flannel-udp trace` to follow packets",
+  log_backtrace_at: "flanneld's klog option: not applicable; errors name their cause",
+  'etcd-endpoint': 'the flag is --etcd-endpoints (plural)',
+  'kube-config-file': 'the flag is --kubeconfig-file',
+  'iptables-resync-period': 'the flag is --iptables-resync (seconds)',
+};
 
 const HELP_HEADER = `flannel-udp ${VERSION} — userspace UDP/TUN data plane for flannel pod networks
 
