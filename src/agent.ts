@@ -118,6 +118,8 @@ export class Agent {
   private ready = false;
   /** A running agent forwards on the same persistent device: this one takes over from it (a hand-over). */
   private handover = false;
+  /** A restart: attached to a kept device nobody else is on (packets wait for this agent). */
+  private restartAttach = false;
   private leaseVersion = 0;
   private leases: Lease[] = [];
   /** leases left out by the sense checks now: key → the reason logged */
@@ -219,6 +221,8 @@ export class Agent {
     // A restart: the device an earlier agent left is there, with no agent on it. Attached first thing, so
     // packets wait in its queues (and the sockets' buffers) while this agent starts instead of being dropped.
     if (found.kind === 'tun' && !this.handover && opts.persistTun === true && isReusableTun(found, opts.offload)) {
+      this.restartAttach = true;
+      if (opts.rehearsal) log('rehearsal skipped: after a restart the waiting packets are the first to run the code');
       this.dataPlane = this.makeDataPlane();
       this.dataPlane.open();
     }
@@ -327,7 +331,9 @@ export class Agent {
         socketBufferBytes: opts.socketBufferBytes,
         offload: opts.offload,
         busyPollUs: opts.busyPollUs,
-        rehearsal: opts.rehearsal,
+        // A restart: packets already wait in the kept device's queues, and a rehearsal would make them wait
+        // seconds longer (long enough to overflow the queues on a loaded machine); they warm the code instead.
+        rehearsal: opts.rehearsal && !this.restartAttach,
         ownNetwork: subnet.network,
         ownMask: subnet.mask,
         node: formatSubnetKey(subnet),
