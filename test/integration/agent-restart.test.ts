@@ -31,9 +31,9 @@ restart.before(async () => {
   const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
   const port = 18000 + Math.floor(Math.random() * 1000);
   server = cluster.spawn(p2.ns, process.execPath, [join(supportDir, 'tcp-echo.js'), 'server', p2.ip, String(port)]);
-  await waitForLine(server, /^listening$/, 10_000);
+  await waitForLine(server, /^listening$/, 20_000);
   client = cluster.spawn(p1.ns, process.execPath, [join(supportDir, 'tcp-echo.js'), 'client', p2.ip, String(port)]);
-  const first = await waitForLine(client, /^echo 1 /, 15_000);
+  const first = await waitForLine(client, /^echo 1 /, 30_000);
   localPort = /from port (\d+)/.exec(first)![1];
 });
 restart.after(async () => {
