@@ -2,7 +2,7 @@
 // creates and configures the TUN device, and runs the data plane until it is
 // told to stop. Setup is all-or-nothing: if any step fails, everything made
 // so far is undone before the error is reported.
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
 import { formatCidr, formatIPv4, parseIPv4 } from './control/ipv4-address.js';
@@ -13,11 +13,12 @@ import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
 // Type only: kube mode loads its client when chosen (it costs ~70 MB of RSS; docs/design.md).
 import type { KubeSubnetManager } from './control/kube-subnet-manager.js';
 import { IpMasq } from './control/ip-masq.js';
+import { forwardRulesKeeper } from './control/forward-rules.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { checkLeases, localAddresses, type LeaseRejectReason } from './control/lease-sanity.js';
-import { checkNetworkFitsHost, configureTun } from './control/routes.js';
+import { checkNetworkFitsHost, configureKeptTun, configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
-import { TunInUseError, validateTunName } from './dataplane/tun-device.js';
+import { TunInUseError, inspectTun, isReusableTun, validateTunName } from './dataplane/tun-device.js';
 import { formatSubnetKey } from './control/lease.js';
 import { startControlServer, type ControlServer } from './observe/control-socket.js';
 import { startHealthServer, type AgentStats, type HealthServer } from './observe/metrics.js';
@@ -26,6 +27,7 @@ import { VXLAN_OVERHEAD, VXLAN_DEFAULT_PORT, formatMac, parseMac } from './encap
 import { backendVni } from './control/network-config.js';
 import { vtepMacOf } from './control/lease-table.js';
 import { createHash } from 'node:crypto';
+import { chooseInterface, type InterfaceChoice } from './control/default-interface.js';
 
 export const UDP_ENCAP_OVERHEAD = 28; // outer IPv4 (20) + UDP (8)
 export type Backend = 'udp' | 'vxlan';
@@ -58,18 +60,29 @@ export interface AgentOptions {
     apiUrl?: string;
     annotationPrefix: string;
     netConfigPath: string;
+    /** --set-node-network-unavailable (default true): NetworkUnavailable=False once forwarding is up */
+    setNodeNetworkUnavailable?: boolean;
   };
   /** --ip-masq: masquerade pod traffic leaving the cluster network (flannel's FLANNEL-POSTRTG chain). */
   ipMasq?: boolean;
+  /** --iptables-forward-rules (flanneld's default: on): FLANNEL-FWD accepts the cluster network in FORWARD. */
+  forwardRules?: boolean;
   /** how often the masquerade rules are re-checked; default 5 s */
   iptablesResyncMs?: number;
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
   watchLeases: boolean;
   publicIp?: string;
-  iface?: string;
+  /** --iface (repeatable: names or addresses), --iface-regex, --iface-can-reach: flanneld's choice of interface */
+  iface?: InterfaceChoice;
   port: number;
   workers: number;
   tunName: string;
+  /**
+   * --persist-tun (default on): the TUN device, its address and routes, and
+   * the iptables rules outlive a restart (SIGTERM, a kill), so the next agent
+   * attaches to them; SIGINT or `flannel-udp cleanup` removes them.
+   */
+  persistTun?: boolean;
   batchSize: number;
   socketBufferBytes: number;
   offload: boolean;
@@ -95,6 +108,7 @@ export class Agent {
   private etcd?: EtcdSubnetManager;
   private kube?: KubeSubnetManager;
   private ipMasq?: IpMasq;
+  private forwardRules?: IpMasq;
   /** The UDP port in use: --port, or Backend.Port from the etcd network config. */
   port = 0;
   /** Called when the agent cannot go on (its etcd lease was revoked); the CLI stops it. */
@@ -102,6 +116,10 @@ export class Agent {
   private controlServer?: ControlServer;
   private healthServer?: HealthServer;
   private ready = false;
+  /** A running agent forwards on the same persistent device: this one takes over from it (a hand-over). */
+  private handover = false;
+  /** A restart: attached to a kept device nobody else is on (packets wait for this agent). */
+  private restartAttach = false;
   private leaseVersion = 0;
   private leases: Lease[] = [];
   /** leases left out by the sense checks now: key → the reason logged */
@@ -128,7 +146,18 @@ export class Agent {
     } catch (err) {
       throw new ConfigError((err as Error).message);
     }
-    if (existsSync(`/sys/class/net/${opts.tunName}`)) throw new TunInUseError(opts.tunName);
+    // A device of this name is refused unless it is a persistent one an earlier agent left (tun-device.ts).
+    const found = inspectTun(opts.tunName);
+    if (found.kind !== 'absent') {
+      const reusable = opts.persistTun === true && isReusableTun(found, opts.offload);
+      if (!reusable && !(opts.persistTun === true && found.kind === 'tun' && !found.carrier)) throw new TunInUseError(opts.tunName);
+      this.handover = reusable && found.kind === 'tun' && found.carrier;
+      log(
+        this.handover
+          ? `${opts.tunName}: another agent forwards on it; taking over once this one is ready (hand-over)`
+          : `${opts.tunName}: left by a previous agent; attaching to it`,
+      );
+    }
     this.port = opts.port;
     // /healthz from the start, as flanneld: a liveness probe must not kill an agent that waits for its podCIDR or etcd.
     if (opts.observe?.healthz) {
@@ -138,7 +167,7 @@ export class Agent {
     if (opts.kube) {
       // kube mode writes subnet.env from the node's podCIDR. The address: the node-public-ip annotation, else
       // --public-ip/--iface, else (as flanneld) the default route's interface; the manager decides.
-      const given = opts.publicIp !== undefined || opts.iface !== undefined ? resolvePublicIp(opts) : undefined;
+      const given = opts.publicIp !== undefined || opts.iface !== undefined ? await resolvePublicIp(opts, log) : undefined;
       const { KubeSubnetManager } = await import('./control/kube-subnet-manager.js');
       this.kube = new KubeSubnetManager({
         ...opts.kube,
@@ -160,7 +189,7 @@ export class Agent {
       this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
     } else if (opts.etcd) {
       // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
-      this.publicIp = resolvePublicIp(opts);
+      this.publicIp = await resolvePublicIp(opts, log);
       // Known before the subnet is claimed, so a vxlan lease can publish it (flannel's BackendData).
       this.vtepMac = this.resolveVtepMac();
       this.etcd = new EtcdSubnetManager({
@@ -180,7 +209,7 @@ export class Agent {
       this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
     } else {
       this.subnet = await readSubnetFile(opts.subnetFile);
-      this.publicIp = resolvePublicIp(opts);
+      this.publicIp = await resolvePublicIp(opts, log);
       if (opts.ipMasq !== undefined && this.subnet.ipMasq !== opts.ipMasq) {
         log(`warning: ${opts.subnetFile} says FLANNEL_IPMASQ=${this.subnet.ipMasq} but --ip-masq is ${opts.ipMasq ? 'on' : 'off'}; pods may be masqueraded twice or not at all`);
       }
@@ -188,6 +217,15 @@ export class Agent {
     for (const note of this.subnet.unsupported) log(`warning: ${note}`);
     if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
+
+    // A restart: the device an earlier agent left is there, with no agent on it. Attached first thing, so
+    // packets wait in its queues (and the sockets' buffers) while this agent starts instead of being dropped.
+    if (found.kind === 'tun' && !this.handover && opts.persistTun === true && isReusableTun(found, opts.offload)) {
+      this.restartAttach = true;
+      if (opts.rehearsal) log('rehearsal skipped: after a restart the waiting packets are the first to run the code');
+      this.dataPlane = this.makeDataPlane();
+      this.dataPlane.open();
+    }
 
     // Before anything is created: a Network that covers this node's own addresses or routes is refused.
     await checkNetworkFitsHost({ tunName: opts.tunName, subnet: this.subnet.subnet, network: this.subnet.network, publicIp: this.publicIp });
@@ -214,52 +252,35 @@ export class Agent {
             return this.dataPlane.startTrace({ filter, limit, perSecond: 0 }, onEvent);
           },
         },
-        { log },
+        { log, takeOver: this.handover },
       );
     }
 
     const { subnet, network, mtu } = this.subnet;
-    this.dataPlane = new DataPlane(
-      {
-        tunName: opts.tunName,
-        backend: opts.backend,
-        vxlan:
-          opts.backend === 'vxlan'
-            ? { vni: opts.vni, vtepMac: this.vtepMac, udpChecksum: opts.vxlanUdpChecksum, sourcePorts: VXLAN_SOURCE_PORTS }
-            : undefined,
-        workers: opts.workers,
-        bindAddress: this.publicIp,
-        port: this.port,
-        mtu,
-        pathMtu: this.pathMtu(mtu),
-        batchSize: opts.batchSize,
-        socketBufferBytes: opts.socketBufferBytes,
-        offload: opts.offload,
-        busyPollUs: opts.busyPollUs,
-        rehearsal: opts.rehearsal,
-        ownNetwork: subnet.network,
-        ownMask: subnet.mask,
-        node: formatSubnetKey(subnet),
-        capture: opts.observe?.capture,
-        log,
-      },
-      this.snapshot(),
-    );
+    this.dataPlane ??= this.makeDataPlane();
     try {
       // The ip and iptables commands fork this process, and a fork write-protects
       // every page the process has: after the workers have warmed their memory,
       // the first packet would take a page fault per page it touches (about 50,
       // ~1 ms; docs/design.md). So the device is configured, and the masquerade
       // rules set, before the workers start.
-      await this.dataPlane.start(async () => {
-        await configureTun({ tunName: opts.tunName, subnet, network, mtu }, log);
+      const dataPlane = this.dataPlane;
+      await dataPlane.start(async () => {
+        const addressing = { tunName: opts.tunName, subnet, network, mtu };
+        if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
+        else await configureKeptTun(addressing, log);
         if (opts.ipMasq) {
           this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
           await this.ipMasq.start();
         }
+        if (opts.forwardRules) {
+          this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          await this.forwardRules.start();
+        }
       });
       log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
     } catch (err) {
+      // What this start made goes; a device (and rules) kept from an earlier agent stay for the next (stop()).
       await this.stop();
       throw err;
     }
@@ -285,7 +306,42 @@ export class Agent {
     this.ready = true;
     log(READY_LINE);
     // flanneld's CompleteLease: tell Kubernetes the node's network is up.
-    if (this.kube) void this.kube.completeLease();
+    if (this.kube && opts.kube?.setNodeNetworkUnavailable !== false) void this.kube.completeLease();
+  }
+
+  /** The data plane for this node's settings; leases that arrive later come with updateLeases(). */
+  private makeDataPlane(): DataPlane {
+    const { opts, log } = this;
+    const { subnet, mtu } = this.subnet;
+    return new DataPlane(
+      {
+        tunName: opts.tunName,
+        persistTun: opts.persistTun,
+        backend: opts.backend,
+        vxlan:
+          opts.backend === 'vxlan'
+            ? { vni: opts.vni, vtepMac: this.vtepMac, udpChecksum: opts.vxlanUdpChecksum, sourcePorts: VXLAN_SOURCE_PORTS }
+            : undefined,
+        workers: opts.workers,
+        bindAddress: this.publicIp,
+        port: this.port,
+        mtu,
+        pathMtu: this.pathMtu(mtu),
+        batchSize: opts.batchSize,
+        socketBufferBytes: opts.socketBufferBytes,
+        offload: opts.offload,
+        busyPollUs: opts.busyPollUs,
+        // A restart: packets already wait in the kept device's queues, and a rehearsal would make them wait
+        // seconds longer (long enough to overflow the queues on a loaded machine); they warm the code instead.
+        rehearsal: opts.rehearsal && !this.restartAttach,
+        ownNetwork: subnet.network,
+        ownMask: subnet.mask,
+        node: formatSubnetKey(subnet),
+        capture: opts.observe?.capture,
+        log,
+      },
+      this.snapshot(),
+    );
   }
 
   /** SIGHUP: re-read the leases now (the file is also watched). */
@@ -427,8 +483,17 @@ export class Agent {
     };
   }
 
-  /** Undoes everything start() made: workers, sockets, the TUN device (its routes go with it). */
-  async stop(): Promise<void> {
+  /**
+   * 'clean' (SIGINT, a failed first start) undoes everything start() made:
+   * workers, sockets, the TUN device (its routes go with it) and the iptables
+   * rules. 'restart' (SIGTERM) with --persist-tun keeps the device, its
+   * routes and the rules for the next agent, which attaches to them; only the
+   * process's own things (workers, sockets, servers) go.
+   */
+  async stop(exit: 'clean' | 'restart' = 'clean'): Promise<void> {
+    // A start that failed on a device kept from an earlier agent leaves it (and the rules) for the next one.
+    const keptFromBefore = !this.ready && this.dataPlane !== undefined && this.dataPlane.tunOrigin !== 'created';
+    const keep = this.opts.persistTun === true && (exit === 'restart' || keptFromBefore);
     this.ready = false;
     await this.healthServer?.close();
     this.healthServer = undefined;
@@ -436,9 +501,13 @@ export class Agent {
     this.controlServer = undefined;
     await this.leaseSource?.stop();
     this.leaseSource = undefined;
-    await this.ipMasq?.stop();
+    // A hand-over: the agent that replaces this one takes every flow before this one stops forwarding.
+    if (keep) await this.dataPlane?.withdraw();
+    await (keep ? this.ipMasq?.detach() : this.ipMasq?.stop());
     this.ipMasq = undefined;
-    await this.dataPlane?.stop();
+    await (keep ? this.forwardRules?.detach() : this.forwardRules?.stop());
+    this.forwardRules = undefined;
+    await this.dataPlane?.stop({ removeDevice: !keep });
     this.dataPlane = undefined;
     // The etcd lease is left in place: a restarted agent finds it and keeps its subnet.
     await this.etcd?.stop();
@@ -457,7 +526,17 @@ function underlayMtu(name: string): number {
   return Number(readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim());
 }
 
-function resolvePublicIp(opts: AgentOptions): number {
+async function resolvePublicIp(opts: AgentOptions, log: Log): Promise<number> {
+  // As flanneld: the interface is chosen even with --public-ip (which then only gives the address).
+  let chosen: Awaited<ReturnType<typeof chooseInterface>> | undefined;
+  if (opts.iface !== undefined) {
+    try {
+      chosen = await chooseInterface(opts.iface);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+    log(`interface ${chosen.iface} (${chosen.by}), address ${chosen.address}`);
+  }
   if (opts.publicIp !== undefined) {
     try {
       return parseIPv4(opts.publicIp);
@@ -465,12 +544,6 @@ function resolvePublicIp(opts: AgentOptions): number {
       throw new ConfigError(`--public-ip: ${(err as Error).message}`);
     }
   }
-  if (opts.iface !== undefined) {
-    const addrs = networkInterfaces()[opts.iface];
-    if (!addrs) throw new ConfigError(`--iface: no interface named ${opts.iface}`);
-    const v4 = addrs.find((a) => a.family === 'IPv4');
-    if (!v4) throw new ConfigError(`--iface: ${opts.iface} has no IPv4 address`);
-    return parseIPv4(v4.address);
-  }
+  if (chosen) return parseIPv4(chosen.address);
   throw new ConfigError("either --public-ip or --iface is required: the address peers send this node's packets to");
 }

@@ -19,6 +19,26 @@ export interface FlagSpec {
   help: string;
   /** shown as [default: …] */
   default?: string;
+  /** string flags only: may be given more than once (flanneld's --iface); the value is then a list */
+  multiple?: boolean;
+}
+
+/**
+ * flanneld's flags (and FLANNELD_* variables) this command does not take:
+ * flag name → what to use instead. Refused with that text rather than
+ * node's "Unknown option".
+ */
+export type UnsupportedFlags = Readonly<Record<string, string>>;
+
+export interface ParseFlagsOptions {
+  /**
+   * Read every flag not on the command line from `${envPrefix}_<FLAG>`
+   * (upper case, dashes as underscores), as flanneld reads FLANNELD_*; the
+   * command line wins, an empty variable counts as unset.
+   */
+  envPrefix?: string;
+  env?: NodeJS.ProcessEnv;
+  unsupported?: UnsupportedFlags;
 }
 
 export interface FlagGroup {
@@ -78,16 +98,49 @@ export function allFlags(groups: readonly FlagGroup[]): FlagSpec[] {
   return groups.flatMap((g) => g.flags);
 }
 
-export type FlagValues = Record<string, string | boolean | undefined>;
+export type FlagValues = Record<string, string | string[] | boolean | undefined>;
+
+/** Go's strconv.ParseBool, which flanneld's boolean flags and variables go through. */
+export function parseGoBool(text: string): boolean | undefined {
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(text)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(text)) return false;
+  return undefined;
+}
+
+/** The variable flanneld would read a flag from: FLANNELD_IFACE_REGEX for iface-regex. */
+export function envName(prefix: string, flag: string): string {
+  return `${prefix}_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
 
 /**
  * Parses argv against the table. Every problem (unknown flag, missing value,
  * stray argument) is a CommandLineError naming the command, never a stack trace.
  */
-export function parseFlags(command: string, argv: readonly string[], groups: readonly FlagGroup[]): FlagValues {
+export function parseFlags(command: string, argv: readonly string[], groups: readonly FlagGroup[], parse: ParseFlagsOptions = {}): FlagValues {
   const flags = allFlags(groups);
-  const args = [...argv];
+  const byName = new Map(flags.map((f) => [f.name, f]));
   const values: FlagValues = {};
+  const args: string[] = [];
+  // As Go's flag package (flanneld): -name works like --name, and a boolean takes =true / =false.
+  for (const arg of argv) {
+    const m = /^--?([A-Za-z0-9_][\w-]*)(?:=(.*))?$/s.exec(arg);
+    if (!m || (arg[1] !== '-' && m[1].length < 2 && parse.unsupported?.[m[1]] === undefined)) {
+      args.push(arg);
+      continue;
+    }
+    const [, name, value] = m;
+    const hint = parse.unsupported?.[name];
+    if (hint !== undefined && !byName.has(name)) throw new CommandLineError(`${command}: flanneld's --${name} is not supported: ${hint}`);
+    const f = byName.get(name);
+    if (f?.type === 'boolean' && value !== undefined) {
+      const b = parseGoBool(value);
+      if (b === undefined) throw new CommandLineError(`${command}: --${name}: "${value}" is not true or false`);
+      if (b) args.push(`--${name}`);
+      else values[name] = false;
+      continue;
+    }
+    args.push(f && arg[1] !== '-' ? `-${arg}` : arg);
+  }
   // Optional-value flags first: `--watch 5` or `--watch` alone.
   for (const f of flags.filter((f) => f.type === 'optional')) {
     const at = args.indexOf(`--${f.name}`);
@@ -97,17 +150,40 @@ export function parseFlags(command: string, argv: readonly string[], groups: rea
     values[f.name] = takesValue ? next : '';
     args.splice(at, takesValue ? 2 : 1);
   }
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
   for (const f of flags) {
     if (f.type === 'optional') continue;
-    options[f.name] = f.short ? { type: f.type, short: f.short } : { type: f.type };
+    options[f.name] = { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}) };
   }
+  let parsed: FlagValues;
   try {
-    const parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
-    return { ...values, ...(parsed.values as FlagValues) };
+    parsed = { ...values, ...(parseArgs({ args, options, strict: true, allowPositionals: false }).values as FlagValues) };
   } catch (err) {
     // node's messages ("Unknown option '--x'. To specify a positional argument…") are long; keep their first sentence.
     const message = (err as Error).message.split('. ')[0].replace(/\.$/, '');
     throw new CommandLineError(`${command}: ${message}; see flannel-udp ${command} --help`);
+  }
+  if (parse.envPrefix !== undefined) readFlagsFromEnv(command, parsed, flags, parse);
+  return parsed;
+}
+
+/** flanneld's SetFlagsFromEnv: each flag not on the command line, from its variable when that is set and not empty. */
+function readFlagsFromEnv(command: string, values: FlagValues, flags: readonly FlagSpec[], parse: ParseFlagsOptions): void {
+  const env = parse.env ?? process.env;
+  const prefix = parse.envPrefix as string;
+  for (const f of flags) {
+    if (f.name === 'help' || f.type === 'optional' || values[f.name] !== undefined) continue;
+    const name = envName(prefix, f.name);
+    const text = env[name];
+    if (text === undefined || text === '') continue;
+    if (f.type === 'boolean') {
+      const b = parseGoBool(text);
+      if (b === undefined) throw new CommandLineError(`${command}: ${name}: "${text}" is not true or false`);
+      values[f.name] = b;
+    } else values[f.name] = f.multiple ? [text] : text;
+  }
+  for (const [flag, hint] of Object.entries(parse.unsupported ?? {})) {
+    const name = envName(prefix, flag);
+    if (env[name] !== undefined && env[name] !== '') throw new CommandLineError(`${command}: ${name} (flanneld's --${flag}) is not supported: ${hint}`);
   }
 }

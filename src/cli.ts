@@ -5,7 +5,7 @@ import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
 import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { parseObserveFlags, type ObserveFlagValues } from './observe/options.js';
 import { parseFlags } from './cli-flags.js';
-import { UP_FLAGS, VERSION, helpText } from './up-flags.js';
+import { FLANNELD_UNSUPPORTED, UP_FLAGS, VERSION, helpText } from './up-flags.js';
 import { parseKubeFlags } from './control/kube-options.js'; // kube mode (issue 13)
 
 
@@ -32,7 +32,18 @@ function log(line: string): void {
 }
 
 async function up(argv: string[]): Promise<void> {
-  const values = parseFlags('up', argv, UP_FLAGS) as Record<string, string | undefined> & { help?: boolean; 'no-leases-watch'?: boolean; 'ip-masq'?: boolean; trace?: boolean; 'kube-subnet-mgr'?: boolean };
+  // As flanneld, every flag may also come from FLANNELD_<FLAG> (the command line wins).
+  const parsed = parseFlags('up', argv, UP_FLAGS, { envPrefix: 'FLANNELD', unsupported: FLANNELD_UNSUPPORTED });
+  const { iface: ifaces, 'iface-regex': ifaceRegexes, ...rest } = parsed;
+  const values = rest as Record<string, string | undefined> & {
+    help?: boolean;
+    'no-leases-watch'?: boolean;
+    'ip-masq'?: boolean;
+    'iptables-forward-rules'?: boolean;
+    trace?: boolean;
+    'kube-subnet-mgr'?: boolean;
+    'set-node-network-unavailable'?: boolean;
+  };
   if (values.help) {
     process.stdout.write(helpText());
     return;
@@ -58,6 +69,8 @@ async function up(argv: string[]): Promise<void> {
   if (backend !== 'udp' && backend !== 'vxlan') die(`--backend: "${backend}" is not udp or vxlan`);
   const checksum = values['vxlan-udp-checksum'] ?? 'on';
   if (checksum !== 'zero' && checksum !== 'on') die(`--vxlan-udp-checksum: "${checksum}" is not zero or on`);
+  const persistTun = values['persist-tun'] ?? 'on';
+  if (persistTun !== 'on' && persistTun !== 'off') die(`--persist-tun: "${persistTun}" is not on or off`);
   const rehearsal = values.rehearsal ?? 'on';
   if (rehearsal !== 'on' && rehearsal !== 'off') die(`--rehearsal: "${rehearsal}" is not on or off`);
   const opts: AgentOptions = {
@@ -81,13 +94,18 @@ async function up(argv: string[]): Promise<void> {
       : undefined,
     kube, // kube mode (issue 13)
     ipMasq: values['ip-masq'] ?? false,
+    forwardRules: values['iptables-forward-rules'] ?? true,
     iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
     publicIp: values['public-ip'],
-    iface: values.iface,
+    iface:
+      ifaces !== undefined || ifaceRegexes !== undefined || values['iface-can-reach'] !== undefined
+        ? { ifaces: (ifaces as string[] | undefined) ?? [], regexes: (ifaceRegexes as string[] | undefined) ?? [], canReach: values['iface-can-reach'] }
+        : undefined,
     port: intFlag('port', values.port, backend === 'vxlan' ? 8472 : 8285, 1, 65535),
     workers: intFlag('workers', values.workers, availableParallelism(), 1, 256),
     tunName: values.tun ?? 'flannel0',
+    persistTun: persistTun === 'on',
     batchSize: intFlag('batch', values.batch, 64, 1, 1024),
     socketBufferBytes: intFlag('socket-buffer', values['socket-buffer'], 4 << 20, 65536, 1 << 30),
     offload: offloadFlag(values.offload),
@@ -98,20 +116,23 @@ async function up(argv: string[]): Promise<void> {
 
   const agent = new Agent(opts, log);
   let stopping = false;
-  const shutdown = (signal: string, code = 0) => {
+  // SIGTERM is what kubelet and systemd send for a restart too: with --persist-tun the device, its routes and the
+  // iptables rules stay for the next agent. SIGINT (Ctrl-C) and a fatal error remove everything.
+  const shutdown = (signal: string, code = 0, exit: 'clean' | 'restart' = 'clean') => {
     if (stopping) return;
     stopping = true;
-    log(`${signal}: stopping`);
-    agent.stop().then(
+    const keep = exit === 'restart' && opts.persistTun === true;
+    log(`${signal}: stopping${keep ? `; ${opts.tunName}, its routes and the iptables rules stay for the next agent (flannel-udp cleanup removes them)` : ''}`);
+    agent.stop(exit).then(
       () => {
-        log('stopped; TUN device, routes and sockets removed');
+        log(keep ? 'stopped; workers and sockets closed' : 'stopped; TUN device, routes and sockets removed');
         process.exit(code);
       },
       (err) => die(`error while stopping: ${err}`, 1),
     );
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGTERM', () => shutdown('SIGTERM', 0, 'restart'));
   process.on('SIGHUP', () => {
     log('SIGHUP: re-reading leases');
     void agent.reload();
@@ -119,7 +140,7 @@ async function up(argv: string[]): Promise<void> {
   process.on('SIGUSR1', () => process.stderr.write(JSON.stringify(agent.statsSnapshot()) + '\n'));
   process.on('SIGUSR2', () => agent.injectWorkerFault(0));
   // etcd mode: this node's lease was deleted or expired. flanneld exits then; a supervisor restarts it.
-  agent.onFatal = (err) => shutdown(`fatal: ${err.message}`, 1);
+  agent.onFatal = (err) => shutdown(`fatal: ${err.message}`, 1, 'restart');
 
   try {
     await agent.start();
@@ -135,6 +156,8 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'up':
       return up(rest);
+    case 'cleanup':
+      return (await import('./control/cleanup.js')).cleanupCommand(rest);
     case 'install-cni':
       return (await import('./cni/install.js')).installCniCommand(rest);
     case 'stats':

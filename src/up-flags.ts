@@ -5,7 +5,7 @@ import { DEFAULT_SUBNET_FILE } from './control/subnet-file.js';
 import { DEFAULT_ETCD_PREFIX } from './control/etcd-subnet-manager.js';
 import { OBSERVE_FLAGS } from './observe/options.js';
 import { KUBE_FLAGS } from './control/kube-options.js';
-import { renderFlagHelp, type FlagGroup } from './cli-flags.js';
+import { renderFlagHelp, type FlagGroup, type UnsupportedFlags } from './cli-flags.js';
 
 export const VERSION = '0.1.0';
 
@@ -40,12 +40,21 @@ export const UP_FLAGS: readonly FlagGroup[] = [
         help: 'renew the subnet lease this many minutes before it expires' },
       { name: 'ip-masq', type: 'boolean',
         help: "masquerade pod traffic leaving the cluster network behind this node's address (flannel's FLANNEL-POSTRTG nat chain, removed on exit); written to subnet.env as FLANNEL_IPMASQ" },
-      { name: 'iptables-resync', type: 'string', value: 'S', default: '5', help: 're-check the masquerade rules every S seconds' },
+      { name: 'iptables-forward-rules', type: 'boolean', default: 'true',
+        help: "as flanneld: accept the cluster network in the filter table's FORWARD chain (flannel's FLANNEL-FWD chain), so a FORWARD policy of DROP (Docker sets it) does not drop pod traffic; kept like the masquerade rules. --iptables-forward-rules=false leaves FORWARD alone" },
+      { name: 'iptables-resync', type: 'string', value: 'S', default: '5', help: 're-check the masquerade and forward rules every S seconds' },
       { name: 'public-ip', type: 'string', value: 'IP', help: "this node's underlay address: the UDP socket binds to it and peers send to it" },
-      { name: 'iface', type: 'string', value: 'NAME', help: 'take the public IP from this interface instead (like flanneld)' },
+      { name: 'iface', type: 'string', value: 'NAME|IP', multiple: true,
+        help: "as flanneld: the interface for node-to-node traffic, by name or by one of its addresses; repeat it to try several in order, the first that exists wins. The public IP is its first IPv4 address (--public-ip overrides the address)" },
+      { name: 'iface-regex', type: 'string', value: 'REGEX', multiple: true,
+        help: "as flanneld: the first interface whose IPv4 address or name matches; repeatable, tried after every --iface" },
+      { name: 'iface-can-reach', type: 'string', value: 'IP',
+        help: "as flanneld: the interface (and source address) the kernel would use to reach this IP (ip route get IP); tried after --iface and --iface-regex" },
       { name: 'port', type: 'string', value: 'N', default: '8285 for udp, 8472 for vxlan, as flannel', help: 'UDP port, the same on every node' },
       { name: 'workers', type: 'string', value: 'N', default: 'number of CPU cores', help: 'worker threads, each with its own TUN queue and UDP socket' },
       { name: 'tun', type: 'string', value: 'NAME', default: 'flannel0', help: 'TUN device name' },
+      { name: 'persist-tun', type: 'string', value: 'MODE', default: 'on',
+        help: "on: the TUN device (with its address and routes) and the iptables rules outlive the agent: SIGTERM or a kill leaves them, and the next agent attaches to them, so a restart drops packets only while no agent runs and a hand-over (the new agent started while the old one runs) none; SIGINT or `flannel-udp cleanup` removes them. off: everything goes with the agent, on any exit" },
       { name: 'batch', type: 'string', value: 'N', default: '64', help: 'packets per recvmmsg/sendmmsg call' },
       { name: 'socket-buffer', type: 'string', value: 'N', default: '4194304', help: 'UDP socket send/receive buffer, bytes' },
       { name: 'offload', type: 'string', value: 'MODE', default: 'auto',
@@ -61,20 +70,38 @@ export const UP_FLAGS: readonly FlagGroup[] = [
   { title: 'Observability options for up:', flags: OBSERVE_FLAGS },
 ];
 
+/**
+ * flanneld's flags that `up` does not take, with what to use instead: given
+ * on the command line or as FLANNELD_<FLAG>, they are refused with this text.
+ */
+export const FLANNELD_UNSUPPORTED: UnsupportedFlags = {
+  'public-ipv6': 'the pod network is IPv4 only (FLANNEL_IPV6_* in subnet.env is reported and ignored); leave it out',
+  version: 'run `flannel-udp --version`',
+  v: "flanneld's klog verbosity: the agent logs every step it takes at one level; use `flannel-udp stats` and `flannel-udp trace` for more",
+  vmodule: "flanneld's klog per-file verbosity: not applicable; use `flannel-udp trace` to follow packets",
+  log_backtrace_at: "flanneld's klog option: not applicable; errors name their cause",
+  'etcd-endpoint': 'the flag is --etcd-endpoints (plural)',
+  'kube-config-file': 'the flag is --kubeconfig-file',
+  'iptables-resync-period': 'the flag is --iptables-resync (seconds)',
+};
+
 const HELP_HEADER = `flannel-udp ${VERSION} — userspace UDP/TUN data plane for flannel pod networks
 
 Usage:
   flannel-udp up --subnet-file FILE --leases FILE (--public-ip IP | --iface NAME) [options]
   flannel-udp up --subnet-file FILE --etcd-endpoints URL[,URL…] (--public-ip IP | --iface NAME) [options]
   flannel-udp up --kube-subnet-mgr [--kubeconfig-file FILE] [--net-config-path FILE] [options]
+  flannel-udp cleanup [--tun NAME]     remove what agents left: the device, its routes, the iptables rules
   flannel-udp install-cni [--bin-dir DIR] [--conf-dir DIR] [--force] …  (see install-cni --help)
   flannel-udp stats [--tun NAME] [--watch [SECONDS]] [--json]      a running agent's counters (see stats --help)
   flannel-udp trace [--tun NAME] [--filter EXPR] [--limit N] [--json]  follow packets through it (see trace --help)
   flannel-udp --help | --version
 
 up: create the TUN device, route the cluster network through it and forward
-packets between it and the peers named in the leases file, until SIGINT or
-SIGTERM (which remove everything it created). SIGHUP re-reads the leases file
+packets between it and the peers named in the leases file, until SIGINT
+(which removes everything it created) or SIGTERM (which leaves the device,
+its routes and the iptables rules for the next agent; --persist-tun off
+removes them too). SIGHUP re-reads the leases file
 (it is also watched); SIGUSR1 prints the counters and the lease table;
 SIGUSR2 makes worker 0 fail on purpose (fault injection: it is restarted).
 With --etcd-endpoints, as flanneld: the node leases a subnet from etcd, writes

@@ -28,7 +28,7 @@ const COMMENT = ['-m', 'comment', '--comment', 'flanneld masq'];
 const KUBE_PROXY_MARK = '0x4000/0x4000';
 
 export interface IptablesRule {
-  table: 'nat';
+  table: 'nat' | 'filter';
   chain: string;
   /** the rule after `-A <chain>` */
   spec: string[];
@@ -56,10 +56,10 @@ export function masqRules(network: Cidr, subnet: Cidr, randomFully = true): Ipta
 }
 
 /** The chain's rules as iptables-restore input; declaring the chain under --noflush empties it first. */
-export function chainRestoreInput(rules: readonly IptablesRule[]): string {
+export function chainRestoreInput(rules: readonly IptablesRule[], chain = MASQ_CHAIN, table = 'nat'): string {
   const quote = (a: string) => (/^[\w./:!-]+$/.test(a) ? a : `"${a}"`);
-  const lines = ['*nat', `:${MASQ_CHAIN} - [0:0]`];
-  for (const r of rules) if (r.chain === MASQ_CHAIN) lines.push(`-A ${MASQ_CHAIN} ${r.spec.map(quote).join(' ')}`);
+  const lines = [`*${table}`, `:${chain} - [0:0]`];
+  for (const r of rules) if (r.chain === chain) lines.push(`-A ${chain} ${r.spec.map(quote).join(' ')}`);
   lines.push('COMMIT', '');
   return lines.join('\n');
 }
@@ -70,17 +70,45 @@ export interface IpMasqOptions {
   /** how often the rules are checked and restored; default 5 s */
   resyncMs?: number;
   log: (line: string) => void;
+  /** Another chain kept the same way (forward-rules.ts); default: the masquerade rules. */
+  ruleSet?: RuleSet;
+}
+
+/**
+ * One chain of ours and the jumps to it, kept by IpMasq's mechanism: installed
+ * atomically, re-checked every resync period, rebuilt when anything is
+ * missing, removed on a clean exit.
+ */
+export interface RuleSet {
+  table: 'nat' | 'filter';
+  chain: string;
+  /** every rule: jumps from built-in chains first, then the chain's own */
+  rules: IptablesRule[];
+  /** the flag, for errors and the log: '--ip-masq' */
+  flag: string;
+  /** the start log line */
+  describe: string;
 }
 
 export class IpMasq {
   private readonly rules: IptablesRule[];
+  private readonly set: RuleSet;
   private timer: NodeJS.Timeout | undefined;
   private checking: Promise<void> = Promise.resolve();
   private stopped = false;
   private lastError = '';
 
   constructor(private readonly opts: IpMasqOptions) {
-    this.rules = masqRules(opts.network, opts.subnet);
+    this.set = opts.ruleSet ?? {
+      table: 'nat',
+      chain: MASQ_CHAIN,
+      rules: masqRules(opts.network, opts.subnet),
+      flag: '--ip-masq',
+      describe:
+        `ip-masq: ${MASQ_CHAIN} in the nat table: pods in ${formatCidr(opts.subnet)} reach addresses outside ${formatCidr(opts.network)} ` +
+        'masqueraded behind this node',
+    };
+    this.rules = this.set.rules;
   }
 
   async start(): Promise<void> {
@@ -88,16 +116,20 @@ export class IpMasq {
       await this.install();
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'ENOENT') throw new IpMasqError('--ip-masq needs iptables: apt-get install iptables (scripts/setup.sh does)');
-      throw new IpMasqError(`--ip-masq: installing the ${MASQ_CHAIN} rules failed: ${e.message}`);
+      if (e.code === 'ENOENT') throw new IpMasqError(`${this.set.flag} needs iptables: apt-get install iptables (scripts/setup.sh does)`);
+      throw new IpMasqError(`${this.set.flag}: installing the ${this.set.chain} rules failed: ${e.message}`);
     }
-    this.opts.log(
-      `ip-masq: ${MASQ_CHAIN} in the nat table: pods in ${formatCidr(this.opts.subnet)} reach addresses outside ${formatCidr(this.opts.network)} ` +
-        `masqueraded behind this node; rules re-checked every ${(this.opts.resyncMs ?? 5000) / 1000} s`,
-    );
+    this.opts.log(`${this.set.describe}; rules re-checked every ${(this.opts.resyncMs ?? 5000) / 1000} s`);
     this.timer = setInterval(() => {
       this.checking = this.checking.then(() => this.ensure());
     }, this.opts.resyncMs ?? 5000);
+  }
+
+  /** A restart exit (agent.ts): stops checking and leaves the rules in place for the next agent. */
+  async detach(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.checking;
   }
 
   /** Removes the jump and the chain. Best effort and quiet: a rule already gone is what we want. */
@@ -110,12 +142,14 @@ export class IpMasq {
 
   private async install(): Promise<void> {
     // -N fails if the chain exists; either way it is there afterwards.
-    await iptables(['-t', 'nat', '-N', MASQ_CHAIN]).catch((err: Error & { code?: string }) => {
+    const { table, chain } = this.set;
+    await iptables(['-t', table, '-N', chain]).catch((err: Error & { code?: string }) => {
       if (err.code === 'ENOENT') throw err;
     });
-    await run('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules));
-    const jump = this.rules.find((r) => r.chain === 'POSTROUTING')!;
-    if (!(await this.exists(jump))) await iptables(['-t', 'nat', '-A', jump.chain, ...jump.spec]);
+    await run('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules, chain, table));
+    for (const jump of this.rules.filter((r) => r.chain !== chain)) {
+      if (!(await this.exists(jump))) await iptables(['-t', table, '-A', jump.chain, ...jump.spec]);
+    }
   }
 
   private async ensure(): Promise<void> {
@@ -124,7 +158,7 @@ export class IpMasq {
       for (const rule of this.rules) {
         if (await this.exists(rule)) continue;
         if (this.stopped) return;
-        this.opts.log(`ip-masq: rule missing (${rule.chain} ${rule.spec.join(' ')}); rebuilding ${MASQ_CHAIN}`);
+        this.opts.log(`${this.set.flag.slice(2)}: rule missing (${rule.chain} ${rule.spec.join(' ')}); rebuilding ${this.set.chain}`);
         await this.install();
         break;
       }
@@ -132,33 +166,42 @@ export class IpMasq {
     } catch (err) {
       // Logged once per distinct problem, then retried quietly every period.
       const message = (err as Error).message;
-      if (message !== this.lastError) this.opts.log(`ip-masq: checking the rules failed: ${message}; retrying`);
+      if (message !== this.lastError) this.opts.log(`${this.set.flag.slice(2)}: checking the rules failed: ${message}; retrying`);
       this.lastError = message;
     }
   }
 
   private async uninstall(): Promise<void> {
-    const jump = this.rules.find((r) => r.chain === 'POSTROUTING')!;
-    // Delete every copy of the jump (an earlier crashed run may have left one too).
-    for (let i = 0; i < 10 && (await this.exists(jump)); i++) {
-      await iptables(['-t', 'nat', '-D', jump.chain, ...jump.spec]).catch(() => undefined);
-    }
-    await iptables(['-t', 'nat', '-F', MASQ_CHAIN]).catch(() => undefined);
-    await iptables(['-t', 'nat', '-X', MASQ_CHAIN]).catch(() => undefined);
-    this.opts.log(`ip-masq: removed ${MASQ_CHAIN} and its POSTROUTING jump`);
+    await removeChain(this.set.table, this.set.chain, this.rules.filter((r) => r.chain !== this.set.chain));
+    this.opts.log(`${this.set.flag.slice(2)}: removed ${this.set.chain} and its jump from ${this.rules.filter((r) => r.chain !== this.set.chain).map((r) => r.chain).join(', ')}`);
   }
 
   private async exists(rule: IptablesRule): Promise<boolean> {
-    try {
-      await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
-      return true;
-    } catch (err) {
-      // iptables -C exits 1 when the rule (or its chain) is not there. Anything
-      // else (the command could not even start: EMFILE, EAGAIN, ENOMEM) is a
-      // failure to check, reported as such, not a missing rule.
-      if ((err as NodeJS.ErrnoException).code === '1') return false;
-      throw err;
+    return ruleExists(rule);
+  }
+}
+
+/** Deletes every copy of the jumps (an earlier crashed run may have left one too), then the chain. Quiet. */
+export async function removeChain(table: string, chain: string, jumps: readonly IptablesRule[]): Promise<void> {
+  for (const jump of jumps) {
+    for (let i = 0; i < 10 && (await ruleExists(jump).catch(() => false)); i++) {
+      await iptables(['-t', table, '-D', jump.chain, ...jump.spec]).catch(() => undefined);
     }
+  }
+  await iptables(['-t', table, '-F', chain]).catch(() => undefined);
+  await iptables(['-t', table, '-X', chain]).catch(() => undefined);
+}
+
+async function ruleExists(rule: IptablesRule): Promise<boolean> {
+  try {
+    await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
+    return true;
+  } catch (err) {
+    // iptables -C exits 1 when the rule (or its chain) is not there. Anything
+    // else (the command could not even start: EMFILE, EAGAIN, ENOMEM) is a
+    // failure to check, reported as such, not a missing rule.
+    if ((err as NodeJS.ErrnoException).code === '1') return false;
+    throw err;
   }
 }
 

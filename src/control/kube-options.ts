@@ -18,6 +18,8 @@ export const KUBE_FLAGS: FlagGroup = {
     { name: 'kube-annotation-prefix', type: 'string', value: 'PREFIX', default: DEFAULT_ANNOTATION_PREFIX, help: "prefix of flannel's node annotations" },
     { name: 'net-config-path', type: 'string', value: 'FILE', default: DEFAULT_NET_CONFIG_PATH,
       help: "the network config, flannel's net-conf.json (Network, Backend.Type udp|vxlan, Backend.Port, Backend.VNI)" },
+    { name: 'set-node-network-unavailable', type: 'boolean', default: 'true',
+      help: "as flanneld: once forwarding is up, set the node's NetworkUnavailable condition to False (reason FlannelIsUp) through the nodes/status subresource; =false leaves the condition to someone else" },
   ],
 };
 
@@ -27,6 +29,7 @@ export interface KubeFlagValues {
   'kube-api-url'?: string;
   'kube-annotation-prefix'?: string;
   'net-config-path'?: string;
+  'set-node-network-unavailable'?: boolean;
 }
 
 export class KubeFlagError extends Error {
@@ -34,9 +37,11 @@ export class KubeFlagError extends Error {
 }
 
 /** AgentOptions.kube, or undefined without --kube-subnet-mgr (whose companions are then refused). */
-export function parseKubeFlags(values: KubeFlagValues): { kubeconfigFile?: string; apiUrl?: string; annotationPrefix: string; netConfigPath: string } | undefined {
+export function parseKubeFlags(
+  values: KubeFlagValues,
+): { kubeconfigFile?: string; apiUrl?: string; annotationPrefix: string; netConfigPath: string; setNodeNetworkUnavailable: boolean } | undefined {
   if (!values['kube-subnet-mgr']) {
-    for (const f of ['kubeconfig-file', 'kube-api-url', 'kube-annotation-prefix', 'net-config-path'] as const) {
+    for (const f of ['kubeconfig-file', 'kube-api-url', 'kube-annotation-prefix', 'net-config-path', 'set-node-network-unavailable'] as const) {
       if (values[f] !== undefined) throw new KubeFlagError(`--${f} needs --kube-subnet-mgr`);
     }
     return undefined;
@@ -48,5 +53,6 @@ export function parseKubeFlags(values: KubeFlagValues): { kubeconfigFile?: strin
     apiUrl,
     annotationPrefix: values['kube-annotation-prefix'] ?? DEFAULT_ANNOTATION_PREFIX,
     netConfigPath: values['net-config-path'] ?? DEFAULT_NET_CONFIG_PATH,
+    setNodeNetworkUnavailable: values['set-node-network-unavailable'] ?? true,
   };
 }

@@ -92,6 +92,43 @@ export async function checkNetworkFitsHost(a: Pick<TunAddressing, 'tunName' | 's
   }
 }
 
+/**
+ * What differs between a device kept from an earlier agent and what this
+ * agent would configure: its IPv4 addresses, MTU, link state and the
+ * Network's route. Empty: the device can be used as it is.
+ */
+export async function keptTunDifferences(a: TunAddressing): Promise<string[]> {
+  const links = JSON.parse(await ip(['-j', 'addr', 'show', 'dev', a.tunName])) as { mtu?: number; flags?: string[]; addr_info?: { family: string; local: string; prefixlen: number }[] }[];
+  const link = links[0];
+  if (!link) return [`${a.tunName} is gone`];
+  const want = `${formatIPv4(a.subnet.network)}/${a.network.prefixLength}`;
+  const have = (link.addr_info ?? []).filter((x) => x.family === 'inet').map((x) => `${x.local}/${x.prefixlen}`);
+  const out: string[] = [];
+  if (have.length !== 1 || have[0] !== want) out.push(`address ${have.join(',') || 'none'} (want ${want})`);
+  if (link.mtu !== a.mtu) out.push(`MTU ${link.mtu} (want ${a.mtu})`);
+  if (!(link.flags ?? []).includes('UP')) out.push('link down');
+  const route = await hostRoutes(['exact', formatCidr(a.network)]);
+  if (!route.some((r) => r.dev === a.tunName)) out.push(`no route for ${formatCidr(a.network)}`);
+  return out;
+}
+
+/**
+ * The device an earlier agent left (tun-device.ts, persistent): used as it is
+ * when it matches, so a restart runs no command at all; reconfigured when the
+ * subnet, Network or MTU changed (its old addresses flushed first).
+ */
+export async function configureKeptTun(a: TunAddressing, log: (line: string) => void): Promise<void> {
+  const diff = await keptTunDifferences(a);
+  if (diff.length === 0) {
+    log(`${a.tunName}: kept from the previous agent with its address, MTU and route`);
+    return;
+  }
+  log(`${a.tunName}: kept from the previous agent but the configuration changed (${diff.join('; ')}); configuring it again`);
+  log(`ip addr flush dev ${a.tunName}`);
+  await ip(['addr', 'flush', 'dev', a.tunName]);
+  await configureTun(a, log);
+}
+
 export async function configureTun(a: TunAddressing, log: (line: string) => void): Promise<void> {
   await disableIpv6(a.tunName, log);
   for (const args of tunCommands(a)) {

@@ -9,8 +9,9 @@
 // docs/design.md).
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
-import { openTunQueues, closeTunQueues, describeOffloads, TUN_F_TSO4, TUN_F_USO4 } from './tun-device.js';
+import { openTunQueues, closeTunQueues, describeOffloads, disableTunQueues, enableTunQueues, inspectTun, unpersistUnlessShared, TUN_F_TSO4, TUN_F_USO4, type TunOrigin } from './tun-device.js';
 import { openWorkerSockets, closeWorkerSockets, type WorkerSockets } from './worker-sockets.js';
+import { bindUdpSocket, queuedBytes, withdrawUdpSocket } from './udp-socket.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-build.js';
 import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
@@ -29,6 +30,8 @@ export interface VxlanOptions {
 
 export interface DataPlaneOptions {
   tunName: string;
+  /** The device outlives the agent (TUNSETPERSIST), for the next agent to attach to (tun-device.ts). */
+  persistTun?: boolean;
   backend: 'udp' | 'vxlan';
   vxlan?: VxlanOptions;
   workers: number;
@@ -80,6 +83,7 @@ export class DataPlane {
   private readonly wakeValue = new libc.NativeMemory(8);
   private leases: LeaseTableSnapshot;
   private stopping = false;
+  private opened = false;
   private tunFds: number[] = [];
   /** The trace in force (workers started or restarted meanwhile join it), and where each session's events go. */
   private activeTrace: TraceRequest | undefined;
@@ -87,6 +91,8 @@ export class DataPlane {
   private readonly traceHandlers = new Map<number, (event: TraceEvent) => void>();
   private vnetHeader = false;
   private tunUso = false;
+  /** How the device was found: made now, kept from an earlier agent, or shared with a running one. */
+  tunOrigin: TunOrigin = 'created';
 
   constructor(
     private readonly opts: DataPlaneOptions,
@@ -107,40 +113,60 @@ export class DataPlane {
   async start(beforeWorkers?: () => Promise<void>): Promise<void> {
     const { opts } = this;
     try {
-      const tun = openTunQueues(opts.tunName, opts.workers, opts.offload);
-      this.tunFds = tun.fds;
-      this.vnetHeader = tun.vnetHeader;
-      this.tunUso = (tun.offloads & TUN_F_USO4) !== 0;
-      for (let i = 0; i < opts.workers; i++) {
-        const sockets = openWorkerSockets({
-          bindAddress: opts.bindAddress,
-          port: opts.port,
-          socketBufferBytes: opts.socketBufferBytes,
-          offload: opts.offload,
-          vxlan: opts.backend === 'vxlan' && opts.vxlan ? opts.vxlan : undefined,
-        });
-        this.slots.push({
-          index: i,
-          tunFd: this.tunFds[i],
-          ...sockets,
-          recentRestarts: [],
-        });
-      }
-      if (opts.offload) {
-        const s = this.slots[0];
-        opts.log(
-          `offloads: TUN ${describeOffloads(tun.offloads)}${tun.offloads & TUN_F_TSO4 ? '' : ' (no TSO: one packet per read)'}, ` +
-            `UDP GSO ${s.udpGso ? 'on' : opts.backend === 'vxlan' && !opts.vxlan?.udpChecksum ? 'off (zero VXLAN checksum; --vxlan-udp-checksum on allows GSO)' : 'off (kernel refused; one datagram per send)'}, ` +
-            `UDP GRO ${s.udpGro ? 'on' : 'off (kernel refused; one datagram per receive)'}`,
-        );
-      } else {
-        opts.log('offloads: off (--offload off): one packet per TUN read and write');
-      }
+      if (!this.opened) this.open();
       await beforeWorkers?.();
       await Promise.all(this.slots.map((slot) => this.spawn(slot)));
+      // Hand-over: our sockets join the old agent's SO_REUSEPORT group and our queues (opened disabled) take
+      // flows only now that every worker has rehearsed; until then the old agent forwards everything.
+      if (this.tunOrigin === 'handover') {
+        for (const slot of this.slots) bindUdpSocket(slot.udpFd, opts.bindAddress, opts.port);
+        enableTunQueues(opts.tunName, this.tunFds);
+      }
     } catch (err) {
-      await this.stop();
+      // A device made by this start goes; one kept from an earlier agent stays for the next.
+      await this.stop({ removeDevice: this.tunOrigin === 'created' });
       throw err;
+    }
+  }
+
+  /**
+   * Opens the TUN queues and the sockets (start() does it when not done yet).
+   * After a restart the agent calls it first thing: from then on packets
+   * wait in the queues and socket buffers instead of being dropped.
+   */
+  open(): void {
+    const { opts } = this;
+    this.opened = true;
+    const tun = openTunQueues(opts.tunName, opts.workers, opts.offload, opts.persistTun ?? false);
+    this.tunFds = tun.fds;
+    this.tunOrigin = tun.origin;
+    this.vnetHeader = tun.vnetHeader;
+    this.tunUso = (tun.offloads & TUN_F_USO4) !== 0;
+    for (let i = 0; i < opts.workers; i++) {
+      const sockets = openWorkerSockets({
+        bindAddress: opts.bindAddress,
+        port: opts.port,
+        socketBufferBytes: opts.socketBufferBytes,
+        offload: opts.offload,
+        vxlan: opts.backend === 'vxlan' && opts.vxlan ? opts.vxlan : undefined,
+        deferBind: this.tunOrigin === 'handover',
+      });
+      this.slots.push({
+        index: i,
+        tunFd: this.tunFds[i],
+        ...sockets,
+        recentRestarts: [],
+      });
+    }
+    if (opts.offload) {
+      const s = this.slots[0];
+      opts.log(
+        `offloads: TUN ${describeOffloads(tun.offloads)}${tun.offloads & TUN_F_TSO4 ? '' : ' (no TSO: one packet per read)'}, ` +
+          `UDP GSO ${s.udpGso ? 'on' : opts.backend === 'vxlan' && !opts.vxlan?.udpChecksum ? 'off (zero VXLAN checksum; --vxlan-udp-checksum on allows GSO)' : 'off (kernel refused; one datagram per send)'}, ` +
+          `UDP GRO ${s.udpGro ? 'on' : 'off (kernel refused; one datagram per receive)'}`,
+      );
+    } else {
+      opts.log('offloads: off (--offload off): one packet per TUN read and write');
     }
   }
 
@@ -263,8 +289,37 @@ export class DataPlane {
     if (slot) this.post(slot, { type: 'crash' });
   }
 
-  /** Stops the workers, then closes the sockets and the TUN queues (which removes the device). */
-  async stop(): Promise<void> {
+  /**
+   * A restart exit while another agent is attached to the device (a
+   * hand-over): first withdraw from the traffic (TUN queues disabled, so the
+   * kernel hashes every flow over the other agent's queues; UDP sockets
+   * connected away, so the port's SO_REUSEPORT group gives them nothing
+   * more), then let the workers forward what they already hold, and only
+   * then stop them. Nothing in flight is dropped. Returns false (and does
+   * nothing) when no other agent is attached.
+   */
+  async withdraw(maxWaitMs = 500): Promise<boolean> {
+    const state = inspectTun(this.opts.tunName);
+    if (!this.opts.persistTun || state.kind !== 'tun' || state.queues <= this.tunFds.length) return false;
+    disableTunQueues(this.opts.tunName, this.tunFds);
+    for (const slot of this.slots) withdrawUdpSocket(slot.udpFd, this.opts.bindAddress);
+    const deadline = Date.now() + maxWaitMs;
+    // Drained: nothing left in the sockets, then one more moment for the workers' last batch.
+    while (Date.now() < deadline && this.slots.some((slot) => queuedBytes(slot.udpFd) > 0)) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    this.opts.log(`${this.opts.tunName}: withdrew from the traffic; the other agent forwards everything now`);
+    return true;
+  }
+
+  /**
+   * Stops the workers, then closes the sockets and the TUN queues. A
+   * non-persistent device goes with its queues; a persistent one stays with
+   * its address and routes (a restart) unless removeDevice is set and no
+   * other agent is attached (a clean exit).
+   */
+  async stop(opts: { removeDevice?: boolean } = {}): Promise<void> {
     this.stopping = true;
     await Promise.all(
       this.slots.map(async (slot) => {
@@ -282,6 +337,9 @@ export class DataPlane {
       slot.port?.close();
     }
     this.slots.length = 0;
+    if (this.opts.persistTun && opts.removeDevice && this.tunFds.length > 0 && !unpersistUnlessShared(this.opts.tunName, this.tunFds)) {
+      this.opts.log(`${this.opts.tunName}: another agent is attached (a hand-over); the device stays with it`);
+    }
     closeTunQueues(this.tunFds);
     this.tunFds = [];
   }

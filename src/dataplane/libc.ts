@@ -79,6 +79,7 @@ const c_getsockopt = libc.func(
 );
 const c_bind = libc.func('int bind(int fd, uintptr_t addr, unsigned int length)');
 const c_getsockname = libc.func('int getsockname(int fd, uintptr_t addr, uintptr_t length)');
+const c_connect = libc.func('int connect(int fd, uintptr_t addr, unsigned int length)');
 const c_poll = libc.func('int poll(uintptr_t fds, unsigned long count, int timeoutMs)');
 const c_recvmmsg = libc.func(
   'int recvmmsg(int fd, uintptr_t msgs, unsigned int count, int flags, uintptr_t timeout)',
@@ -162,6 +163,10 @@ export function getsockopt(fd: number, level: number, name: number, valueAddr: n
 
 export function bind(fd: number, addr: number, length: number, what: string): void {
   check(c_bind(fd, addr, length) as number, 'bind', what);
+}
+
+export function connect(fd: number, addr: number, length: number, what: string): void {
+  check(c_connect(fd, addr, length) as number, 'connect', what);
 }
 
 export function getsockname(fd: number, addr: number, lengthAddr: number): void {

@@ -16,6 +16,12 @@ export interface UdpSocketOptions {
    * refuses UDP GSO on such a socket (udp_send_skb: EINVAL), so gso is false.
    */
   zeroChecksum?: boolean;
+  /**
+   * Hand-over (data-plane.ts): open and configure, but bind later with
+   * bindUdpSocket(), once the worker is ready: bound, the socket would join
+   * the old agent's SO_REUSEPORT group and take flows it cannot read yet.
+   */
+  deferBind?: boolean;
 }
 
 export interface UdpSocket {
@@ -45,8 +51,7 @@ export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
     if (opts.zeroChecksum) libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_NO_CHECK, scratch.address, 4, 'SO_NO_CHECK');
     setBuffer(fd, scratch, libc.SO_RCVBUF, libc.SO_RCVBUFFORCE, opts.bufferBytes);
     setBuffer(fd, scratch, libc.SO_SNDBUF, libc.SO_SNDBUFFORCE, opts.bufferBytes);
-    writeSockaddrIn(scratch, 16, opts.bindAddress, opts.port);
-    libc.bind(fd, scratch.address + 16, libc.SIZEOF_SOCKADDR_IN, `UDP port ${opts.port}`);
+    if (!opts.deferBind) bindUdpSocket(fd, opts.bindAddress, opts.port);
     let gro = false;
     if (opts.gro) {
       scratch.view.setInt32(0, 1, true);
@@ -60,6 +65,7 @@ export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
     } catch {
       gso = false;
     }
+    if (opts.deferBind) return { fd, port: opts.port, gro, gso };
     scratch.view.setUint32(48, libc.SIZEOF_SOCKADDR_IN, true);
     libc.getsockname(fd, scratch.address + 32, scratch.address + 48);
     const port = scratch.view.getUint16(32 + 2, false);
@@ -68,6 +74,32 @@ export function openUdpSocket(opts: UdpSocketOptions): UdpSocket {
     libc.close(fd);
     throw err;
   }
+}
+
+export function bindUdpSocket(fd: number, address: number, port: number): void {
+  const addr = new libc.NativeMemory(libc.SIZEOF_SOCKADDR_IN);
+  writeSockaddrIn(addr, 0, address, port);
+  libc.bind(fd, addr.address, libc.SIZEOF_SOCKADDR_IN, `UDP port ${port}`);
+}
+
+/**
+ * Hand-over, the old agent's side: connected to an address no peer sends
+ * from, the socket stays bound (its worker drains what it holds) but the
+ * SO_REUSEPORT group stops giving it datagrams: a connected member only
+ * matches its own peer, so every flow goes to the new agent's sockets.
+ */
+export function withdrawUdpSocket(fd: number, ownAddress: number): void {
+  const addr = new libc.NativeMemory(libc.SIZEOF_SOCKADDR_IN);
+  writeSockaddrIn(addr, 0, ownAddress || 0x7f000001, 9); // discard: nothing sends from there
+  libc.connect(fd, addr.address, libc.SIZEOF_SOCKADDR_IN, 'UDP socket (withdrawing it from the port)');
+}
+
+const SIOCINQ = 0x541b;
+/** Bytes waiting in the socket's receive queue. */
+export function queuedBytes(fd: number): number {
+  const n = new libc.NativeMemory(8);
+  libc.ioctlPtr(fd, SIOCINQ, n.address, 'SIOCINQ');
+  return n.view.getInt32(0, true);
 }
 
 // The FORCE variant ignores net.core.rmem_max (we run as root); fall back to

@@ -11,6 +11,8 @@ export interface WorkerSocketOptions {
   offload: boolean;
   /** VXLAN: this many extra send sockets, each on its own source port; the outer UDP checksum or zero. */
   vxlan?: { sourcePorts: number; udpChecksum: boolean };
+  /** Hand-over: the receive socket is bound later (udp-socket.ts bindUdpSocket). */
+  deferBind?: boolean;
 }
 
 export interface WorkerSockets {
@@ -27,7 +29,7 @@ export interface WorkerSockets {
 export function openWorkerSockets(opts: WorkerSocketOptions): WorkerSockets {
   const opened: number[] = [];
   try {
-    const socket = openUdpSocket({ bindAddress: opts.bindAddress, port: opts.port, bufferBytes: opts.socketBufferBytes, gro: opts.offload });
+    const socket = openUdpSocket({ bindAddress: opts.bindAddress, port: opts.port, bufferBytes: opts.socketBufferBytes, gro: opts.offload, deferBind: opts.deferBind });
     opened.push(socket.fd);
     let sendFds = [socket.fd];
     let sendPorts = [socket.port];

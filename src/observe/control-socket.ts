@@ -17,7 +17,7 @@
 // never collide; `flannel-udp stats` run in the same namespace computes the
 // same name.
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { chmodSync, lstatSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { AgentStats } from './metrics.js';
 import { DEFAULT_TRACE_LIMIT, TERMINAL_STAGES, traceEventToJson, type TraceEvent } from './trace-event.js';
@@ -152,7 +152,7 @@ function sendLine(socket: Socket, value: unknown): boolean {
 export async function startControlServer(
   path: string,
   handlers: ControlHandlers,
-  opts: { log?: (line: string) => void } = {},
+  opts: { log?: (line: string) => void; takeOver?: boolean } = {},
 ): Promise<ControlServer> {
   const log = opts.log ?? (() => undefined);
   const dir = dirname(path);
@@ -162,9 +162,11 @@ export async function startControlServer(
   if (existing === false) throw new ControlSocketInUseError(`control socket: ${path} exists and is not a socket; not replacing it`);
   if (existing) {
     if ((await probe(path)) === 'live') {
-      throw new ControlSocketInUseError(`control socket: another agent answers on ${path}`);
+      if (!opts.takeOver) throw new ControlSocketInUseError(`control socket: another agent answers on ${path}`);
+      // A hand-over (agent.ts): the agent being replaced keeps its open connections; new ones come here.
+      log(`control socket: taking ${path} over from the agent being replaced`);
     }
-    unlinkSync(path); // left behind by an agent that died
+    unlinkSync(path); // left behind by an agent that died, or handed over
   }
   await sweepStaleSockets(dir, path);
 
@@ -338,7 +340,25 @@ export async function startControlServer(
     close() {
       closing ??= new Promise<void>((resolve) => {
         for (const stop of [...stops]) stop();
+        // The server's close unlinks the path; after a hand-over it is the new agent's socket, moved aside meanwhile.
+        const aside = `${path}.handover`;
+        let movedAside = false;
+        try {
+          if (lstatSync(path).ino !== ino) {
+            renameSync(path, aside);
+            movedAside = true;
+          }
+        } catch {
+          /* already gone */
+        }
         server.close(() => resolve());
+        if (movedAside) {
+          try {
+            renameSync(aside, path);
+          } catch {
+            /* the new agent removed it meanwhile */
+          }
+        }
         for (const c of connections) c.destroy();
         process.off('exit', removeSocket);
         removeSocket();

@@ -400,7 +400,9 @@ export function startHealthServer(opts: HealthServerOptions): Promise<HealthServ
       reject(new Error(`healthz: cannot listen on ${opts.ip}:${opts.port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`));
     };
     server.once('error', onError);
-    server.listen(opts.port, opts.ip, () => {
+    // SO_REUSEPORT (Node >= 22.12, ignored before): during a hand-over (agent.ts) the new agent serves its
+    // /readyz on the same port while the old one still runs, as a DaemonSet rolling update with maxSurge needs.
+    server.listen({ port: opts.port, host: opts.ip, reusePort: true } as Parameters<Server['listen']>[0], () => {
       server.off('error', onError);
       limitConnections(server, 'healthz', HEALTH_LIMITS, opts.log);
       const addr = server.address() as AddressInfo;

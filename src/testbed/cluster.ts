@@ -173,6 +173,12 @@ export interface Cluster {
   /** A pod namespace on node i without any network; destroy() removes it. */
   addPodNamespace(i: number): Promise<PodNamespace>;
   startAgent(i: number): Promise<void>;
+  /**
+   * A hand-over, as a DaemonSet rolling update with maxSurge does it: a new
+   * agent starts while the old one runs, and once it is ready the old one
+   * gets SIGTERM. Resolves when the old one has exited.
+   */
+  handOverAgent(i: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stopAgent(i: number, signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** A readable description of namespaces, addresses and processes. */
   describe(): string;
@@ -490,10 +496,17 @@ class ClusterImpl implements Cluster {
     }
   }
 
-  async startAgent(i: number): Promise<void> {
+  async handOverAgent(i: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    const old = this.agents.get(i);
+    if (!old || !isRunning(old)) throw new Error(`no agent runs on node ${i} to hand over from`);
+    await this.startAgent(i, true);
+    return stopChild(old, 'SIGTERM', 5000);
+  }
+
+  async startAgent(i: number, alongside = false): Promise<void> {
     const node = this.node(i);
     const running = this.agents.get(i);
-    if (running && isRunning(running)) throw new Error(`the agent on node ${i} is already running (pid ${running.pid})`);
+    if (!alongside && running && isRunning(running)) throw new Error(`the agent on node ${i} is already running (pid ${running.pid})`);
     if (!existsSync(agentCliPath)) {
       throw new Error(`agent not built: ${agentCliPath} is missing (run npm run build)`);
     }

@@ -1,5 +1,6 @@
 // The agent as a process: clear errors on bad input with nothing left behind,
-// clean exit on SIGTERM, and refusal to share a TUN device with another agent.
+// a clean exit on SIGINT, a device kept for the next agent on SIGTERM and SIGKILL, `cleanup`,
+// and refusal to share a TUN device with an agent that would not share it.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
@@ -66,13 +67,13 @@ lifecycle('a broken leases file is refused before any device is created', async 
   assert.not.match(await devices(), /flannel0/);
 });
 
-lifecycle('SIGTERM removes the TUN device and its route and exits 0; a second agent on the same TUN is refused', async () => {
+lifecycle('a second agent that would not share the device (--persist-tun off) is refused; SIGINT removes the device and its route and exits 0', async () => {
   const agent = cluster.spawn(cluster.node(1).ns, process.execPath, agentArgs(cluster.node(1).subnetFile));
   await waitForLine(agent, /flannel-udp agent ready/, 15_000);
   assert.match(await devices(), /flannel0/);
   assert.match(await routes(), /10\.244\.0\.0\/16 dev flannel0/);
 
-  const second = await cluster.exec(cluster.node(1).ns, process.execPath, agentArgs(cluster.node(1).subnetFile), {
+  const second = await cluster.exec(cluster.node(1).ns, process.execPath, agentArgs(cluster.node(1).subnetFile, ['--persist-tun', 'off']), {
     allowFailure: true,
     timeoutMs: 20_000,
   });
@@ -80,10 +81,55 @@ lifecycle('SIGTERM removes the TUN device and its route and exits 0; a second ag
   assert.match(second.stderr, /flannel0 already exists/);
   assert.match(await devices(), /flannel0/, 'the first agent keeps its device');
 
-  const exit = await stopChild(agent, 'SIGTERM');
+  const exit = await stopChild(agent, 'SIGINT');
   assert.is(exit.code, 0, `agent output:\n${agent.log.tail()}`);
   assert.not.match(await devices(), /flannel0/);
   assert.not.match(await routes(), /flannel0/);
+});
+
+lifecycle('SIGTERM and SIGKILL leave flannel0 with its address and route; the next agent attaches without a command; a changed subnet is configured again; cleanup removes it all', async () => {
+  const ns = cluster.node(1).ns;
+  const first = cluster.spawn(ns, process.execPath, agentArgs(cluster.node(1).subnetFile, ['--ip-masq']));
+  await waitForLine(first, /flannel-udp agent ready/, 15_000);
+  const routesBefore = await routes();
+  assert.is((await stopChild(first, 'SIGTERM')).code, 0, first.log.tail());
+  assert.match(await devices(), /flannel0/, 'flannel0 stays after SIGTERM');
+  // The same routes; with no agent attached the kernel marks the device's as linkdown (its carrier is off).
+  const unmarked = async () => (await routes()).replace(/ linkdown/g, '');
+  assert.is(await unmarked(), routesBefore, 'the routes stay as they were');
+  const filter = (await cluster.exec(ns, 'iptables', ['-w', '-S'])).stdout;
+  assert.match(filter, /-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD/, 'the forward rules stay');
+  assert.match((await cluster.exec(ns, 'iptables', ['-w', '-t', 'nat', '-S'])).stdout, /-j FLANNEL-POSTRTG/, 'the masquerade rules stay');
+
+  const second = cluster.spawn(ns, process.execPath, agentArgs(cluster.node(1).subnetFile, ['--ip-masq']));
+  await waitForLine(second, /flannel-udp agent ready/, 15_000);
+  assert.match(second.log.text(), /flannel0: left by a previous agent; attaching to it/);
+  assert.match(second.log.text(), /flannel0: kept from the previous agent with its address, MTU and route/);
+  assert.not.match(second.log.text(), /ip addr add/, 'nothing configured again');
+  assert.is((await stopChild(second, 'SIGKILL')).signal, 'SIGKILL');
+  assert.match(await devices(), /flannel0/, 'flannel0 stays after SIGKILL');
+  assert.is(await unmarked(), routesBefore);
+
+  const moved = join(cluster.tempDir, 'moved.env');
+  writeFileSync(moved, 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=false\n');
+  const third = cluster.spawn(ns, process.execPath, agentArgs(moved));
+  await waitForLine(third, /flannel-udp agent ready/, 15_000);
+  assert.match(third.log.text(), /configuration changed \(address 10\.244\.1\.0\/16 \(want 10\.244\.7\.0\/16\); MTU 1472 \(want 1400\)\)/);
+  const addr = (await cluster.exec(ns, 'ip', ['-o', '-4', 'addr', 'show', 'dev', 'flannel0'])).stdout;
+  assert.match(addr, /inet 10\.244\.7\.0\/16/);
+  assert.not.match(addr, /10\.244\.1\.0/);
+  assert.match(await routes(), /10\.244\.0\.0\/16 dev flannel0 scope link src 10\.244\.7\.0/);
+
+  const refused = await cluster.exec(ns, process.execPath, [agentCliPath, 'cleanup'], { allowFailure: true, timeoutMs: 20_000 });
+  assert.is(refused.code, 2, 'cleanup refuses a device an agent runs on');
+  assert.match(refused.stderr, /an agent still runs on flannel0/);
+  assert.is((await stopChild(third, 'SIGTERM')).code, 0);
+  const cleaned = await cluster.exec(ns, process.execPath, [agentCliPath, 'cleanup'], { timeoutMs: 20_000 });
+  assert.match(cleaned.stderr, /removed flannel0/);
+  assert.not.match(await devices(), /flannel0/);
+  assert.not.match(await routes(), /flannel0/);
+  assert.not.match((await cluster.exec(ns, 'iptables', ['-w', '-S'])).stdout, /FLANNEL-FWD/);
+  assert.not.match((await cluster.exec(ns, 'iptables', ['-w', '-t', 'nat', '-S'])).stdout, /FLANNEL-POSTRTG/);
 });
 
 lifecycle('--help documents every flag of up', async () => {

@@ -96,7 +96,7 @@ wide('a route for the Network that another device holds is not replaced, and is 
   }
 });
 
-wide('a usual Network runs, and after SIGTERM the route table is exactly what it was', async () => {
+wide('a usual Network runs, and after SIGINT (a clean exit) the route table is exactly what it was', async () => {
   const ns = bare.node(1).ns;
   const before = await routes(bare, ns);
   const agent = startOwnAgent(bare, 1);
@@ -104,7 +104,7 @@ wide('a usual Network runs, and after SIGTERM the route table is exactly what it
     await waitForLine(agent, READY, 15_000);
     assert.match(await routes(bare, ns), /^10\.244\.0\.0\/16 dev flannel0/m);
   } finally {
-    const exit = await stopChild(agent, 'SIGTERM');
+    const exit = await stopChild(agent, 'SIGINT');
     assert.is(exit.code, 0, agent.log.tail());
   }
   assert.is(await routes(bare, ns), before);
@@ -243,7 +243,7 @@ async function natRules(ns: string): Promise<string[]> {
   return (await runInNetns(ns, 'iptables', ['-w', '-t', 'nat', '-S'])).stdout.trim().split('\n');
 }
 
-crash('the old subnet\'s rules stay until the restart, then only the new subnet\'s are there, one jump, all gone after SIGTERM', async () => {
+crash('the old subnet\'s rules stay until the restart, then only the new subnet\'s are there, one jump, all gone after SIGINT (a clean exit)', async () => {
   const ns = cc.node(1).ns;
   const ours = (l: string) => /FLANNEL-POSTRTG|flanneld masq/.test(l);
   const base = (await natRules(ns)).filter((l) => !ours(l));
@@ -263,7 +263,7 @@ crash('the old subnet\'s rules stay until the restart, then only the new subnet\
     assert.ok(rules.includes('-A FLANNEL-POSTRTG -s 10.244.9.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN'), rules.join('\n'));
     assert.is(rules.filter((l) => l.startsWith('-A POSTROUTING') && l.includes('FLANNEL-POSTRTG')).length, 1, rules.join('\n'));
   } finally {
-    const stopped = await stopChild(agent, 'SIGTERM');
+    const stopped = await stopChild(agent, 'SIGINT');
     assert.is(stopped.code, 0, agent.log.tail());
   }
   assert.equal(await natRules(ns), base);

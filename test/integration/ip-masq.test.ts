@@ -90,9 +90,9 @@ masq('a deleted rule is put back within the resync period', async () => {
   assert.ok(cluster.agent(1)!.log.snapshot().some((l) => /ip-masq: rule missing/.test(l)));
 });
 
-masq('when the agent exits its nat rules are gone, and the outside is no longer reachable from the pod', async () => {
+masq('when the agent exits cleanly (SIGINT) its nat rules are gone, and the outside is no longer reachable from the pod', async () => {
   const before = await natRules(cluster.node(1).ns);
-  const { code } = await cluster.stopAgent(1);
+  const { code } = await cluster.stopAgent(1, 'SIGINT');
   assert.is(code, 0);
   const after = await natRules(cluster.node(1).ns);
   // Exactly the agent's lines went; whatever else is in the table (CNI plugins' chains) is untouched.

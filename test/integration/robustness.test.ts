@@ -285,7 +285,7 @@ faults.after(async () => {
   await pair?.destroy();
 });
 
-faults('SIGTERM removes flannel0, its route and the UDP socket; after a restart an idle TCP connection between pods carries data again', async () => {
+faults('SIGINT (a clean exit) removes flannel0, its route and the UDP socket; after a restart an idle TCP connection between pods carries data again', async () => {
   const [p1, p2] = [pair.pod(1), pair.pod(2)];
   const node = pair.node(1);
   const port = 17000 + Math.floor(Math.random() * 1000);
@@ -297,14 +297,14 @@ faults('SIGTERM removes flannel0, its route and the UDP socket; after a restart 
     const first = await waitForLine(client, /^echo 1 /, 15_000);
     const localPort = /from port (\d+)/.exec(first)![1];
 
-    const exit = await pair.stopAgent(1, 'SIGTERM');
+    const exit = await pair.stopAgent(1, 'SIGINT');
     assert.is(exit.code, 0, `agent output:\n${pair.agent(1)!.log.tail()}`);
     const links = (await pair.exec(node.ns, 'ip', ['-o', 'link', 'show'])).stdout;
     const routes = (await pair.exec(node.ns, 'ip', ['route', 'show'])).stdout;
     const sockets = (await pair.exec(node.ns, 'ss', ['-uln'])).stdout;
-    assert.not.match(links, /flannel0/, 'flannel0 is still there after SIGTERM');
-    assert.not.match(routes, /flannel0|10\.244\.0\.0\/16/, `a route is left after SIGTERM:\n${routes}`);
-    assert.not.match(sockets, /:8285\b/, `a socket on port 8285 is left after SIGTERM:\n${sockets}`);
+    assert.not.match(links, /flannel0/, 'flannel0 is still there after SIGINT');
+    assert.not.match(routes, /flannel0|10\.244\.0\.0\/16/, `a route is left after SIGINT:\n${routes}`);
+    assert.not.match(sockets, /:8285\b/, `a socket on port 8285 is left after SIGINT:\n${sockets}`);
 
     await pair.startAgent(1);
     // The connection sat idle through the restart; the same one (same local port) must carry data again.

@@ -26,6 +26,7 @@ test('parseKubeFlags: defaults as flanneld; companions need --kube-subnet-mgr', 
     apiUrl: undefined,
     annotationPrefix: 'flannel.alpha.coreos.com',
     netConfigPath: '/etc/kube-flannel/net-conf.json',
+    setNodeNetworkUnavailable: true,
   });
   assert.throws(() => parseKubeFlags({ 'kubeconfig-file': '/x' }), /--kubeconfig-file needs --kube-subnet-mgr/);
   assert.throws(() => parseKubeFlags({ 'net-config-path': '/x' }), /--net-config-path needs --kube-subnet-mgr/);
