@@ -27,6 +27,21 @@ function offloadFlag(value: string | undefined): boolean {
   die(`--offload: "${value}" is not auto or off`);
 }
 
+/** How long SIGTERM waits for a clean stop (flanneld's pods get 30 s before SIGKILL). */
+const STOP_DEADLINE_MS = 20_000;
+
+/**
+ * Ends the process even when process.exit() could not: exit() joins libuv's
+ * pool threads, and one blocked in a system call would hold it forever. The
+ * default action of SIGTERM ends the process at once; SIGKILL a second later
+ * if even that was caught.
+ */
+function forceExit(): void {
+  process.removeAllListeners('SIGTERM');
+  process.kill(process.pid, 'SIGTERM');
+  setTimeout(() => process.kill(process.pid, 'SIGKILL'), 1000);
+}
+
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 }
@@ -102,6 +117,14 @@ async function up(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     log(`${signal}: stopping`);
+    // SIGTERM always ends the agent: a stop() stuck on anything (a peer, a
+    // file, a child process) gets this long, then the process ends without
+    // it. The kernel still removes the TUN device with its routes when the
+    // last descriptor closes, that is when the process is gone.
+    setTimeout(() => {
+      log(`stopping took more than ${STOP_DEADLINE_MS / 1000} s; exiting without finishing it (the TUN device goes with the process)`);
+      forceExit();
+    }, STOP_DEADLINE_MS);
     agent.stop().then(
       () => {
         log('stopped; TUN device, routes and sockets removed');
@@ -161,7 +184,7 @@ async function main(argv: string[]): Promise<void> {
 const USER_ERRORS = new Set([
   'ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError',
   'NetworkConfigError', 'EtcdError', 'EtcdSetupError', 'SubnetExhaustedError', 'IpMasqError',
-  'ObserveFlagError', 'TraceFilterError', 'KubeFlagError', 'KubeSetupError', 'KubeApiError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError',
+  'ObserveFlagError', 'TraceFilterError', 'KubeFlagError', 'KubeSetupError', 'KubeApiError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError', 'BoundedFileError',
 ]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -10,11 +10,18 @@
 // Every node can share the same file: the node's own subnet is skipped.
 
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { type Cidr, cidrEquals, cidrOverlaps, formatCidr } from './ipv4-address.js';
 import { type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
+import { readBoundedFile } from './bounded-file.js';
+
+/**
+ * The largest leases file read. flannel's largest cluster, a /8 cut into
+ * /24s, is 65 536 leases of about 80 bytes: 5 MB. Anything longer is not a
+ * leases file, and reading it whole would cost the agent many times its size.
+ */
+export const MAX_LEASES_FILE_BYTES = 8 << 20;
 
 export class LeasesFileError extends Error {
   readonly path: string;
@@ -421,15 +428,13 @@ export class LeasesFileSource implements LeaseSource {
     }
   }
 
+  /** Only a regular file, at most MAX_LEASES_FILE_BYTES, never blocking (bounded-file.ts). */
   private async load(): Promise<{ seen: string; text: string }> {
     try {
-      const st = await stat(this.path);
-      const text = await readFile(this.path, 'utf8');
-      return { seen: `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`, text };
+      const { text, identity } = await readBoundedFile(this.path, MAX_LEASES_FILE_BYTES, 'the leases file');
+      return { seen: identity, text };
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const reason = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.message;
-      throw new LeasesFileError(this.path, '', `${this.path}: cannot read the leases file: ${reason}`);
+      throw new LeasesFileError(this.path, '', (err as Error).message);
     }
   }
 

@@ -1,0 +1,138 @@
+// Issue 26, live: nothing on disk or on the wire can wedge the agent. Real
+// agents in namespaces of this test's clusters: a FIFO, /dev/zero or an
+// oversized file as the leases or subnet file, at start and swapped in live,
+// is refused with a clear line and SIGTERM still ends the agent; a few hosts
+// holding connections cannot starve the node's own health probes; a small
+// descriptor limit still serves /healthz and stats, with a warning at start.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { agentCliPath, createCluster, type Cluster } from '../../src/testbed/cluster.js';
+import { ping } from '../../src/testbed/measure.js';
+import { isRunning, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+
+const READY = /flannel-udp agent ready/;
+/** Generous: an agent that is not stuck exits in about a second; a stuck one never does. */
+const EXIT_DEADLINE_MS = 30_000;
+
+/** Node i's agent as the testbed starts it, with other files or flags. */
+function startOwnAgent(cluster: Cluster, i: number, opts: { subnetFile?: string; leasesFile?: string; extra?: string[] } = {}): CapturedChild {
+  const node = cluster.node(i);
+  return cluster.spawn(node.ns, process.execPath, [
+    agentCliPath, 'up', '--subnet-file', opts.subnetFile ?? node.subnetFile, '--leases', opts.leasesFile ?? cluster.leasesFile,
+    '--public-ip', node.underlayIp, '--workers', '1', ...(opts.extra ?? []),
+  ]);
+}
+
+/** Resolves with the exit when the process ends by itself within the deadline; otherwise kills it and fails. */
+async function exitsWithin(child: CapturedChild, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<'stuck'>((resolve) => (timer = setTimeout(() => resolve('stuck'), EXIT_DEADLINE_MS)));
+  const result = await Promise.race([child.exited, stuck]);
+  clearTimeout(timer);
+  if (result === 'stuck') {
+    await stopChild(child, 'SIGKILL');
+    assert.unreachable(`${what}: the agent was still running ${EXIT_DEADLINE_MS / 1000} s later; its output:\n${child.log.tail()}`);
+  }
+  return result as { code: number | null; signal: NodeJS.Signals | null };
+}
+
+async function links(cluster: Cluster, ns: string): Promise<string> {
+  return (await cluster.exec(ns, 'ip', ['-o', 'link', 'show'])).stdout;
+}
+
+// ---------------------------------------------------------------------------
+
+const files = suite('a FIFO, /dev/zero or an oversized file as the leases or subnet file: refused, and SIGTERM always ends the agent');
+let fc: Cluster;
+
+files.before(async () => {
+  fc = await createCluster({ nodes: 2, dataplane: 'agent' });
+});
+files.after(async () => {
+  await fc?.destroy();
+});
+
+files('at start: each is refused with a clear line naming the file and why, exit code 2, nothing created', async () => {
+  await fc.stopAgent(1);
+  const fifo = join(fc.tempDir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const big = join(fc.tempDir, 'big-leases.json');
+  writeFileSync(big, '');
+  truncateSync(big, 60 << 20); // the issue's 60 MB file
+  const cases: [string, { subnetFile?: string; leasesFile?: string }, RegExp][] = [
+    ['--subnet-file FIFO', { subnetFile: fifo }, /fifo: the subnet file is a FIFO \(named pipe\), not a regular file/],
+    ['--leases FIFO', { leasesFile: fifo }, /fifo: the leases file is a FIFO \(named pipe\), not a regular file/],
+    ['--leases /dev/zero', { leasesFile: '/dev/zero' }, /\/dev\/zero: the leases file is a device, not a regular file/],
+    ['--subnet-file /dev/zero', { subnetFile: '/dev/zero' }, /\/dev\/zero: the subnet file is a device, not a regular file/],
+    ['--leases of 60 MB', { leasesFile: big }, /big-leases\.json: the leases file is 62914560 bytes; the limit is 8 MiB/],
+  ];
+  try {
+    for (const [what, opts, message] of cases) {
+      const agent = startOwnAgent(fc, 1, opts);
+      const exit = await exitsWithin(agent, what);
+      assert.is(exit.code, 2, `${what}: ${agent.log.tail()}`);
+      assert.match(agent.log.text(), message, what);
+      assert.not.match(agent.log.text(), /\n\s+at /, `${what}: a stack trace instead of a clear line`);
+      assert.not.match(await links(fc, fc.node(1).ns), /flannel0/, `${what}: a TUN was left behind`);
+    }
+  } finally {
+    rmSync(fifo, { force: true });
+    rmSync(big, { force: true });
+    await fc.startAgent(1);
+  }
+});
+
+files('live: the leases file swapped for a FIFO, /dev/zero, 60 MB; each is reported, the old table keeps forwarding, SIGTERM ends the agent', async () => {
+  const original = readFileSync(fc.leasesFile, 'utf8');
+  const agent = fc.agent(1)!;
+  const swap = (make: (tmp: string) => void) => {
+    const tmp = `${fc.leasesFile}.new`;
+    rmSync(tmp, { force: true });
+    make(tmp);
+    renameSync(tmp, fc.leasesFile); // mv -T new leases.json
+  };
+  try {
+    swap((tmp) => execFileSync('mkfifo', [tmp]));
+    await waitForLine(agent, /leases: .*leases\.json: the leases file is a FIFO \(named pipe\), not a regular file; keeping the last good leases/, 10_000);
+    // SIGHUP reads it again: refused again, and the agent still answers.
+    const before = agent.log.snapshot().filter((l) => /is a FIFO/.test(l)).length;
+    process.kill(agent.pid!, 'SIGHUP');
+    const again = await (async () => {
+      for (let i = 0; i < 100; i++) {
+        if (agent.log.snapshot().filter((l) => /is a FIFO/.test(l)).length > before) return true;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return false;
+    })();
+    assert.ok(again, `SIGHUP did not report the FIFO again:\n${agent.log.tail()}`);
+    assert.is((await ping(fc, fc.pod(1).ns, fc.pod(2).ip, { count: 2, intervalS: 0.2 })).received, 2);
+
+    swap((tmp) => symlinkSync('/dev/zero', tmp));
+    await waitForLine(agent, /the leases file is a device, not a regular file; keeping the last good leases/, 10_000);
+    swap((tmp) => {
+      writeFileSync(tmp, '');
+      truncateSync(tmp, 60 << 20);
+    });
+    await waitForLine(agent, /the leases file is 62914560 bytes; the limit is 8 MiB; keeping the last good leases/, 10_000);
+    assert.is((await ping(fc, fc.pod(1).ns, fc.pod(2).ip, { count: 2, intervalS: 0.2 })).received, 2);
+
+    // A FIFO again, a SIGHUP to read it, then SIGTERM: the agent exits by itself, cleanly.
+    swap((tmp) => execFileSync('mkfifo', [tmp]));
+    process.kill(agent.pid!, 'SIGHUP');
+    await waitForLine(agent, /SIGHUP: re-reading leases/, 5000);
+    process.kill(agent.pid!, 'SIGTERM');
+    const exit = await exitsWithin(agent, 'SIGTERM with a FIFO as the leases file');
+    assert.is(exit.code, 0, agent.log.tail());
+    assert.match(agent.log.text(), /stopped; TUN device, routes and sockets removed/);
+    assert.not.match(await links(fc, fc.node(1).ns), /flannel0/);
+  } finally {
+    rmSync(fc.leasesFile, { force: true });
+    writeFileSync(fc.leasesFile, original);
+    if (!isRunning(agent)) await fc.startAgent(1);
+  }
+});
+
+files.run();
