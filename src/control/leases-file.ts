@@ -11,7 +11,7 @@
 
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { type Cidr, cidrEquals, cidrOverlaps, formatCidr } from './ipv4-address.js';
+import { type Cidr, cidrEquals } from './ipv4-address.js';
 import { type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { readBoundedFile } from './bounded-file.js';
@@ -86,49 +86,12 @@ export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr): P
       skipped.push(`${key} (line ${lineAndColumn(text, offsetOfKey(key)).line}): this node's own subnet; skipped`);
       continue;
     }
-    if (ownSubnet !== undefined && cidrOverlaps(lease.subnet, ownSubnet)) {
-      throw new LeasesFileError(
-        path,
-        key,
-        `${at(offsetOfKey(key))}: lease ${JSON.stringify(key)} overlaps this node's own subnet ${formatCidr(ownSubnet)}`,
-      );
-    }
+    // A lease overlapping this node's subnet or another lease is not a file
+    // error: the agent's sense checks (lease-sanity.ts) reject it alone, and
+    // count it, exactly as they do for etcd and Kubernetes leases.
     leases.push(lease);
   }
-
-  const overlap = findOverlap(leases);
-  if (overlap !== undefined) {
-    const [inner, outer] = overlap;
-    throw new LeasesFileError(
-      path,
-      inner.key,
-      `${at(offsetOfKey(inner.key))}: lease ${JSON.stringify(inner.key)} overlaps lease ${JSON.stringify(outer.key)} ` +
-        `(line ${lineAndColumn(text, offsetOfKey(outer.key)).line}); flannel never hands out overlapping subnets`,
-    );
-  }
   return { leases, skipped };
-}
-
-/**
- * CIDR blocks either nest or are disjoint. Sorted by network then length, a
- * block overlaps an earlier one exactly when it starts before the furthest end
- * seen so far; O(n log n) instead of comparing every pair.
- */
-function findOverlap(leases: Lease[]): [Lease, Lease] | undefined {
-  const sorted = [...leases].sort(
-    (a, b) => a.subnet.network - b.subnet.network || a.subnet.prefixLength - b.subnet.prefixLength,
-  );
-  let furthest: Lease | undefined;
-  let furthestEnd = -1;
-  for (const lease of sorted) {
-    if (furthest !== undefined && lease.subnet.network <= furthestEnd) return [lease, furthest];
-    const end = (lease.subnet.network | ~lease.subnet.mask) >>> 0;
-    if (end > furthestEnd) {
-      furthestEnd = end;
-      furthest = lease;
-    }
-  }
-  return undefined;
 }
 
 function lineAndColumn(text: string, offset: number): { line: number; column: number } {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { agentCliPath, createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { ping } from '../../src/testbed/measure.js';
 import { isRunning, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { requestStatsLine } from '../../src/testbed/agent-signal.js';
 
 const READY = /flannel-udp agent ready/;
 /** Generous: an agent that is not stuck exits in about a second; a stuck one never does. */
@@ -132,6 +133,48 @@ files('live: the leases file swapped for a FIFO, /dev/zero, 60 MB; each is repor
     rmSync(fc.leasesFile, { force: true });
     writeFileSync(fc.leasesFile, original);
     if (!isRunning(agent)) await fc.startAgent(1);
+  }
+});
+
+files('a live edit with overlapping leases: the wider of two is rejected and counted, the rest of the edit applies', async () => {
+  const original = readFileSync(fc.leasesFile, 'utf8');
+  const base = JSON.parse(original) as Record<string, unknown>;
+  const agent = fc.agent(1)!;
+  const write = (leases: Record<string, unknown>) => {
+    writeFileSync(`${fc.leasesFile}.new`, JSON.stringify(leases, null, 1));
+    renameSync(`${fc.leasesFile}.new`, fc.leasesFile);
+  };
+  const udp = (ip: string) => ({ PublicIP: ip, BackendType: 'udp' });
+  try {
+    write({ ...base, '10.244.70.0-24': udp('192.0.2.70') });
+    await waitForLine(agent, /lease added: 10\.244\.70\.0-24 -> 192\.0\.2\.70/, 10_000);
+    const counted = async () => {
+      const { line } = await requestStatsLine(agent, 10_000);
+      return JSON.parse(line) as { leases: string[]; leaseRejections: Record<string, number> };
+    };
+    const before = (await counted()).leaseRejections;
+    // The issue's edit: two overlapping leases, a new valid one, one removed; and one overlapping this node's subnet.
+    write({
+      ...base,
+      '10.244.50.0-24': udp('192.0.2.50'),
+      '10.244.50.0-25': udp('192.0.2.51'),
+      '10.244.60.0-24': udp('192.0.2.60'),
+      '10.244.0.0-23': udp('192.0.2.9'),
+    });
+    await waitForLine(agent, /lease 10\.244\.50\.0-24 rejected \(subnet-overlaps-lease: /, 10_000);
+    await waitForLine(agent, /lease 10\.244\.0\.0-23 rejected \(subnet-overlaps-own: /, 10_000);
+    await waitForLine(agent, /lease added: 10\.244\.60\.0-24 -> 192\.0\.2\.60/, 10_000);
+    await waitForLine(agent, /lease added: 10\.244\.50\.0-25 -> 192\.0\.2\.51/, 10_000);
+    await waitForLine(agent, /lease removed: 10\.244\.70\.0-24 -> 192\.0\.2\.70/, 10_000);
+    assert.not.match(agent.log.text(), /overlaps lease .*keeping the last good leases/);
+    const after = await counted();
+    assert.is(after.leaseRejections['subnet-overlaps-lease'] ?? 0, (before['subnet-overlaps-lease'] ?? 0) + 1, JSON.stringify(after.leaseRejections));
+    assert.is(after.leaseRejections['subnet-overlaps-own'] ?? 0, (before['subnet-overlaps-own'] ?? 0) + 1, JSON.stringify(after.leaseRejections));
+    assert.equal(after.leases.map((l) => l.split(' ')[0]).sort(), ['10.244.2.0-24', '10.244.50.0-25', '10.244.60.0-24']);
+    assert.is((await ping(fc, fc.pod(1).ns, fc.pod(2).ip, { count: 2, intervalS: 0.2 })).received, 2);
+  } finally {
+    write(base);
+    writeFileSync(fc.leasesFile, original);
   }
 });
 
