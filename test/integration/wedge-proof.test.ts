@@ -8,13 +8,16 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { agentCliPath, createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { ping } from '../../src/testbed/measure.js';
 import { isRunning, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
 import { requestStatsLine } from '../../src/testbed/agent-signal.js';
+import { runRequiredTool } from '../support/required-tool.js';
 
 const READY = /flannel-udp agent ready/;
+const supportDir = join(dirname(fileURLToPath(import.meta.url)), '../support');
 /** Generous: an agent that is not stuck exits in about a second; a stuck one never does. */
 const EXIT_DEADLINE_MS = 30_000;
 
@@ -179,3 +182,89 @@ files('a live edit with overlapping leases: the wider of two is rejected and cou
 });
 
 files.run();
+
+// ---------------------------------------------------------------------------
+
+const slots = suite('health probes from the node itself are served while a few hosts hold every connection they can');
+let hc: Cluster;
+let healthAgent: CapturedChild | undefined;
+const HEALTHZ_PORT = 10256;
+const FLOOD_ADDRESSES = Array.from({ length: 10 }, (_, k) => `192.0.2.${101 + k}`);
+
+slots.before(async () => {
+  hc = await createCluster({ nodes: 2, dataplane: 'agent' });
+  await hc.stopAgent(1);
+  healthAgent = startOwnAgent(hc, 1, { extra: ['--healthz-port', String(HEALTHZ_PORT)] });
+  await waitForLine(healthAgent, READY, 15_000);
+  // Ten more addresses on node 2's underlay side: ten "hosts".
+  for (const a of FLOOD_ADDRESSES) await hc.exec(hc.node(2).ns, 'ip', ['addr', 'add', `${a}/24`, 'dev', 'eth0']);
+});
+slots.after(async () => {
+  if (healthAgent && isRunning(healthAgent)) await stopChild(healthAgent, 'SIGTERM');
+  await hc?.destroy();
+});
+
+async function httpGet(cluster: Cluster, ns: string, url: string): Promise<string> {
+  const script = `fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(3000)}).then(r=>r.text().then(t=>process.stdout.write(r.status+' '+t)),e=>process.stdout.write('error '+e.message))`;
+  return (await cluster.exec(ns, process.execPath, ['-e', script], { timeoutMs: 10_000 })).stdout;
+}
+
+slots('8 held connections from each of 10 addresses: /healthz from loopback and the node\'s own address answers every time', async () => {
+  const n1 = hc.node(1);
+  const floods = FLOOD_ADDRESSES.map((a) => hc.spawn(hc.node(2).ns, process.execPath, [join(supportDir, 'conn-flood.js'), n1.underlayIp, String(HEALTHZ_PORT), '8', a]));
+  try {
+    const settled = await Promise.all(floods.map(async (f) => JSON.parse(await waitForLine(f, /"settled":8/, 30_000)) as { open: number }));
+    const held = settled.reduce((sum, s) => sum + s.open, 0);
+    console.log(`    flood: ${held} of 80 connections held`);
+    // While they are held (the server closes unfinished requests after some seconds), the node's own probes:
+    const answers: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      answers.push(await httpGet(hc, n1.ns, `http://127.0.0.1:${HEALTHZ_PORT}/healthz`));
+      answers.push(await httpGet(hc, n1.ns, `http://${n1.underlayIp}:${HEALTHZ_PORT}/healthz`));
+    }
+    assert.ok(answers.every((a) => a.startsWith('200 ')), `probes from the node itself: ${JSON.stringify(answers)}\n${healthAgent!.log.tail()}`);
+    assert.match(healthAgent!.log.text(), /healthz: refused a connection from 192\.0\.2\.1\d\d: 48 from other hosts are open already/);
+  } finally {
+    for (const f of floods) await stopChild(f, 'SIGKILL');
+  }
+});
+
+slots.run();
+
+// ---------------------------------------------------------------------------
+
+const small = suite('under a descriptor limit of 64 the agent still serves /healthz and stats, and warns at start');
+let lc: Cluster;
+
+small.before(async () => {
+  lc = await createCluster({ nodes: 2, dataplane: 'agent' });
+  await lc.stopAgent(1);
+  runRequiredTool('prlimit', 'util-linux', ['--version']);
+});
+small.after(async () => {
+  await lc?.destroy();
+});
+
+small('prlimit --nofile=64:64: a warning at start naming the limit, then /healthz and `flannel-udp stats` answer', async () => {
+  const node = lc.node(1);
+  const agent = lc.spawn(node.ns, 'prlimit', [
+    '--nofile=64:64', process.execPath, agentCliPath, 'up', '--subnet-file', node.subnetFile, '--leases', lc.leasesFile,
+    '--public-ip', node.underlayIp, '--workers', '1', '--healthz-port', String(HEALTHZ_PORT),
+  ]);
+  try {
+    await waitForLine(agent, READY, 20_000);
+    assert.match(agent.log.text(), /warning: the open-files limit is 64 \(\d+ in use now\): the agent keeps only 16 descriptors in reserve/);
+    for (let i = 0; i < 3; i++) {
+      assert.match(await httpGet(lc, node.ns, `http://127.0.0.1:${HEALTHZ_PORT}/healthz`), /^200 /, agent.log.tail());
+      const stats = await lc.exec(node.ns, process.execPath, [agentCliPath, 'stats', '--json'], { timeoutMs: 15_000 });
+      assert.is((JSON.parse(stats.stdout) as { workers: unknown[] }).workers.length, 1, stats.stdout + stats.stderr);
+    }
+    assert.match(await httpGet(lc, lc.node(2).ns, `http://${node.underlayIp}:${HEALTHZ_PORT}/metrics`), /^200 [^]*flannel_udp_packets_total/);
+    assert.not.match(agent.log.text(), /refused a connection/);
+  } finally {
+    const exit = await stopChild(agent, 'SIGTERM', 20_000);
+    assert.is(exit.code, 0, agent.log.tail());
+  }
+});
+
+small.run();
