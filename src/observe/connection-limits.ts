@@ -118,15 +118,23 @@ export function fdLimitWarning(limit = fdLimit(), open = openFds()): string | un
 
 const stripV4Mapped = (a: string): string => (a.startsWith('::ffff:') ? a.slice(7) : a);
 
+// The host's addresses, re-read at most once per interval: networkInterfaces()
+// costs about 0.1-0.9 ms (a getifaddrs), too much for every connection of a flood.
+const OWN_ADDRESSES_TTL_MS = 5000;
+let ownAddresses: { at: number; set: Set<string> } | undefined;
+
 /** Loopback or an address of this host (where kubelet's probes come from). */
 function isLocalPeer(address: string | undefined): boolean {
   if (address === undefined) return true; // a unix socket
   const a = stripV4Mapped(address);
   if (a.startsWith('127.') || a === '::1') return true;
-  for (const list of Object.values(networkInterfaces())) {
-    if (list?.some((i) => stripV4Mapped(i.address) === a)) return true;
+  const now = Date.now();
+  if (ownAddresses === undefined || now - ownAddresses.at > OWN_ADDRESSES_TTL_MS) {
+    const set = new Set<string>();
+    for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) set.add(stripV4Mapped(i.address));
+    ownAddresses = { at: now, set };
   }
-  return false;
+  return ownAddresses.set.has(a);
 }
 
 export interface LimitOptions {
