@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
-import { formatCidr, formatIPv4, parseIPv4 } from './control/ipv4-address.js';
+import { formatCidr, formatIPv4, makeCidr, parseIPv4 } from './control/ipv4-address.js';
 import type { Lease } from './control/lease.js';
 import type { LeaseSource } from './control/lease-source.js';
 import { LeasesFileSource } from './control/leases-file.js';
@@ -200,6 +200,9 @@ export class Agent {
         ipMasq: opts.ipMasq ?? false,
         log,
         onFatal: (err) => this.onFatal(err),
+        // Before the lease is taken and subnet.env written; checked again below with the subnet acquired.
+        checkNetwork: (network, previous) =>
+          checkNetworkFitsHost({ tunName: opts.tunName, subnet: previous ?? makeCidr(network.network, 32), network, publicIp: this.publicIp }),
       });
       const joined = await this.etcd.start();
       // As with flanneld, the network config chooses the backend (the CLI refuses --backend with etcd).

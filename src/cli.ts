@@ -27,6 +27,21 @@ function offloadFlag(value: string | undefined): boolean {
   die(`--offload: "${value}" is not auto or off`);
 }
 
+/** How long SIGTERM waits for a clean stop (flanneld's pods get 30 s before SIGKILL). */
+const STOP_DEADLINE_MS = 20_000;
+
+/**
+ * Ends the process even when process.exit() could not: exit() joins libuv's
+ * pool threads, and one blocked in a system call would hold it forever. The
+ * default action of SIGTERM ends the process at once; SIGKILL a second later
+ * if even that was caught.
+ */
+function forceExit(): void {
+  process.removeAllListeners('SIGTERM');
+  process.kill(process.pid, 'SIGTERM');
+  setTimeout(() => process.kill(process.pid, 'SIGKILL'), 1000);
+}
+
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 }
@@ -123,6 +138,14 @@ async function up(argv: string[]): Promise<void> {
     stopping = true;
     const keep = exit === 'restart' && opts.persistTun === true;
     log(`${signal}: stopping${keep ? `; ${opts.tunName}, its routes and the iptables rules stay for the next agent (flannel-udp cleanup removes them)` : ''}`);
+    // A stop is always bounded: a stop() stuck on anything (a peer, a file, a
+    // child process) gets this long, then the process ends without it. A
+    // persistent TUN stays as it would after a kill; otherwise the kernel
+    // removes the device with its routes when the last descriptor closes.
+    setTimeout(() => {
+      log(`stopping took more than ${STOP_DEADLINE_MS / 1000} s; exiting without finishing it`);
+      forceExit();
+    }, STOP_DEADLINE_MS);
     agent.stop(exit).then(
       () => {
         log(keep ? 'stopped; workers and sockets closed' : 'stopped; TUN device, routes and sockets removed');
@@ -184,7 +207,7 @@ async function main(argv: string[]): Promise<void> {
 const USER_ERRORS = new Set([
   'ConfigError', 'SubnetFileError', 'LeaseError', 'LeasesFileError', 'TunInUseError', 'SyscallError',
   'NetworkConfigError', 'EtcdError', 'EtcdSetupError', 'SubnetExhaustedError', 'IpMasqError',
-  'ObserveFlagError', 'TraceFilterError', 'KubeFlagError', 'KubeSetupError', 'KubeApiError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError',
+  'ObserveFlagError', 'TraceFilterError', 'KubeFlagError', 'KubeSetupError', 'KubeApiError', 'CommandLineError', 'NetworkConflictError', 'ControlClientError', 'ControlSocketInUseError', 'BoundedFileError',
 ]);
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -16,7 +16,7 @@
 
 import http from 'node:http';
 import https from 'node:https';
-import { readFileSync } from 'node:fs';
+import { BoundedFileError, readBoundedFileSync } from './bounded-file.js';
 
 export interface EtcdTlsFiles {
   /** CA bundle that signed etcd's server certificate (flanneld --etcd-cafile) */
@@ -195,9 +195,10 @@ export class EtcdClient {
     const read = (what: string, path: string | undefined): Buffer | undefined => {
       if (path === undefined) return undefined;
       try {
-        return readFileSync(path);
+        // A certificate or key is a few KiB; a FIFO or device here must not block the start.
+        return readBoundedFileSync(path, 1 << 20, 'the file');
       } catch (err) {
-        throw configError(`${what} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+        throw configError(`${what} ${path}: ${err instanceof BoundedFileError ? err.detail.replace(/^cannot read the file: /, '') : (err as Error).message}`);
       }
     };
     const tls = { ca: read('--etcd-cafile', opts.caFile), cert: read('--etcd-certfile', opts.certFile), key: read('--etcd-keyfile', opts.keyFile) };

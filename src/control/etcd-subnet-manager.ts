@@ -19,7 +19,7 @@
 
 import { networkInterfaces } from 'node:os';
 import { readFileSync } from 'node:fs';
-import { type Cidr, formatCidr, formatIPv4, makeCidr } from './ipv4-address.js';
+import { type Cidr, cidrEquals, formatCidr, formatIPv4, makeCidr } from './ipv4-address.js';
 import { formatSubnetKey, parseLeaseAttrs, parseSubnetKey } from './lease.js';
 import { type EtcdAuth, EtcdClient, EtcdError, type EtcdTlsFiles, type KeyValue } from './etcd-client.js';
 import { EtcdLeaseSource } from './etcd-lease-source.js';
@@ -135,8 +135,21 @@ export async function acquireLease(client: EtcdClient, prefix: string, config: N
       taken.push({ subnet, kv, publicIp });
     }
 
-    // 1. Our own lease from before a restart.
-    const mine = taken.find((t) => t.publicIp === opts.publicIp);
+    // 1. Our own lease from before a restart. Several with our IP (an older
+    // one not yet expired): the one subnet.env records, else the first as
+    // flanneld does; the node's pod subnet must not change under its pods.
+    const ours = taken.filter((t) => t.publicIp === opts.publicIp);
+    const prevMatch = opts.previousSubnet === undefined ? undefined : ours.find((t) => cidrEquals(t.subnet, opts.previousSubnet!));
+    const mine = prevMatch ?? ours[0];
+    if (attempt === 0) {
+      for (const other of ours) {
+        if (other === mine) continue;
+        log(
+          `etcd: lease ${formatCidr(other.subnet)} also carries this node's public IP ${formatIPv4(opts.publicIp)}: stale, left alone ` +
+            `(it expires with its etcd lease; delete ${other.kv.key} to free it now)`,
+        );
+      }
+    }
     if (mine && isSubnetCompatible(config, mine.subnet)) {
       const lease = await client.leaseGrant(ttl);
       const txn = await client.txn([{ key: mine.kv.key, modRevision: mine.kv.modRevision }], [{ put: { key: mine.kv.key, value, lease: lease.id } }]);
@@ -144,7 +157,8 @@ export async function acquireLease(client: EtcdClient, prefix: string, config: N
         await client.leaseRevoke(lease.id).catch(() => undefined);
         continue; // changed under us: look again
       }
-      log(`etcd: found the lease ${formatCidr(mine.subnet)} of this node's public IP ${formatIPv4(opts.publicIp)}; reusing it`);
+      const recorded = mine === prevMatch ? ' (the subnet subnet.env records)' : '';
+      log(`etcd: found the lease ${formatCidr(mine.subnet)} of this node's public IP ${formatIPv4(opts.publicIp)}${recorded}; reusing it`);
       return { subnet: mine.subnet, key: mine.kv.key, leaseId: lease.id, expiresAt: Date.now() + lease.ttlSeconds * 1000, value };
     }
     if (mine) {
@@ -209,6 +223,13 @@ export interface EtcdSubnetManagerOptions extends EtcdTlsFiles {
   vtepMac?: string;
   probeIntervalMs?: number;
   random?: () => number;
+  /**
+   * Refuses a network this node must not route (the agent's host check,
+   * routes.ts checkNetworkFitsHost), with this node's previous subnet when
+   * known. Called after the config is read and BEFORE anything is written:
+   * no lease taken or renewed, subnet.env untouched.
+   */
+  checkNetwork?: (network: Cidr, previousSubnet: Cidr | undefined) => Promise<void>;
 }
 
 export interface JoinedNetwork {
@@ -259,6 +280,7 @@ export class EtcdSubnetManager {
         }
         const port = backend.port(config);
         const mtu = (opts.underlayMtu ?? underlayMtuFor(opts.publicIp)) - backend.overhead;
+        await opts.checkNetwork?.(config.network, previousSubnet);
         const lease = await acquireLease(client, prefix, config, {
           publicIp: opts.publicIp,
           backendType: config.backendType,

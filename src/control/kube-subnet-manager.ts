@@ -9,7 +9,7 @@
 // restarts it into a crash loop), the agent says what to fix and waits for
 // the node to change: the watch delivers the update, no restart needed.
 
-import { readFile } from 'node:fs/promises';
+import { readBoundedFile } from './bounded-file.js';
 import { type Cidr, formatCidr, formatIPv4, makeCidr, parseIPv4 } from './ipv4-address.js';
 import { type NetworkConfig, NetworkConfigError, parseNetworkConfig } from './network-config.js';
 import { type SubnetConfig, writeSubnetFileAtomic } from './subnet-file.js';
@@ -204,9 +204,11 @@ export class KubeSubnetManager {
   private async readNetConfig(): Promise<NetworkConfig> {
     let text: string;
     try {
-      text = await readFile(this.opts.netConfigPath, 'utf8');
+      // net-conf.json is a few lines; a FIFO, device or huge file is refused (bounded-file.ts).
+      ({ text } = await readBoundedFile(this.opts.netConfigPath, 64 << 10, 'the network config'));
     } catch (err) {
-      throw new KubeSetupError(`cannot read the network config --net-config-path ${this.opts.netConfigPath}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (kube-flannel.yml mounts net-conf.json from the kube-flannel-cfg ConfigMap there)`);
+      const e = err as NodeJS.ErrnoException & { detail?: string };
+      throw new KubeSetupError(`cannot read the network config --net-config-path ${this.opts.netConfigPath}: ${e.detail?.replace(/^cannot read the network config: /, '') ?? e.code ?? e.message} (kube-flannel.yml mounts net-conf.json from the kube-flannel-cfg ConfigMap there)`);
     }
     try {
       return parseNetworkConfig(text, this.opts.netConfigPath);

@@ -10,11 +10,18 @@
 // Every node can share the same file: the node's own subnet is skipped.
 
 import { watch, type FSWatcher } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { type Cidr, cidrEquals, cidrOverlaps, formatCidr } from './ipv4-address.js';
+import { type Cidr, cidrEquals } from './ipv4-address.js';
 import { type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
+import { readBoundedFile } from './bounded-file.js';
+
+/**
+ * The largest leases file read. flannel's largest cluster, a /8 cut into
+ * /24s, is 65 536 leases of about 80 bytes: 5 MB. Anything longer is not a
+ * leases file, and reading it whole would cost the agent many times its size.
+ */
+export const MAX_LEASES_FILE_BYTES = 8 << 20;
 
 export class LeasesFileError extends Error {
   readonly path: string;
@@ -79,49 +86,12 @@ export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr): P
       skipped.push(`${key} (line ${lineAndColumn(text, offsetOfKey(key)).line}): this node's own subnet; skipped`);
       continue;
     }
-    if (ownSubnet !== undefined && cidrOverlaps(lease.subnet, ownSubnet)) {
-      throw new LeasesFileError(
-        path,
-        key,
-        `${at(offsetOfKey(key))}: lease ${JSON.stringify(key)} overlaps this node's own subnet ${formatCidr(ownSubnet)}`,
-      );
-    }
+    // A lease overlapping this node's subnet or another lease is not a file
+    // error: the agent's sense checks (lease-sanity.ts) reject it alone, and
+    // count it, exactly as they do for etcd and Kubernetes leases.
     leases.push(lease);
   }
-
-  const overlap = findOverlap(leases);
-  if (overlap !== undefined) {
-    const [inner, outer] = overlap;
-    throw new LeasesFileError(
-      path,
-      inner.key,
-      `${at(offsetOfKey(inner.key))}: lease ${JSON.stringify(inner.key)} overlaps lease ${JSON.stringify(outer.key)} ` +
-        `(line ${lineAndColumn(text, offsetOfKey(outer.key)).line}); flannel never hands out overlapping subnets`,
-    );
-  }
   return { leases, skipped };
-}
-
-/**
- * CIDR blocks either nest or are disjoint. Sorted by network then length, a
- * block overlaps an earlier one exactly when it starts before the furthest end
- * seen so far; O(n log n) instead of comparing every pair.
- */
-function findOverlap(leases: Lease[]): [Lease, Lease] | undefined {
-  const sorted = [...leases].sort(
-    (a, b) => a.subnet.network - b.subnet.network || a.subnet.prefixLength - b.subnet.prefixLength,
-  );
-  let furthest: Lease | undefined;
-  let furthestEnd = -1;
-  for (const lease of sorted) {
-    if (furthest !== undefined && lease.subnet.network <= furthestEnd) return [lease, furthest];
-    const end = (lease.subnet.network | ~lease.subnet.mask) >>> 0;
-    if (end > furthestEnd) {
-      furthestEnd = end;
-      furthest = lease;
-    }
-  }
-  return undefined;
 }
 
 function lineAndColumn(text: string, offset: number): { line: number; column: number } {
@@ -421,15 +391,13 @@ export class LeasesFileSource implements LeaseSource {
     }
   }
 
+  /** Only a regular file, at most MAX_LEASES_FILE_BYTES, never blocking (bounded-file.ts). */
   private async load(): Promise<{ seen: string; text: string }> {
     try {
-      const st = await stat(this.path);
-      const text = await readFile(this.path, 'utf8');
-      return { seen: `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`, text };
+      const { text, identity } = await readBoundedFile(this.path, MAX_LEASES_FILE_BYTES, 'the leases file');
+      return { seen: identity, text };
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const reason = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.message;
-      throw new LeasesFileError(this.path, '', `${this.path}: cannot read the leases file: ${reason}`);
+      throw new LeasesFileError(this.path, '', (err as Error).message);
     }
   }
 

@@ -16,7 +16,8 @@
 // accepted here and breaking every pod creation on the node later.
 // CRLF line ends are accepted because Go's line scanner drops the '\r' too.
 
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { BoundedFileError, readBoundedFile } from './bounded-file.js';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { type Cidr, cidrCovers, formatCidr, parseCidr } from './ipv4-address.js';
@@ -52,6 +53,8 @@ export class SubnetFileError extends Error {
 }
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
+/** flanneld writes six short lines; anything past this is not a subnet file. */
+export const MAX_SUBNET_FILE_BYTES = 64 << 10;
 
 const REQUIRED_KEYS = ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ'] as const;
 const IPV6_KEYS = new Set(['FLANNEL_IPV6_NETWORK', 'FLANNEL_IPV6_SUBNET']);
@@ -230,21 +233,14 @@ export async function writeSubnetFileAtomic(path: string, cfg: SubnetConfig): Pr
   }
 }
 
+/** Only a regular file, at most MAX_SUBNET_FILE_BYTES, never blocking (bounded-file.ts). */
 export async function readSubnetFile(path: string): Promise<SubnetConfig> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    ({ text } = await readBoundedFile(path, MAX_SUBNET_FILE_BYTES, 'the subnet file'));
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const reason =
-      e.code === 'ENOENT'
-        ? 'no such file'
-        : e.code === 'EACCES'
-          ? 'permission denied'
-          : e.code === 'EISDIR'
-            ? 'is a directory'
-            : e.message;
-    throw new SubnetFileError(path, 0, '', `cannot read the subnet file: ${reason}`);
+    const detail = err instanceof BoundedFileError ? err.detail : (err as Error).message;
+    throw new SubnetFileError(path, 0, '', detail);
   }
   return parseSubnetFile(text, path);
 }

@@ -22,7 +22,7 @@ import { dirname, join } from 'node:path';
 import type { AgentStats } from './metrics.js';
 import { DEFAULT_TRACE_LIMIT, TERMINAL_STAGES, traceEventToJson, type TraceEvent } from './trace-event.js';
 import { compileTraceFilter } from './trace-filter.js';
-import { CONTROL_LIMITS, limitConnections } from './connection-limits.js';
+import { CONTROL_LIMITS, isRefused, limitConnections } from './connection-limits.js';
 
 export const CONTROL_SOCKET_DIR = '/run/flannel-udp';
 /** After the last admitted packet, how long to wait for its remaining stages before ending the stream. */
@@ -173,6 +173,7 @@ export async function startControlServer(
   const connections = new Set<Socket>();
   const stops = new Set<() => void>();
   const server: Server = createServer((socket) => {
+    if (isRefused(socket)) return; // told why and closed by limitConnections
     connections.add(socket);
     let stopTrace: (() => void) | undefined;
     let pending = '';
@@ -319,7 +320,9 @@ export async function startControlServer(
     });
   });
   // Also the server's error listener from now on: an accept failure (EMFILE) is logged, not thrown.
-  limitConnections(server, 'control socket', CONTROL_LIMITS, log);
+  limitConnections(server, 'control socket', CONTROL_LIMITS, log, {
+    refusal: (why) => JSON.stringify({ error: `the agent's control socket is ${why}: other stats or trace clients hold them; try again when one ends` }) + '\n',
+  });
   chmodSync(path, 0o600);
   const ino = lstatSync(path).ino;
   log(`control socket ${path}`);
@@ -452,7 +455,9 @@ export function controlRequest(
             ? `no agent answers on ${path} (left by an agent that has died)`
             : err.code === 'EACCES'
               ? `permission denied on ${path}: the control socket is for root`
-              : `control socket ${path}: ${err.message}`;
+              : err.code === 'EPIPE' || err.code === 'ECONNRESET'
+                ? `the agent on ${path} closed the connection without answering (${err.code}); its log says why (a connection cap, or too few file descriptors)`
+                : `control socket ${path}: ${err.message}`;
       settle(new ControlClientError(hint));
     });
   });

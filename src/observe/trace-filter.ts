@@ -36,9 +36,24 @@ export class TraceFilterError extends Error {
     readonly offset: number,
     readonly reason: string,
   ) {
-    super(`trace filter: ${reason} at position ${offset + 1}\n  ${expression}\n  ${' '.repeat(offset)}^`);
+    // A long expression is shown around the position only: the message stays a few lines.
+    const from = expression.length > SHOWN_CHARS ? Math.max(0, offset - SHOWN_CHARS / 2) : 0;
+    const to = Math.min(expression.length, from + SHOWN_CHARS);
+    const shown = (from > 0 ? '…' : '') + expression.slice(from, to) + (to < expression.length ? '…' : '');
+    const caret = offset - from + (from > 0 ? 1 : 0);
+    super(`trace filter: ${reason} at position ${offset + 1}\n  ${shown}\n  ${' '.repeat(caret)}^`);
   }
 }
+
+const SHOWN_CHARS = 120;
+/**
+ * The parser recurses per "(" and "not", and the compiled predicate calls
+ * one closure per operator: bounded, so no expression can overflow the stack
+ * of the agent (or of a worker evaluating it per packet). Real filters use a
+ * handful of each.
+ */
+export const MAX_FILTER_DEPTH = 32;
+export const MAX_FILTER_PRIMITIVES = 256;
 
 /** For --help texts: the grammar in a few lines. */
 export const TRACE_FILTER_HELP = `a tcpdump-style expression over the inner IPv4 packet:
@@ -139,6 +154,8 @@ function portIs(which: 'src' | 'dst' | 'either', port: number, protocol: number)
 
 class Parser {
   private i = 0;
+  private depth = 0;
+  private primitives = 0;
   constructor(
     private readonly expr: string,
     private readonly tokens: Token[],
@@ -192,18 +209,24 @@ class Parser {
 
   private not(): TraceFilter {
     const t = this.token;
-    if (t.kind === '!' || this.isWord('not')) {
+    if (t.kind === '!' || this.isWord('not') || t.kind === '(') {
+      if (this.depth >= MAX_FILTER_DEPTH) this.fail(t, `nested more than ${MAX_FILTER_DEPTH} levels deep (parentheses and "not"); simplify the expression`);
+      this.depth++;
       this.i++;
-      const inner = this.not();
-      return (buf, off) => !inner(buf, off);
+      try {
+        if (t.kind === '(') {
+          const inner = this.or();
+          if (this.token.kind !== ')') this.fail(this.token, `expected ")" to close the "(" at position ${t.at + 1}, found ${this.found(this.token)}`);
+          this.i++;
+          return inner;
+        }
+        const inner = this.not();
+        return (buf, off) => !inner(buf, off);
+      } finally {
+        this.depth--;
+      }
     }
-    if (t.kind === '(') {
-      this.i++;
-      const inner = this.or();
-      if (this.token.kind !== ')') this.fail(this.token, `expected ")" to close the "(" at position ${t.at + 1}, found ${this.found(this.token)}`);
-      this.i++;
-      return inner;
-    }
+    if (++this.primitives > MAX_FILTER_PRIMITIVES) this.fail(t, `more than ${MAX_FILTER_PRIMITIVES} primitives; a trace filter needs a handful`);
     return this.primitive();
   }
 

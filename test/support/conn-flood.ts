@@ -1,11 +1,12 @@
-// Runs inside a namespace: opens COUNT TCP connections to HOST:PORT, each
+// Runs inside a namespace: opens COUNT TCP connections to HOST:PORT (from
+// LOCAL_ADDRESS when given, one of the namespace's own addresses), each
 // sending an unfinished HTTP request (no blank line), and holds them, as a
 // slow or hostile client on the underlay would. Prints one JSON line when
 // every attempt has settled ({"settled":N,"open":K,"refused":R}), then one
 // per connection the server closes ({"open":K}), until killed.
 import { connect, type Socket } from 'node:net';
 
-const [host, portText, countText] = process.argv.slice(2);
+const [host, portText, countText, localAddress] = process.argv.slice(2);
 const port = Number(portText);
 const count = Number(countText);
 const PARALLEL = 16;
@@ -24,7 +25,7 @@ function settle(): void {
 
 function open(i: number): void {
   if (i >= count) return;
-  const s = connect({ host, port });
+  const s = connect({ host, port, localAddress });
   let connected = false;
   s.on('connect', () => {
     connected = true;

@@ -120,6 +120,23 @@ acquire('eight nodes racing for eight subnets, all choosing the same first candi
 
 acquire.run();
 
+acquire('two leases with our PublicIP: the one subnet.env records is reused, the other logged as stale and left alone (issue 26)', async () => {
+  const prefix = freshPrefix();
+  const config = parseNetworkConfig('{"Network": "10.244.0.0/16"}');
+  const value = '{"PublicIP":"192.0.2.8","PublicIPv6":null,"BackendType":"udp","BackendData":null}';
+  await client.put(`${prefix}/subnets/10.244.5.0-24`, value);
+  await client.put(`${prefix}/subnets/10.244.9.0-24`, value);
+  const lines: string[] = [];
+  const opts = { publicIp: ip('192.0.2.8'), backendType: 'udp', backendData: null, log: (l: string) => lines.push(l) };
+  const kept = await acquireLease(client, prefix, config, { ...opts, previousSubnet: parseCidr('10.244.9.0/24') });
+  assert.is(formatCidr(kept.subnet), '10.244.9.0/24');
+  assert.match(lines.join('\n'), /lease 10\.244\.5\.0\/24 also carries this node's public IP 192\.0\.2\.8: stale, left alone/);
+  assert.ok(await client.get(`${prefix}/subnets/10.244.5.0-24`), 'the stale lease is left in place');
+  // Without a subnet.env: the first, as flanneld.
+  const first = await acquireLease(client, prefix, config, opts);
+  assert.is(formatCidr(first.subnet), '10.244.5.0/24');
+});
+
 const manager = suite('EtcdSubnetManager: subnet.env, backends, waiting for etcd, renewal');
 
 manager.before(async () => {

@@ -44,7 +44,7 @@ test('up: refused combinations and setup errors, each one line and exit code 2',
       [['up', '--kube-subnet-mgr', '--backend', 'vxlan'], {}, /Backend\.Type/],
       [['up', '--leases', '/x', '--kubeconfig-file', '/y'], {}, /--kubeconfig-file needs --kube-subnet-mgr/],
       [[...base, '--net-config-path', netConf], { NODE_NAME: 'n1' }, /not running in a Kubernetes pod \(KUBERNETES_SERVICE_HOST is not set\): give --kubeconfig-file or --kube-api-url/],
-      [[...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', join(dir, 'missing.json')], { NODE_NAME: 'n1' }, /cannot read the network config --net-config-path .*missing\.json: ENOENT/],
+      [[...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', join(dir, 'missing.json')], { NODE_NAME: 'n1' }, /cannot read the network config --net-config-path .*missing\.json: no such file/],
       [[...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', netConf], {}, /needs the node name: set NODE_NAME, or POD_NAME and POD_NAMESPACE/],
       [[...base, '--kube-api-url', 'https://127.0.0.1:1', '--net-config-path', netConf, '--kube-annotation-prefix', 'a/b/c'], { NODE_NAME: 'n1' }, /at most one slash/],
     ];

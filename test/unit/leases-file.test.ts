@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { formatCidr, formatIPv4, parseCidr } from '../../src/control/ipv4-address.js';
 import { type Lease, formatSubnetKey, LeaseError, parseLeaseAttrs, parseSubnetKey } from '../../src/control/lease.js';
 import { LeasesFileError, LeasesFileSource, parseLeasesFile } from '../../src/control/leases-file.js';
+import { checkLeases } from '../../src/control/lease-sanity.js';
 
 const PATH = '/etc/flannel-udp/leases.json';
 const THREE_NODES = `{
@@ -108,17 +109,19 @@ test("the node's own subnet is skipped, with the reason", () => {
   assert.equal(skipped, ["10.244.2.0-24 (line 3): this node's own subnet; skipped"]);
 });
 
-test('a lease overlapping the own subnet or another lease is an error', () => {
-  const ownOverlap = fileError(() =>
-    parseLeasesFile('{"10.244.0.0-16": {"PublicIP": "192.0.2.9", "BackendType": "udp"}}', PATH, parseCidr('10.244.2.1/24')),
-  );
-  assert.is(ownOverlap.key, '10.244.0.0-16');
-  assert.match(ownOverlap.message, /overlaps this node's own subnet 10\.244\.2\.0\/24/);
-
-  const text = THREE_NODES.replace('{\n', '{\n  "10.244.0.0-22": {"PublicIP": "192.0.2.9", "BackendType": "udp"},\n');
-  const overlap = fileError(() => parseLeasesFile(text, PATH));
-  assert.is(overlap.path, PATH);
-  assert.match(overlap.message, /^\/etc\/flannel-udp\/leases\.json:\d+:\d+: lease "10\.244\.\d\.0-24" overlaps lease "10\.244\.0\.0-22" \(line 2\)/);
+test('overlapping leases are not a file error: each is judged alone by the sense checks, as etcd leases are (issue 26)', () => {
+  const own = parseCidr('10.244.1.1/24');
+  const text = `{
+  "10.244.50.0-24": {"PublicIP": "192.0.2.50", "BackendType": "udp"},
+  "10.244.50.0-25": {"PublicIP": "192.0.2.51", "BackendType": "udp"},
+  "10.244.60.0-24": {"PublicIP": "192.0.2.60", "BackendType": "udp"},
+  "10.244.0.0-23": {"PublicIP": "192.0.2.9", "BackendType": "udp"}
+}`;
+  const { leases } = parseLeasesFile(text, PATH, own);
+  assert.equal(leases.map((l) => l.key), ['10.244.50.0-24', '10.244.50.0-25', '10.244.60.0-24', '10.244.0.0-23']);
+  const { accepted, rejected } = checkLeases(leases, { network: parseCidr('10.244.0.0/16'), ownSubnet: parseCidr('10.244.1.0/24'), ownAddresses: [] });
+  assert.equal(accepted.map((l) => l.key).sort(), ['10.244.50.0-25', '10.244.60.0-24']);
+  assert.equal(rejected.map((r) => `${r.key} ${r.reason}`).sort(), ['10.244.0.0-23 subnet-overlaps-own', '10.244.50.0-24 subnet-overlaps-lease']);
 });
 
 test('invalid JSON gives the path, line, column and position', () => {

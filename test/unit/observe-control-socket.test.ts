@@ -23,6 +23,7 @@ import {
 import { traceEventFromJson, type TraceEvent } from '../../src/observe/trace-event.js';
 import { WorkerTracer } from '../../src/observe/worker-tracer.js';
 import type { AgentStats } from '../../src/observe/metrics.js';
+import { CONTROL_LIMITS } from '../../src/observe/connection-limits.js';
 import { ICMP_ECHO_REQUEST, buildIcmpEcho } from '../../src/encap/icmp.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
 
@@ -349,6 +350,46 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
     );
   });
 }
+
+test('at its connection cap the control socket says so, and `flannel-udp stats` prints that, not EPIPE or ECONNRESET (issue 26)', async () => {
+  const path = socketPath();
+  const logged: string[] = [];
+  const server = await startControlServer(path, fakeDataPlane().handlers, { log: (l) => logged.push(l) });
+  const held: ReturnType<typeof createConnection>[] = [];
+  try {
+    // Every slot taken by clients that hold a connection open and say nothing.
+    for (let i = 0; i < CONTROL_LIMITS.maxConnections; i++) {
+      const s = createConnection(path);
+      s.on('error', () => undefined);
+      await new Promise((r) => s.once('connect', r));
+      held.push(s);
+    }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const err = await collect(path, { cmd: 'stats' }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      assert.instance(err, ControlClientError, String(err));
+      assert.match(err!.message, new RegExp(`the agent's control socket is at its cap of ${CONTROL_LIMITS.maxConnections} connections`));
+    }
+    const stats = await cli(['stats', '--socket', path]);
+    assert.is(stats.code, 2);
+    assert.match(stats.stderr, /^flannel-udp: .*at its cap of 16 connections/);
+    assert.not.match(stats.stderr, /EPIPE|ECONNRESET/);
+    assert.ok(logged.some((l) => /control socket: refused a connection: 16 are open already \(the cap\)/.test(l)), logged.join('\n'));
+    // A slot freed: served again.
+    held.pop()!.destroy();
+    let served: unknown[] | undefined;
+    for (let i = 0; i < 50 && served === undefined; i++) {
+      served = await collect(path, { cmd: 'stats' }).catch(() => undefined);
+      if (served === undefined) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(served, [STATS]);
+  } finally {
+    for (const s of held) s.destroy();
+    await server.close();
+  }
+});
 
 test('flannel-udp stats: the table, --json, and a clear error without an agent', async () => {
   const path = socketPath();

@@ -191,4 +191,29 @@ test('errors say what is wrong and point at it', () => {
   }
 });
 
+test('a deeply nested or very long filter is refused with the bound, not "Maximum call stack size exceeded" (issue 26)', () => {
+  const cases: Array<[string, RegExp]> = [
+    ['('.repeat(20_000) + 'icmp' + ')'.repeat(20_000), /nested more than 32 levels deep \(parentheses and "not"\)/],
+    ['not '.repeat(20_000) + 'icmp', /nested more than 32 levels deep/],
+    ['! '.repeat(33) + 'icmp', /nested more than 32 levels deep/],
+    [Array(20_000).fill('icmp').join(' or '), /more than 256 primitives/],
+    [Array(257).fill('tcp port 80').join(' and '), /more than 256 primitives/],
+  ];
+  for (const [expr, message] of cases) {
+    let err: unknown;
+    try {
+      compileTraceFilter(expr);
+    } catch (e) {
+      err = e;
+    }
+    assert.instance(err, TraceFilterError, `${expr.slice(0, 40)}…: ${String(err)}`);
+    assert.match((err as Error).message, message);
+    assert.ok((err as Error).message.length < 400, 'the message does not echo the whole expression');
+  }
+  // Up to the bounds is fine.
+  const deep = compileTraceFilter('('.repeat(31) + 'icmp' + ')'.repeat(31));
+  assert.ok(deep(icmp(), OFF));
+  compileTraceFilter(Array(256).fill('icmp').join(' or '));
+});
+
 test.run();
