@@ -221,6 +221,17 @@ export class WallClock {
   }
 }
 
+/** CLOCK_MONOTONIC in ms (fractional), also without garbage: for intervals, as performance.now() (which allocates an array per call). */
+export class MonotonicClock {
+  private readonly ts = new NativeMemory(16);
+
+  readInto(target: Float64Array, index: number): void {
+    c_clock_gettime(1, this.ts.pointer);
+    const v = this.ts.view;
+    target[index] = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * 1000 + v.getUint32(8, true) / 1_000_000;
+  }
+}
+
 /**
  * Addresses inside one NativeMemory block as bigints, made once per distinct
  * offset and reused: what the hot path hands to the kernel. The offsets a
