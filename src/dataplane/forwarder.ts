@@ -433,7 +433,15 @@ export class Forwarder {
   /** Handles the control messages posted since the last look, if any (one shared-memory read when none). */
   checkControl(): void {
     const sequence = Atomics.load(this.controlSequence, 0);
-    if (sequence === this.lastControlSequence) return;
+    if (sequence !== this.lastControlSequence) this.handleControl(sequence);
+  }
+
+  /**
+   * Its own function, called rarely: V8 then does not inline it into the
+   * loop, so a message of a shape it has not seen (or the first stop) throws
+   * away this function's optimised code only, never the loop's.
+   */
+  private handleControl(sequence: number): void {
     this.lastControlSequence = sequence;
     for (;;) {
       const received = receiveMessageOnPort(this.cfg.controlPort);

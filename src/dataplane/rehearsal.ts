@@ -193,6 +193,10 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       if (t % CONTROL_EVERY === CONTROL_EVERY - 1 && t < turns / 2) {
         // A lease update as the main thread posts one: message, sequence, eventfd.
         channel.port1.postMessage({ type: 'leases', snapshot: snapshot() });
+        // Once, a stop too: the loop's way out (the stop branch, the loop's
+        // exit) then has V8 feedback, and a real stop later does not throw
+        // the optimised loop away on its way out.
+        if (t === CONTROL_EVERY - 1) channel.port1.postMessage({ type: 'stop' });
         Atomics.add(controlSequence, 0, 1);
         libc.write(agent.wakeFd, wakeValue.address, 8);
       }
@@ -207,6 +211,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       // Two turns: the second finds nothing (poll() times out at once), so the
       // loop's way back to poll() and its idle branch are rehearsed too.
       loop.run(2);
+      forwarder.stopping = false; // after the rehearsed stop
       driver.drain();
     }
     return {

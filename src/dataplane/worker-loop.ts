@@ -58,8 +58,7 @@ export class WorkerLoop {
   }
 
   /**
-   * Waits and forwards until a stop message arrives (then closes the
-   * forwarder) if turns is 0, or for `turns` waits (the rehearsal: it runs
+   * Waits and forwards until a stop message arrives if turns is 0, or for `turns` waits (the rehearsal: it runs
    * this very function, so the code it leaves optimised is the loop's own;
    * always pass the argument, a default value would be a branch the
    * rehearsal never took, and V8 throws optimised code away on such a branch).
@@ -108,6 +107,5 @@ export class WorkerLoop {
       forwarder.heartbeat();
       if (left > 0 && --left === 0) return;
     }
-    forwarder.close();
   }
 }

@@ -13,5 +13,6 @@ const { loop, forwarder } = buildWorker(data, (report: WorkerReport) => parentPo
 forwarder.sampleHeap();
 parentPort!.postMessage({ type: 'ready' } satisfies WorkerReport);
 loop.run(0);
+forwarder.close();
 // Let the thread exit: an open port would keep its event loop alive.
 data.controlPort.close();
