@@ -17,8 +17,12 @@
 // with half the rules), checked every resync period (default 5 s, flanneld's
 // --iptables-resync) and rebuilt whole when anything is missing, because the
 // order matters. stop() removes the jump and the chain.
+//
+// Every iptables runs in the command helper (command-runner.ts), a child
+// process started with the rules, before the workers: the agent never forks
+// after its workers start, not even every resync period.
 
-import { execFile } from 'node:child_process';
+import { CommandRunner } from './command-runner.js';
 import { type Cidr, formatCidr } from './ipv4-address.js';
 import { describeFdError } from '../observe/connection-limits.js';
 
@@ -78,12 +82,21 @@ export class IpMasq {
   private checking: Promise<void> = Promise.resolve();
   private stopped = false;
   private lastError = '';
+  private readonly runner: CommandRunner;
 
   constructor(private readonly opts: IpMasqOptions) {
     this.rules = masqRules(opts.network, opts.subnet);
+    this.runner = new CommandRunner(opts.log);
   }
 
+  /** The command helper's pid (for tests and the log). */
+  get helperPid(): number | undefined {
+    return this.runner.pid;
+  }
+
+  /** Starts the command helper and installs the rules: call before the workers start. */
   async start(): Promise<void> {
+    this.runner.start();
     try {
       await this.install();
     } catch (err) {
@@ -106,16 +119,17 @@ export class IpMasq {
     clearInterval(this.timer);
     await this.checking;
     await this.uninstall();
+    await this.runner.close();
   }
 
   private async install(): Promise<void> {
     // -N fails if the chain exists; either way it is there afterwards.
-    await iptables(['-t', 'nat', '-N', MASQ_CHAIN]).catch((err: Error & { code?: string }) => {
+    await this.iptables(['-t', 'nat', '-N', MASQ_CHAIN]).catch((err: Error & { code?: string }) => {
       if (err.code === 'ENOENT') throw err;
     });
-    await run('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules));
+    await this.run('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules));
     const jump = this.rules.find((r) => r.chain === 'POSTROUTING')!;
-    if (!(await this.exists(jump))) await iptables(['-t', 'nat', '-A', jump.chain, ...jump.spec]);
+    if (!(await this.exists(jump))) await this.iptables(['-t', 'nat', '-A', jump.chain, ...jump.spec]);
   }
 
   private async ensure(): Promise<void> {
@@ -141,16 +155,16 @@ export class IpMasq {
     const jump = this.rules.find((r) => r.chain === 'POSTROUTING')!;
     // Delete every copy of the jump (an earlier crashed run may have left one too).
     for (let i = 0; i < 10 && (await this.exists(jump)); i++) {
-      await iptables(['-t', 'nat', '-D', jump.chain, ...jump.spec]).catch(() => undefined);
+      await this.iptables(['-t', 'nat', '-D', jump.chain, ...jump.spec]).catch(() => undefined);
     }
-    await iptables(['-t', 'nat', '-F', MASQ_CHAIN]).catch(() => undefined);
-    await iptables(['-t', 'nat', '-X', MASQ_CHAIN]).catch(() => undefined);
+    await this.iptables(['-t', 'nat', '-F', MASQ_CHAIN]).catch(() => undefined);
+    await this.iptables(['-t', 'nat', '-X', MASQ_CHAIN]).catch(() => undefined);
     this.opts.log(`ip-masq: removed ${MASQ_CHAIN} and its POSTROUTING jump`);
   }
 
   private async exists(rule: IptablesRule): Promise<boolean> {
     try {
-      await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
+      await this.iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
       return true;
     } catch (err) {
       // iptables -C exits 1 when the rule (or its chain) is not there. Anything
@@ -160,23 +174,20 @@ export class IpMasq {
       throw err;
     }
   }
-}
+  private iptables(args: string[]): Promise<string> {
+    // --wait: take the xtables lock in turn with kube-proxy and friends instead of failing.
+    return this.run('iptables', ['--wait', ...args]);
+  }
 
-function iptables(args: string[]): Promise<string> {
-  // --wait: take the xtables lock in turn with kube-proxy and friends instead of failing.
-  return run('iptables', ['--wait', ...args]);
-}
-
-function run(cmd: string, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (!err) return resolve(stdout);
-      const e = err as Error & { code?: string | number };
-      if (e.code === 'ENOENT') return reject(e);
-      // The command never ran (spawn EMFILE, EAGAIN…): say why, with the descriptor count for EMFILE.
-      if (typeof e.code === 'string') return reject(Object.assign(new Error(`${cmd}: ${describeFdError(e as NodeJS.ErrnoException)}`), { code: e.code }));
-      reject(Object.assign(new Error(`${cmd} ${args.join(' ')}: ${(stderr || e.message).trim()}`), { code: String(e.code ?? '') }));
-    });
-    if (input !== undefined) child.stdin?.end(input);
-  });
+  private async run(cmd: string, args: string[], input?: string): Promise<string> {
+    try {
+      return (await this.runner.run(cmd, args, input)).stdout;
+    } catch (err) {
+      const e = err as Error & { code?: string | number; stderr?: string };
+      if (e.code === 'ENOENT') throw e;
+      // The command never ran (spawn EMFILE, EAGAIN…, or the helper died): say why.
+      if (typeof e.code === 'string') throw Object.assign(new Error(`${cmd}: ${describeFdError(e as NodeJS.ErrnoException)}`), { code: e.code });
+      throw Object.assign(new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`), { code: String(e.code ?? '') });
+    }
+  }
 }
