@@ -87,6 +87,8 @@ const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int 
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 const c_clock_gettime = libc.func('int clock_gettime(int clock, uintptr_t ts)');
+const c_prctl = libc.func('int prctl(int option, ...)');
+const PR_SET_NAME = 15;
 
 /** errno of the last failed call on this thread (koffi saves it right after the call). */
 export function errno(): number {
@@ -170,6 +172,11 @@ export function getsockname(fd: number, addr: number, lengthAddr: number): void 
 
 export function eventfd(initval: number, flags: number): number {
   return check(c_eventfd(initval, flags) as number, 'eventfd');
+}
+
+/** Names the calling thread (15 bytes at most), as top -H, perf and /proc/<pid>/task/<tid>/comm show it. Best effort. */
+export function setThreadName(name: string): void {
+  c_prctl(PR_SET_NAME, 'const char *', name.slice(0, 15));
 }
 
 // ---- hot-path wrappers: return the raw result (-1 on error, read errno()) ----
