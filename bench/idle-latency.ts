@@ -138,6 +138,12 @@ for (const phase of phases) {
       if (cproxy) row.push(ratio(fig('agent', phase, s.intervalS, key), fig('cproxy', phase, s.intervalS, key)));
       lines.push(`| ${row.join(' | ')} |`);
     }
+    // Lost pings are part of the result: a run with few replies weighs as much as a full one in the medians.
+    const replies = (plane: string) => {
+      const xs = runs.filter((r) => r.plane === plane).map((r) => r[phase]?.find((x) => x.intervalS === s.intervalS)).filter((x) => x !== undefined);
+      return `${xs.reduce((a, x) => a + x!.received, 0)}/${xs.reduce((a, x) => a + x!.sent, 0)}`;
+    };
+    lines.push(`| replies @ ${s.intervalS} s, all repetitions | ${PLANES.map((p) => replies(p.id)).join(' | ')} |${cproxy ? ' |' : ''}`);
   }
   lines.push('');
 }

@@ -37,8 +37,8 @@ export const PLANES: readonly PlaneSpec[] = [
   { id: 'host-gw', short: 'host-gw', label: 'plain routing (host-gw), the ceiling', dataplane: 'host-gw' },
   { id: 'kernel-vxlan', short: 'kernel vxlan', label: "kernel vxlan (flannel's vxlan backend)", dataplane: 'kernel-vxlan' },
   // The latency reference: an independent forwarder with the C proxy's structure (one thread, poll, one
-  // syscall per packet each way) and flannel's wire format, sharing none of our code. flannel's C proxy
-  // itself cannot be built here, and our agent run C-proxy-style would share the agent's own defects.
+  // syscall per packet each way) and flannel's wire format, sharing none of our code; it needs nothing
+  // outside the repository. flannel's C proxy itself is CPROXY_PLANE, measured when --cproxy names it.
   {
     id: 'reference',
     short: 'reference fwd',

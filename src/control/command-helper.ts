@@ -10,7 +10,8 @@
 // input?}; reply {id, stdout, stderr, error} where error is null or
 // {message, code} with execFile's code (the exit status, or an errno name
 // when the command could not start). It exits when its stdin closes, so it
-// never outlives the agent, even after kill -9.
+// never outlives the agent, even after kill -9, and ignores the signals sent
+// to the agent's process group, so the agent can still clean up on SIGTERM.
 import { execFile } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -56,5 +57,8 @@ function serve(line: string): void {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  // Signals to the agent's process group (SIGTERM from a supervisor, Ctrl-C) are the agent's to act on:
+  // it still needs the helper to remove its rules, and closes the pipe when it is done.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => undefined);
   createInterface({ input: process.stdin }).on('line', serve).on('close', () => process.exit(0));
 }
