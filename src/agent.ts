@@ -13,6 +13,7 @@ import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
 // Type only: kube mode loads its client when chosen (it costs ~70 MB of RSS; docs/design.md).
 import type { KubeSubnetManager } from './control/kube-subnet-manager.js';
 import { IpMasq } from './control/ip-masq.js';
+import { CommandRunner } from './control/command-runner.js';
 import { forwardRulesKeeper } from './control/forward-rules.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { checkLeases, localAddresses, type LeaseRejectReason } from './control/lease-sanity.js';
@@ -109,6 +110,7 @@ export class Agent {
   private kube?: KubeSubnetManager;
   private ipMasq?: IpMasq;
   private forwardRules?: IpMasq;
+  private commands?: CommandRunner;
   /** The UDP port in use: --port, or Backend.Port from the etcd network config. */
   port = 0;
   /** Called when the agent cannot go on (its etcd lease was revoked); the CLI stops it. */
@@ -272,12 +274,15 @@ export class Agent {
         const addressing = { tunName: opts.tunName, subnet, network, mtu };
         if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
         else await configureKeptTun(addressing, log);
+        // One command helper runs every later iptables for both rule sets, so the agent never forks again.
+        if (opts.ipMasq || opts.forwardRules) this.commands = new CommandRunner(log);
+        const runner = this.commands;
         if (opts.ipMasq) {
-          this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log, runner });
           await this.ipMasq.start();
         }
         if (opts.forwardRules) {
-          this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log });
+          this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log, runner });
           await this.forwardRules.start();
         }
       });
@@ -510,6 +515,8 @@ export class Agent {
     this.ipMasq = undefined;
     await (keep ? this.forwardRules?.detach() : this.forwardRules?.stop());
     this.forwardRules = undefined;
+    await this.commands?.close();
+    this.commands = undefined;
     await this.dataPlane?.stop({ removeDevice: !keep });
     this.dataPlane = undefined;
     // The etcd lease is left in place: a restarted agent finds it and keeps its subnet.

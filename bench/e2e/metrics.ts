@@ -30,7 +30,27 @@ export type MetricKey =
   | 'syscallsPerPacket'
   | 'heapBeforeMiB'
   | 'heapAfterMiB'
-  | 'idleBusyCpus';
+  | 'idleBusyCpus'
+  | IdleMetricKey;
+
+/** Issue 21: ping RTT avg / p99 and forwarding threads' CPU per ping, pings 0.02 s, 0.2 s or 1 s apart (bench/e2e/idle-latency.ts). */
+export type IdleMetricKey = `idle${'002' | '02' | '1'}${'AvgMs' | 'P99Ms' | 'CpuUs'}`;
+
+export function idleKey(intervalS: number, what: 'AvgMs' | 'P99Ms' | 'CpuUs'): IdleMetricKey {
+  return `idle${intervalS === 0.02 ? '002' : intervalS === 0.2 ? '02' : '1'}${what}`;
+}
+
+function idleMetrics(): MetricSpec[] {
+  const out: MetricSpec[] = [];
+  for (const s of [0.02, 0.2, 1]) {
+    out.push(
+      { key: idleKey(s, 'AvgMs'), header: `ping avg, ${s} s apart, fresh`, title: `ping RTT avg, pings ${s} s apart, fresh forwarders`, unit: 'ms', better: 'lower', decimals: 3, chart: false, table: 'latency' },
+      { key: idleKey(s, 'P99Ms'), header: `ping p99, ${s} s apart, fresh`, title: `ping RTT p99, pings ${s} s apart, fresh forwarders`, unit: 'ms', better: 'lower', decimals: 3, chart: false, table: 'latency' },
+      { key: idleKey(s, 'CpuUs'), header: `forwarding CPU per ping, ${s} s apart`, title: `forwarding threads' CPU per ping, pings ${s} s apart`, unit: 'µs', better: 'lower', decimals: 0, chart: false, table: 'latency' },
+    );
+  }
+  return out;
+}
 
 export interface MetricSpec {
   key: MetricKey;
@@ -101,6 +121,7 @@ export const METRICS: readonly MetricSpec[] = [
   { key: 'rrLoadTcpGbps', header: 'TCP stream during loaded RR', title: 'the iperf3 TCP stream alongside the loaded RR runs', unit: 'Gbit/s', better: 'none', decimals: 2, chart: false, table: 'latency' },
   { key: 'rrStalledRuns', header: 'RR runs stalled by a lost reply', title: 'sockperf runs stalled by a lost UDP reply (run again)', unit: '', better: 'lower', decimals: 0, chart: false, table: 'latency' },
   // Not a property of the plane: how disturbed the machine was; well above 0 means someone else was busy.
+  ...idleMetrics(),
   { key: 'idleBusyCpus', header: 'busy before traffic', title: 'CPUs busy with no traffic of ours', unit: 'CPUs', better: 'none', decimals: 2, chart: false, table: 'throughput' },
 ];
 

@@ -1,7 +1,8 @@
 // Command-line flags of the end-to-end benchmark, turned into the plan it follows.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { PLANE_IDS, planeById, type PlaneSpec } from './planes.js';
+import { PLANE_IDS, planeById, CPROXY_PLANE, type PlaneSpec } from './planes.js';
+import { cproxyPath } from './cproxy.js';
 
 export interface BenchPlan {
   quick: boolean;
@@ -31,6 +32,8 @@ export interface BenchPlan {
   /** The previous recorded run, for targets that compare with "before" (absent: those are n/a). */
   baselineFile: string;
   outDir: string;
+  /** flannel's C proxy binary (--cproxy PATH or FLANNEL_CPROXY): measured as the first plane. */
+  cproxyPath?: string;
 }
 
 /** The planes the latency targets compare. */
@@ -43,6 +46,8 @@ export const USAGE = `Usage: npm run bench -- [--quick] [--latency-only] [--reps
   --reps N        repetitions per data plane, interleaved across planes [default: 3]
   --only LIST     comma-separated data planes [default: all: ${PLANE_IDS.join(',')}]
   --out DIR       where latest.{md,json,svg} go [default: bench/results]
+  --cproxy PATH   flannel's C proxy (bash ../shared/anchors/flannel-cproxy/build.sh PATH), measured
+                  as a plane of this run [default: FLANNEL_CPROXY; absent: not measured]
   --baseline FILE an earlier run's latest.json, for the "not lower than before" target
                   [default: bench/results/latest.json, read before this run writes anything]
 
@@ -62,6 +67,7 @@ export function parsePlan(argv: string[], defaultOutDir: string): BenchPlan | 'h
       only: { type: 'string' },
       out: { type: 'string' },
       baseline: { type: 'string' },
+      cproxy: { type: 'string' },
       'latency-only': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -74,11 +80,15 @@ export function parsePlan(argv: string[], defaultOutDir: string): BenchPlan | 'h
   const ids = values.only === undefined ? PLANE_IDS : values.only.split(',').map((s) => s.trim()).filter(Boolean);
   if (ids.length === 0) throw new Error('--only needs at least one data plane');
   // Table order, whatever order --only named them in.
+  const cproxy = cproxyPath(values.cproxy);
   const wanted = new Set(ids.map((id) => planeById(id).id));
+  if (cproxy && values.only === undefined) wanted.add(CPROXY_PLANE.id);
+  if (wanted.has(CPROXY_PLANE.id) && !cproxy) throw new Error('--only cproxy needs --cproxy PATH (or FLANNEL_CPROXY)');
   return {
     quick,
     reps,
-    planes: PLANE_IDS.filter((id) => wanted.has(id)).map(planeById),
+    planes: [CPROXY_PLANE.id, ...PLANE_IDS].filter((id) => wanted.has(id)).map(planeById),
+    cproxyPath: cproxy,
     tcpSeconds: quick ? 2 : 5,
     tcpOmitSeconds: 1,
     udpRatesPps: quick ? QUICK_SWEEP : FULL_SWEEP,

@@ -20,14 +20,25 @@ export interface PlaneSpec {
    * on every node, keeping the VTEP MACs.
    */
   agentVxlanArgs?: string[];
+  /** flannel's C proxy on a 'none' testbed (bench/e2e/cproxy.ts); only with --cproxy PATH. */
+  cproxy?: boolean;
 }
+
+/** flannel's own C proxy, measured when the run is given its binary (--cproxy PATH or FLANNEL_CPROXY). */
+export const CPROXY_PLANE: PlaneSpec = {
+  id: 'cproxy',
+  short: 'C proxy',
+  label: "flannel's own C udp proxy (pkg/backend/udp/proxy_amd64.c, unchanged, built from ../shared/anchors/flannel-cproxy), measured in this run",
+  dataplane: 'none',
+  cproxy: true,
+};
 
 export const PLANES: readonly PlaneSpec[] = [
   { id: 'host-gw', short: 'host-gw', label: 'plain routing (host-gw), the ceiling', dataplane: 'host-gw' },
   { id: 'kernel-vxlan', short: 'kernel vxlan', label: "kernel vxlan (flannel's vxlan backend)", dataplane: 'kernel-vxlan' },
   // The latency reference: an independent forwarder with the C proxy's structure (one thread, poll, one
-  // syscall per packet each way) and flannel's wire format, sharing none of our code. flannel's C proxy
-  // itself cannot be built here, and our agent run C-proxy-style would share the agent's own defects.
+  // syscall per packet each way) and flannel's wire format, sharing none of our code; it needs nothing
+  // outside the repository. flannel's C proxy itself is CPROXY_PLANE, measured when --cproxy names it.
   {
     id: 'reference',
     short: 'reference fwd',
@@ -68,7 +79,7 @@ export function clusterOptionsFor(plane: PlaneSpec): ClusterOptions {
 }
 
 export function planeById(id: string): PlaneSpec {
-  const plane = PLANES.find((p) => p.id === id);
+  const plane = id === CPROXY_PLANE.id ? CPROXY_PLANE : PLANES.find((p) => p.id === id);
   if (!plane) throw new Error(`unknown data plane "${id}"; known: ${PLANE_IDS.join(', ')}`);
   return plane;
 }

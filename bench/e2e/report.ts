@@ -25,11 +25,13 @@ function rowLabel(m: MetricSpec): string {
 }
 
 function figureRows(results: BenchResults, table: MetricSpec['table']): { header: string[]; rows: string[][] } {
-  const header = ['', ...results.planes.map((p) => p.short), 'C proxy (ref.)'];
+  // The issue's quoted C proxy figures only when the real one was not measured in this run (--cproxy).
+  const quoted = !results.planes.some((p) => p.id === 'cproxy');
+  const header = ['', ...results.planes.map((p) => p.short), ...(quoted ? ['C proxy (ref.)'] : [])];
   const rows = METRICS.filter((m) => m.table === table).map((m) => [
     rowLabel(m),
     ...results.planes.map((p) => formatSpread(results.summaries[p.id]?.[m.key], m)),
-    results.reference.figures[m.key] === undefined ? '' : `${results.reference.figures[m.key]}*`,
+    ...(quoted ? [results.reference.figures[m.key] === undefined ? '' : `${results.reference.figures[m.key]}*`] : []),
   ]);
   return { header, rows };
 }
@@ -137,8 +139,10 @@ export function markdownReport(results: BenchResults): string {
     '',
     markdownTable(latency.header, latency.rows),
     '',
-    `\\* ${results.reference.label}. flannel's own C proxy cannot be built here; the latency reference measured in this run is the ` +
-      '**reference fwd** column, an independent forwarder with the C proxy\'s structure (bench/reference/udp_proxy.py).',
+    results.planes.some((p) => p.id === 'cproxy')
+      ? "**C proxy**: flannel's own C proxy, measured in this run (--cproxy)."
+      : `\\* ${results.reference.label}. flannel's own C proxy was not measured in this run (npm run bench -- --cproxy PATH measures it); the latency reference measured in this run is the ` +
+        '**reference fwd** column, an independent forwarder with the C proxy\'s structure (bench/reference/udp_proxy.py).',
     '',
     '## Targets',
     '',

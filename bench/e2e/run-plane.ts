@@ -11,6 +11,9 @@ import { RR_PERCENTILES, rrKey, type RepResult } from './metrics.js';
 import type { BenchPlan } from './options.js';
 import { clusterOptionsFor, isAgentPlane, type PlaneSpec } from './planes.js';
 import { udpSweep } from './udp-sweep.js';
+import { startCproxies } from './cproxy.js';
+import { measureIdleLatency } from './idle-latency.js';
+import { idleKey } from './metrics.js';
 import { measureRr, underTcpStream, type LatencyPlan, type RrMeasurement, type RrProtocol } from './latency.js';
 
 const GB = 1e9;
@@ -27,6 +30,8 @@ export async function runPlaneRep(plane: PlaneSpec, rep: number, plan: BenchPlan
     if (plane.agentVxlanArgs) {
       for (const n of cluster.nodes()) vxlanAgents.push(await replaceKernelVxlanWithAgent(cluster, n.index, plane.agentVxlanArgs, plane.workers ?? 1));
     }
+    const cproxies = plane.cproxy ? await startCproxies(cluster, plan.cproxyPath!) : [];
+    await measureFresh(cluster, plane, result, progress, [...vxlanAgents, ...cproxies]);
     await measure(cluster, plane, plan, result, progress, vxlanAgents);
   } catch (err) {
     result.error = (err as Error).message;
@@ -139,6 +144,24 @@ async function measure(
     detail.agentCountersAtEnd = atEnd.totals;
     progress(`  syscalls/packet ${whole.perPacket.toFixed(2)}, worker heap ${figures.heapBeforeMiB.toFixed(1)} → ${figures.heapAfterMiB.toFixed(1)} MiB`);
   }
+}
+
+/**
+ * Issue 21, first thing on the fresh testbed: ping RTT at three spacings and the
+ * forwarding threads' CPU per ping (bench/e2e/idle-latency.ts).
+ */
+async function measureFresh(cluster: Cluster, plane: PlaneSpec, result: RepResult, progress: (line: string) => void, started: CapturedChild[]): Promise<void> {
+  const pids = started.length > 0
+    ? started.map((c) => c.pid!)
+    : cluster.nodes().map((n) => (plane.dataplane === 'agent' ? cluster.agent(n.index) : cluster.reference(n.index))?.pid).filter((p): p is number => p !== undefined);
+  const idle = await measureIdleLatency(cluster, pids);
+  for (const x of idle) {
+    result.figures[idleKey(x.intervalS, 'AvgMs')] = x.avgMs;
+    result.figures[idleKey(x.intervalS, 'P99Ms')] = x.p99Ms;
+    if (Number.isFinite(x.cpuUsPerPing)) result.figures[idleKey(x.intervalS, 'CpuUs')] = x.cpuUsPerPing;
+  }
+  result.detail.idleLatency = idle;
+  progress(`  fresh: ${idle.map((x) => `${x.intervalS} s apart ${x.avgMs.toFixed(3)}/${x.p99Ms.toFixed(3)} ms, ${Number.isFinite(x.cpuUsPerPing) ? x.cpuUsPerPing.toFixed(0) + ' µs' : 'n/a'}`).join('; ')}`);
 }
 
 /** sockperf ping-pong over UDP and TCP, first on the idle path, then alongside one iperf3 TCP stream. */

@@ -1,7 +1,7 @@
 // The ratios the project aims for, each computed from medians of this run
 // (one, marked, against an earlier recorded run), and the figures reported
 // for flannel's real C proxy (quoted, never measured here).
-import { metric, rrKey, type MetricKey } from './metrics.js';
+import { metric, rrKey, idleKey, type MetricKey } from './metrics.js';
 import type { PlaneSummary } from './summary.js';
 
 export interface TargetSpec {
@@ -35,6 +35,12 @@ export const TARGETS: readonly TargetSpec[] = [
       }),
     ),
   ),
+  // Issue 21: against flannel's own C proxy measured in the same run (n/a without --cproxy).
+  ...[0.02, 0.2, 1].flatMap((s): TargetSpec[] => [
+    { name: `agent UDP mode ping avg, ${s} s apart, fresh ÷ C proxy`, metric: idleKey(s, 'AvgMs'), numerator: 'agent', denominator: 'cproxy', op: '<=', limit: 1.0 },
+    { name: `agent UDP mode ping p99, ${s} s apart, fresh ÷ C proxy`, metric: idleKey(s, 'P99Ms'), numerator: 'agent', denominator: 'cproxy', op: '<=', limit: 1.5 },
+  ]),
+  { name: "agent UDP mode forwarding threads' CPU per ping, 0.2 s apart ÷ C proxy", metric: idleKey(0.2, 'CpuUs'), numerator: 'agent', denominator: 'cproxy', op: '<=', limit: 1.3 },
   // No regression.
   { name: 'agent TCP 1 stream ÷ kernel vxlan', metric: 'tcp1Gbps', numerator: 'agent', denominator: 'kernel-vxlan', op: '>=', limit: 0.5 },
   {

@@ -10,6 +10,7 @@
 // Kept by the masquerade rules' mechanism (ip-masq.ts: installed atomically,
 // re-checked every --iptables-resync, rebuilt when anything is missing),
 // left in place on a restart exit and removed on a clean one, like them.
+import type { CommandRunner } from './command-runner.js';
 import { formatCidr, type Cidr } from './ipv4-address.js';
 import { IpMasq, type IptablesRule, type RuleSet } from './ip-masq.js';
 
@@ -37,6 +38,6 @@ export function forwardRuleSet(network: Cidr): RuleSet {
 }
 
 /** The forward rules, kept like the masquerade rules: start(), detach() (restart exit), stop() (clean exit). */
-export function forwardRulesKeeper(opts: { network: Cidr; subnet: Cidr; resyncMs?: number; log: (line: string) => void }): IpMasq {
+export function forwardRulesKeeper(opts: { network: Cidr; subnet: Cidr; resyncMs?: number; log: (line: string) => void; runner?: CommandRunner }): IpMasq {
   return new IpMasq({ ...opts, ruleSet: forwardRuleSet(opts.network) });
 }

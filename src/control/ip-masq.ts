@@ -17,8 +17,13 @@
 // with half the rules), checked every resync period (default 5 s, flanneld's
 // --iptables-resync) and rebuilt whole when anything is missing, because the
 // order matters. stop() removes the jump and the chain.
+//
+// Every iptables runs in the command helper (command-runner.ts), a child
+// process started with the rules, before the workers: the agent never forks
+// after its workers start, not even every resync period.
 
 import { execFile } from 'node:child_process';
+import { CommandRunner } from './command-runner.js';
 import { type Cidr, formatCidr } from './ipv4-address.js';
 import { describeFdError } from '../observe/connection-limits.js';
 
@@ -72,7 +77,12 @@ export interface IpMasqOptions {
   log: (line: string) => void;
   /** Another chain kept the same way (forward-rules.ts); default: the masquerade rules. */
   ruleSet?: RuleSet;
+  /** The command helper to run iptables in, shared by the agent's rule sets; default: one of its own. */
+  runner?: CommandRunner;
 }
+
+/** Runs a command as execFile would: resolves its stdout, rejects with `code` = exit status or errno name. */
+export type RunCommand = (cmd: string, args: string[], input?: string) => Promise<string>;
 
 /**
  * One chain of ours and the jumps to it, kept by IpMasq's mechanism: installed
@@ -97,8 +107,14 @@ export class IpMasq {
   private checking: Promise<void> = Promise.resolve();
   private stopped = false;
   private lastError = '';
+  private readonly runner: CommandRunner;
+  private readonly ownsRunner: boolean;
+  private readonly exec: RunCommand;
 
   constructor(private readonly opts: IpMasqOptions) {
+    this.runner = opts.runner ?? new CommandRunner(opts.log);
+    this.ownsRunner = opts.runner === undefined;
+    this.exec = helperExec(this.runner);
     this.set = opts.ruleSet ?? {
       table: 'nat',
       chain: MASQ_CHAIN,
@@ -111,7 +127,14 @@ export class IpMasq {
     this.rules = this.set.rules;
   }
 
+  /** The command helper's pid (for tests and the log). */
+  get helperPid(): number | undefined {
+    return this.runner.pid;
+  }
+
+  /** Starts the command helper and installs the rules: call before the workers start. */
   async start(): Promise<void> {
+    this.runner.start();
     try {
       await this.install();
     } catch (err) {
@@ -130,6 +153,7 @@ export class IpMasq {
     this.stopped = true;
     clearInterval(this.timer);
     await this.checking;
+    if (this.ownsRunner) await this.runner.close();
   }
 
   /** Removes the jump and the chain. Best effort and quiet: a rule already gone is what we want. */
@@ -138,17 +162,18 @@ export class IpMasq {
     clearInterval(this.timer);
     await this.checking;
     await this.uninstall();
+    if (this.ownsRunner) await this.runner.close();
   }
 
   private async install(): Promise<void> {
     // -N fails if the chain exists; either way it is there afterwards.
     const { table, chain } = this.set;
-    await iptables(['-t', table, '-N', chain]).catch((err: Error & { code?: string }) => {
+    await iptables(this.exec, ['-t', table, '-N', chain]).catch((err: Error & { code?: string }) => {
       if (err.code === 'ENOENT') throw err;
     });
-    await run('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules, chain, table));
+    await this.exec('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules, chain, table));
     for (const jump of this.rules.filter((r) => r.chain !== chain)) {
-      if (!(await this.exists(jump))) await iptables(['-t', table, '-A', jump.chain, ...jump.spec]);
+      if (!(await this.exists(jump))) await iptables(this.exec, ['-t', table, '-A', jump.chain, ...jump.spec]);
     }
   }
 
@@ -172,29 +197,32 @@ export class IpMasq {
   }
 
   private async uninstall(): Promise<void> {
-    await removeChain(this.set.table, this.set.chain, this.rules.filter((r) => r.chain !== this.set.chain));
+    await removeChain(this.set.table, this.set.chain, this.rules.filter((r) => r.chain !== this.set.chain), this.exec);
     this.opts.log(`${this.set.flag.slice(2)}: removed ${this.set.chain} and its jump from ${this.rules.filter((r) => r.chain !== this.set.chain).map((r) => r.chain).join(', ')}`);
   }
 
   private async exists(rule: IptablesRule): Promise<boolean> {
-    return ruleExists(rule);
+    return ruleExists(rule, this.exec);
   }
 }
 
-/** Deletes every copy of the jumps (an earlier crashed run may have left one too), then the chain. Quiet. */
-export async function removeChain(table: string, chain: string, jumps: readonly IptablesRule[]): Promise<void> {
+/**
+ * Deletes every copy of the jumps (an earlier crashed run may have left one too), then the chain. Quiet.
+ * Runs iptables directly unless given the agent's command helper (`flannel-udp cleanup` has no workers to protect).
+ */
+export async function removeChain(table: string, chain: string, jumps: readonly IptablesRule[], exec: RunCommand = execDirect): Promise<void> {
   for (const jump of jumps) {
-    for (let i = 0; i < 10 && (await ruleExists(jump).catch(() => false)); i++) {
-      await iptables(['-t', table, '-D', jump.chain, ...jump.spec]).catch(() => undefined);
+    for (let i = 0; i < 10 && (await ruleExists(jump, exec).catch(() => false)); i++) {
+      await iptables(exec, ['-t', table, '-D', jump.chain, ...jump.spec]).catch(() => undefined);
     }
   }
-  await iptables(['-t', table, '-F', chain]).catch(() => undefined);
-  await iptables(['-t', table, '-X', chain]).catch(() => undefined);
+  await iptables(exec, ['-t', table, '-F', chain]).catch(() => undefined);
+  await iptables(exec, ['-t', table, '-X', chain]).catch(() => undefined);
 }
 
-async function ruleExists(rule: IptablesRule): Promise<boolean> {
+async function ruleExists(rule: IptablesRule, exec: RunCommand): Promise<boolean> {
   try {
-    await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
+    await iptables(exec, ['-t', rule.table, '-C', rule.chain, ...rule.spec]);
     return true;
   } catch (err) {
     // iptables -C exits 1 when the rule (or its chain) is not there. Anything
@@ -205,12 +233,28 @@ async function ruleExists(rule: IptablesRule): Promise<boolean> {
   }
 }
 
-function iptables(args: string[]): Promise<string> {
+function iptables(exec: RunCommand, args: string[]): Promise<string> {
   // --wait: take the xtables lock in turn with kube-proxy and friends instead of failing.
-  return run('iptables', ['--wait', ...args]);
+  return exec('iptables', ['--wait', ...args]);
 }
 
-function run(cmd: string, args: string[], input?: string): Promise<string> {
+/** A command run in the helper, with the errors execDirect gives. */
+function helperExec(runner: CommandRunner): RunCommand {
+  return async (cmd, args, input) => {
+    try {
+      return (await runner.run(cmd, args, input)).stdout;
+    } catch (err) {
+      const e = err as Error & { code?: string | number; stderr?: string };
+      if (e.code === 'ENOENT') throw e;
+      // The command never ran (spawn EMFILE, EAGAIN…, or the helper died): say why.
+      if (typeof e.code === 'string') throw Object.assign(new Error(`${cmd}: ${describeFdError(e as NodeJS.ErrnoException)}`), { code: e.code });
+      throw Object.assign(new Error(`${cmd} ${args.join(' ')}: ${(e.stderr || e.message).trim()}`), { code: String(e.code ?? '') });
+    }
+  };
+}
+
+/** A command forked from this process: only where no worker runs (the cleanup command). */
+function execDirect(cmd: string, args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);

@@ -103,7 +103,6 @@ export class Forwarder {
   private readonly controlSequence: Int32Array;
   private leaseTable: LeaseTable;
   private lastControlSequence = 0;
-  private nextHeapSampleMs = 0;
   private readonly clock = new WallClock();
   private readonly icmpLimiter = new IcmpRateLimiter();
   private observer: ForwarderObserver | undefined;
@@ -143,6 +142,7 @@ export class Forwarder {
     if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
     this.c[Counter.LeaseTableVersion] = cfg.leases.version;
     this.heartbeat();
+    this.sampleHeap();
     if (cfg.capture) this.observe().startCapture(cfg.capture);
     if (cfg.capture) this.tun.capture = this.observer;
     if (cfg.trace) this.startTrace(cfg.trace);
@@ -409,31 +409,43 @@ export class Forwarder {
 
   // ---- control and observation: between batches, never per packet ----
 
-  /** Once per loop turn: the time (without allocating, see WallClock), the observer's timers, the heap sample. */
+  /**
+   * Once per loop turn, after its forwarding: the time (without allocating,
+   * see WallClock) and the observer's timers. Nothing here allocates: a worker
+   * that allocates nothing in the steady state never collects garbage
+   * (docs/design.md, "Latency after idle").
+   */
   heartbeat(): void {
     this.clock.readInto(this.c, Counter.HeartbeatMs);
-    const now = this.c[Counter.HeartbeatMs];
-    this.observer?.tick(now);
-    if (now >= this.nextHeapSampleMs) {
-      // Allocates one object, once a second: off the per-packet path.
-      this.c[Counter.HeapUsedBytes] = getHeapStatistics().used_heap_size;
-      this.nextHeapSampleMs = now + 1000;
-    }
+    this.observer?.tick(this.c[Counter.HeartbeatMs]);
   }
 
-  /** The next heartbeat samples the heap: the rehearsal runs that once-a-second branch too. */
-  sampleHeapSoon(): void {
-    this.nextHeapSampleMs = 0;
+  /**
+   * The worker's V8 heap into its counter. getHeapStatistics() allocates its
+   * result, so it runs only where the worker allocates anyway: at start and
+   * after handling control messages. In between the heap cannot change, as
+   * nothing in the steady state allocates (test/unit/worker-no-gc.test.ts).
+   */
+  sampleHeap(): void {
+    this.c[Counter.HeapUsedBytes] = getHeapStatistics().used_heap_size;
   }
 
   /** Handles the control messages posted since the last look, if any (one shared-memory read when none). */
   checkControl(): void {
     const sequence = Atomics.load(this.controlSequence, 0);
-    if (sequence === this.lastControlSequence) return;
+    if (sequence !== this.lastControlSequence) this.handleControl(sequence);
+  }
+
+  /**
+   * Its own function, called rarely: V8 then does not inline it into the
+   * loop, so a message of a shape it has not seen (or the first stop) throws
+   * away this function's optimised code only, never the loop's.
+   */
+  private handleControl(sequence: number): void {
     this.lastControlSequence = sequence;
     for (;;) {
       const received = receiveMessageOnPort(this.cfg.controlPort);
-      if (received === undefined) return;
+      if (received === undefined) return this.sampleHeap();
       const msg = received.message as WorkerControlMessage;
       if (msg.type === 'leases') {
         // The new table replaces the old one between two batches: packets

@@ -88,6 +88,8 @@ const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int 
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 const c_clock_gettime = libc.func('int clock_gettime(int clock, uintptr_t ts)');
+const c_prctl = libc.func('int prctl(int option, ...)');
+const PR_SET_NAME = 15;
 
 /** errno of the last failed call on this thread (koffi saves it right after the call). */
 export function errno(): number {
@@ -177,6 +179,11 @@ export function eventfd(initval: number, flags: number): number {
   return check(c_eventfd(initval, flags) as number, 'eventfd');
 }
 
+/** Names the calling thread (15 bytes at most), as top -H, perf and /proc/<pid>/task/<tid>/comm show it. Best effort. */
+export function setThreadName(name: string): void {
+  c_prctl(PR_SET_NAME, 'const char *', name.slice(0, 15));
+}
+
 // ---- hot-path wrappers: return the raw result (-1 on error, read errno()) ----
 //
 // Addresses may be passed as bigint (see Pointers): a pointer is above 2^31,
@@ -223,6 +230,17 @@ export class WallClock {
     c_clock_gettime(0, this.ts.pointer);
     const v = this.ts.view;
     target[index] = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * 1000 + Math.floor(v.getUint32(8, true) / 1_000_000);
+  }
+}
+
+/** CLOCK_MONOTONIC in ms (fractional), also without garbage: for intervals, as performance.now() (which allocates an array per call). */
+export class MonotonicClock {
+  private readonly ts = new NativeMemory(16);
+
+  readInto(target: Float64Array, index: number): void {
+    c_clock_gettime(1, this.ts.pointer);
+    const v = this.ts.view;
+    target[index] = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * 1000 + v.getUint32(8, true) / 1_000_000;
   }
 }
 

@@ -1,6 +1,6 @@
 // The rehearsal: before a worker says it is ready, it forwards a few thousand
 // made-up packets each way through the very classes it is about to run
-// (Forwarder, KernelTun, KernelBind, the encapsulation, WorkerLoop.turn), on
+// (Forwarder, KernelTun, KernelBind, the encapsulation, WorkerLoop.run), on
 // private descriptors: an AF_UNIX datagram socketpair stands in for the TUN
 // queue (read() and write() keep packet boundaries as a TUN does) and
 // loopback UDP sockets for the underlay. Nothing reaches flannel0 or the
@@ -181,7 +181,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       memory,
       () => {},
     );
-    const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters });
+    const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, pollTimeoutMs: 0 });
     const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes);
     const agentPort = portOf(agent.udpFd);
     const wakeValue = new libc.NativeMemory(8);
@@ -193,9 +193,12 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       if (t % CONTROL_EVERY === CONTROL_EVERY - 1 && t < turns / 2) {
         // A lease update as the main thread posts one: message, sequence, eventfd.
         channel.port1.postMessage({ type: 'leases', snapshot: snapshot() });
+        // Once, a stop too: the loop's way out (the stop branch, the loop's
+        // exit) then has V8 feedback, and a real stop later does not throw
+        // the optimised loop away on its way out.
+        if (t === CONTROL_EVERY - 1) channel.port1.postMessage({ type: 'stop' });
         Atomics.add(controlSequence, 0, 1);
         libc.write(agent.wakeFd, wakeValue.address, 8);
-        forwarder.sampleHeapSoon();
       }
       if (t === BURSTS.length && counters[Counter.UdpSentPackets] === 0 && counters[Counter.TunWrittenPackets] === 0) {
         // Loopback carries nothing here (it is down in this network namespace, say): warming failure paths is no rehearsal.
@@ -205,7 +208,10 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       outboundSent += driver.writeToTun(n, t);
       inboundSent += driver.sendToAgent(n, t, agentPort);
       // Both are queued in the kernel before the turn: poll() returns at once.
-      loop.turn(100);
+      // Two turns: the second finds nothing (poll() times out at once), so the
+      // loop's way back to poll() and its idle branch are rehearsed too.
+      loop.run(2);
+      forwarder.stopping = false; // after the rehearsed stop
       driver.drain();
     }
     return {

@@ -2,11 +2,20 @@
 // its UDP socket or its wake-up eventfd, then let the forwarder drive both
 // directions until they are drained. Latency lives here (how a sleeping
 // thread is woken), throughput in forwarder.ts.
+//
+// The whole loop is one function, run(), entered once and never left while
+// the worker lives: poll() is a call from code V8 has optimised, and the
+// instructions between a wake-up and the first recvmmsg()/read() are that
+// code's, not a fresh entry into a function called once per wake-up (which
+// V8 kept in its baseline tier: docs/design.md, "Latency after idle").
+// Bookkeeping (the heartbeat's clock, the observer's timers) comes after the
+// forwarding it would otherwise delay.
 import * as libc from './libc.js';
 import { Counter } from './worker-stats.js';
 import type { Forwarder } from './forwarder.js';
 
-const POLL_TIMEOUT_MS = 1000;
+/** How long an idle worker sleeps before its heartbeat moves (the main thread's stuck-worker check reads it). */
+export const POLL_TIMEOUT_MS = 1000;
 
 export interface WorkerLoopOptions {
   tunFd: number;
@@ -16,6 +25,8 @@ export interface WorkerLoopOptions {
   /** After traffic, keep polling without sleeping for this long (µs) before blocking; 0 = never. */
   busyPollUs: number;
   counters: Float64Array;
+  /** poll() timeout; default POLL_TIMEOUT_MS (the rehearsal waits less). */
+  pollTimeoutMs?: number;
 }
 
 export class WorkerLoop {
@@ -26,7 +37,10 @@ export class WorkerLoop {
   // optimised code specialised on one shape is thrown away on another.
   private readonly wakeFd: number;
   private readonly busyPollUs: number;
-  private busyUntil = 0;
+  private readonly pollTimeoutMs: number;
+  // Monotonic ms for busy polling, read into a typed array (performance.now() allocates an array per call).
+  private readonly clock = new libc.MonotonicClock();
+  private readonly now = new Float64Array(1);
 
   constructor(
     private readonly forwarder: Forwarder,
@@ -35,6 +49,7 @@ export class WorkerLoop {
     this.c = opts.counters;
     this.wakeFd = opts.wakeFd;
     this.busyPollUs = opts.busyPollUs;
+    this.pollTimeoutMs = opts.pollTimeoutMs ?? POLL_TIMEOUT_MS;
     const view = this.pollFds.view;
     [opts.tunFd, opts.udpFd, opts.wakeFd].forEach((fd, i) => {
       view.setInt32(i * libc.SIZEOF_POLLFD, fd, true);
@@ -42,44 +57,55 @@ export class WorkerLoop {
     });
   }
 
-  /** Runs until a stop message arrives. Throws on an unexpected syscall failure (the main thread restarts the worker). */
-  run(): void {
-    while (!this.forwarder.stopping) this.turn(POLL_TIMEOUT_MS);
-    this.forwarder.close();
-  }
-
-  /** One wait (at most timeoutMs) and the forwarding it wakes up for. */
-  turn(timeoutMs: number): void {
+  /**
+   * Waits and forwards until a stop message arrives if turns is 0, or for `turns` waits (the rehearsal: it runs
+   * this very function, so the code it leaves optimised is the loop's own;
+   * always pass the argument, a default value would be a branch the
+   * rehearsal never took, and V8 throws optimised code away on such a branch).
+   * Throws on an unexpected syscall failure (the main thread restarts the worker).
+   */
+  run(turns: number): void {
     const c = this.c;
     const forwarder = this.forwarder;
-    const pollFds = this.pollFds;
-    const view = pollFds.view;
-    forwarder.heartbeat();
-    // Right after traffic, look again without sleeping: the reply to what we
-    // just forwarded usually comes within microseconds, and waking a sleeping
-    // thread costs far more than that (a vCPU halt and an IPI on a VM).
-    let ready = 0;
-    if (this.busyUntil > 0) {
-      do {
-        ready = libc.poll(pollFds.pointer, 3, 0);
+    const pollFds = this.pollFds.pointer;
+    const view = this.pollFds.view;
+    const now = this.now;
+    let left = turns;
+    let busyUntil = 0;
+    while (!forwarder.stopping) {
+      // Right after traffic, look again without sleeping: the reply to what we
+      // just forwarded usually comes within microseconds, and waking a sleeping
+      // thread costs far more than that (a vCPU halt and an IPI on a VM).
+      let ready = 0;
+      if (busyUntil > 0) {
+        do {
+          ready = libc.poll(pollFds, 3, 0);
+          c[Counter.SyscallsPoll]++;
+          this.clock.readInto(now, 0);
+        } while (ready === 0 && now[0] < busyUntil);
+        busyUntil = 0;
+      }
+      if (ready === 0) {
+        ready = libc.poll(pollFds, 3, this.pollTimeoutMs);
         c[Counter.SyscallsPoll]++;
-      } while (ready === 0 && performance.now() < this.busyUntil);
-      this.busyUntil = 0;
+      }
+      if (ready > 0) {
+        if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(this.wakeFd, this.wakeValue.pointer, 8);
+        forwarder.checkControl();
+        // While either side has work, bypass poll() (flannel's trick): a read that
+        // finds nothing costs less than the poll() that would have told us so.
+        const rounds = forwarder.drive(view.getInt16(6, true) !== 0, view.getInt16(libc.SIZEOF_POLLFD + 6, true) !== 0);
+        if (rounds > 0 && this.busyPollUs > 0) {
+          this.clock.readInto(now, 0);
+          busyUntil = now[0] + this.busyPollUs / 1000;
+        }
+      } else if (ready < 0) {
+        const e = libc.errno();
+        if (e !== libc.EINTR) throw new libc.SyscallError('poll', e);
+      }
+      // After the packets went out, never between a wake-up and its forwarding.
+      forwarder.heartbeat();
+      if (left > 0 && --left === 0) return;
     }
-    if (ready === 0) {
-      ready = libc.poll(pollFds.pointer, 3, timeoutMs);
-      c[Counter.SyscallsPoll]++;
-    }
-    if (ready < 0) {
-      const e = libc.errno();
-      if (e === libc.EINTR) return;
-      throw new libc.SyscallError('poll', e);
-    }
-    if (view.getInt16(2 * libc.SIZEOF_POLLFD + 6, true) !== 0) libc.read(this.wakeFd, this.wakeValue.pointer, 8);
-    forwarder.checkControl();
-    // While either side has work, bypass poll() (flannel's trick): a read that
-    // finds nothing costs less than the poll() that would have told us so.
-    const rounds = forwarder.drive(view.getInt16(6, true) !== 0, view.getInt16(libc.SIZEOF_POLLFD + 6, true) !== 0);
-    if (rounds > 0 && this.busyPollUs > 0) this.busyUntil = performance.now() + this.busyPollUs / 1000;
   }
 }

@@ -24,7 +24,7 @@ export const Counter = {
   HeartbeatMs: 17, // Date.now() of the worker's last loop turn: detects a stuck worker
   Restarts: 18, // maintained by the main thread
   PoolSlots: 19, // fixed at start: pool size, to show the pool never grows
-  HeapUsedBytes: 20, // the worker isolate's V8 heap, sampled once a second: flat when nothing allocates per packet
+  HeapUsedBytes: 20, // the worker isolate's V8 heap, sampled at start and after control messages: nothing else allocates (worker-no-gc.test.ts)
   SuperPacketsSplit: 21, // TSO/USO super-packets read from the TUN and cut into wire-sized packets
   SegmentsFromSplit: 22,
   GsoSends: 23, // messages sent with UDP_SEGMENT (each becomes several datagrams)

@@ -211,7 +211,7 @@ export const WORKER_METRICS: readonly FamilySpec[] = [
   {
     name: 'flannel_udp_worker_heap_bytes',
     type: 'gauge',
-    help: "The worker isolate's used V8 heap, sampled once a second (flat when nothing is allocated per packet).",
+    help: "The worker isolate's used V8 heap, sampled at start and after each control message (nothing else in a worker allocates, so it cannot change in between).",
     series: [{ counter: 'HeapUsedBytes' }],
   },
   {

@@ -273,7 +273,7 @@ crash.run();
 
 // ---------------------------------------------------------------------------
 
-const spawnFail = suite('the --ip-masq repair loop says why it could not check, instead of "rule missing"');
+const spawnFail = suite('the --ip-masq repair loop keeps checking when the agent has no descriptor left (iptables runs in the command helper)');
 let one: Cluster;
 
 spawnFail.before(async () => {
@@ -283,14 +283,16 @@ spawnFail.after(async () => {
   await one?.destroy();
 });
 
-spawnFail('with no descriptor left, the log names EMFILE, not a missing rule; the rules are intact and removed at the end', async () => {
+spawnFail('with no descriptor left in the agent, no check fails and no rule is reported missing; the rules are intact and removed at the end', async () => {
   const ns = one.node(1).ns;
   const child = one.spawn(ns, 'sh', ['-c', 'ulimit -n 128 && exec "$0" "$@"', process.execPath, join(supportDir, 'ipmasq-emfile.js')]);
   const exit = await child.exited;
   const out = child.log.text();
   assert.is(exit.code, 0, out);
   assert.match(out, /holding \d+ descriptors/);
-  assert.match(out, /ip-masq: checking the rules failed: iptables: spawn iptables EMFILE: too many open files \((all|\d+ of) 128 in use\); retrying/);
+  // Before the command helper, the check itself could not be spawned here (EMFILE, logged as such);
+  // now the helper, with its own descriptors, runs it.
+  assert.not.match(out, /checking the rules failed/, out);
   assert.not.match(out, /rule missing/, out);
   assert.equal((await natRules(ns)).filter((l) => /FLANNEL-POSTRTG|flanneld masq/.test(l)), []);
 });

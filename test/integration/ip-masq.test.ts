@@ -3,10 +3,13 @@
 // kept in place and removed when the agent exits. The "external" host is a
 // namespace of this test on the underlay bridge (192.0.2.200) with no route
 // back to the pod network, so only masquerading can make replies arrive.
+// The agent never forks once its workers run: iptables runs in its command
+// helper (src/control/command-runner.ts), traced here with perf trace.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { ping } from '../../src/testbed/measure.js';
 import { run, runInNetns, spawnInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
@@ -88,6 +91,31 @@ masq('a deleted rule is put back within the resync period', async () => {
   );
   assert.ok(restored, 'the POSTROUTING jump came back');
   assert.ok(cluster.agent(1)!.log.snapshot().some((l) => /ip-masq: rule missing/.test(l)));
+});
+
+/** Process-creating clone/fork calls of `pid` over `seconds` (perf trace; a new thread is not one: it shares the memory). */
+async function forksOf(pid: number, seconds: number): Promise<{ forks: string[]; threads: number }> {
+  const perf = spawnInNetns(cluster.underlayNs, 'perf', ['trace', '-e', 'clone,clone3,fork,vfork', '-p', String(pid)]);
+  try {
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+  } finally {
+    await stopChild(perf, 'SIGINT', 10_000);
+  }
+  const calls = perf.log.snapshot().filter((l) => /\b(clone3?|v?fork)\(/.test(l) && !/continued/.test(l));
+  const isThread = (l: string) => /THREAD/.test(l) && /\bVM\b|CLONE_VM/.test(l);
+  return { forks: calls.filter((l) => !isThread(l)), threads: calls.filter(isThread).length };
+}
+
+masq('no fork from the agent after its workers started: every resync\'s iptables runs in the command helper, which forks instead', async () => {
+  const agent = cluster.agent(1)!.pid!;
+  const children = readdirSync(`/proc/${agent}/task`).flatMap((t) => readFileSync(`/proc/${agent}/task/${t}/children`, 'utf8').trim().split(/\s+/)).filter(Boolean).map(Number);
+  const helpers = children.filter((c) => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('command-helper.js'));
+  assert.is(helpers.length, 1, `expected one command helper among the agent's children ${children.join(',')}`);
+  // Both traced at once, over four resync periods of 1 s: the agent's calls, and the helper's as the control (the tracer sees forks).
+  const [own, helper] = await Promise.all([forksOf(agent, 4.5), forksOf(helpers[0], 4.5)]);
+  console.log(`    over 4.5 s: agent ${own.forks.length} forks (${own.threads} new threads), its command helper ${helper.forks.length} forks`);
+  assert.ok(helper.forks.length >= 2 * 7, `the helper forked ${helper.forks.length} times: expected the resync's 7 iptables -C at least twice`);
+  assert.equal(own.forks, [], 'the agent forked after its workers started');
 });
 
 masq('when the agent exits cleanly (SIGINT) its nat rules are gone, and the outside is no longer reachable from the pod', async () => {

@@ -1,6 +1,6 @@
 // Runs inside a test's namespace: starts the real --ip-masq rules (IpMasq)
-// with a fast resync, then fills this process's descriptor table, so the
-// repair loop's next `iptables -C` cannot even be spawned. Prints every log
+// with a fast resync, then fills this process's descriptor table (the agent's
+// own: its iptables run in the command helper, which has its own). Prints every log
 // line, then "released" after closing the descriptors again, and exits after
 // the loop has run once more and IpMasq has stopped.
 import { openSync, closeSync } from 'node:fs';

@@ -212,7 +212,7 @@ const f = new Forwarder({ workerIndex: 0, leases, counters, controlPort: d.port,
   vtepMac: new Uint8Array(6), peerPort: d.peerPort, mtu: 1472, pathMtu: 1472, ownNetwork: ip('10.244.1.0'), ownMask: 0xffffff00,
   node: 'n', publicIp: 0x7f000001, sendPorts: [d.udpPort] }, tun, bind, m, () => {});
 parentPort.postMessage({ ready: true });
-new WorkerLoop(f, { tunFd: d.tunFd, udpFd: d.udpFd, wakeFd: d.wakeFd, busyPollUs: 0, counters }).run();
+new WorkerLoop(f, { tunFd: d.tunFd, udpFd: d.udpFd, wakeFd: d.wakeFd, busyPollUs: 0, counters }).run(0);
 // The positive control, in this worker's young generation: 16 bytes a packet, each way, for as many packets.
 const ring = new Array(64).fill(null);
 const c0 = performance.now();

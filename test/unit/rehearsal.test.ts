@@ -19,7 +19,7 @@ const TURBOFANNED = 1 << 6;
 // forwarding path (needs Forwarder, WorkerLoop, KernelTun, KernelBind imported).
 const PATH_STATUS = `
 const fns = {
-  'WorkerLoop.turn': WorkerLoop.prototype.turn,
+  'WorkerLoop.run': WorkerLoop.prototype.run,
   'Forwarder.forwardOutbound': Forwarder.prototype.forwardOutbound,
   'Forwarder.forwardInbound': Forwarder.prototype.forwardInbound,
   'KernelTun.read': KernelTun.prototype.read,
@@ -140,7 +140,7 @@ for (let i = 0; i < 5; i++) {
   libc.write(testFd, dmem.pool.memory.address + dmem.readSlots[0], frame.length);
   batch.reset(); batch.begin(LOOPBACK, agent.sendPorts.length && !VXLAN ? agent.sendPorts[0] : portOf(agent.udpFd), 0, 1); batch.add(d, vx + inner.length); batch.end();
   dbind.send(0, batch, 0);
-  loop.turn(1000);
+  loop.run(1);
   while (libc.read(testFd, scratch.address, 70000) >= 0);
   while (libc.read(peer.udpFd, scratch.address, 70000) >= 0);
 }
