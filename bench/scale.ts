@@ -27,6 +27,7 @@ const HELP = `npm run bench:scale -- [options]
   --idle-seconds S  the steady-state window; default 30
   --transfer-mib M  the transfer between pods 1 and 2; default 128
   --out DIR         default bench/results
+  --log-dir DIR     keep the agents' logs there (default: removed with the testbed)
 `;
 
 const { values } = parseArgs({
@@ -37,6 +38,7 @@ const { values } = parseArgs({
     'idle-seconds': { type: 'string', default: '30' },
     'transfer-mib': { type: 'string', default: '128' },
     out: { type: 'string' },
+    'log-dir': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -60,7 +62,9 @@ const machine = describeMachine();
 say(`scale: ${nodes} nodes + 1 joining, source ${source}, ${workers} worker(s) per agent; load ${loadavg()[0].toFixed(2)}, ${(freemem() / 2 ** 30).toFixed(1)} GiB free`);
 
 const buildStart = Date.now();
-const s = await ScaleCluster.create({ nodes, source, workers, log: say });
+const logDir = values['log-dir'];
+if (logDir) mkdirSync(logDir, { recursive: true });
+const s = await ScaleCluster.create({ nodes, source, workers, log: say, logDir });
 const result: Record<string, unknown> = { machine, options: { nodes, source, workers, idleSeconds, transferMiB } };
 try {
   result.testbedSeconds = (Date.now() - buildStart) / 1000;
@@ -70,6 +74,7 @@ try {
   const loadBefore = loadavg()[0];
   const starting = s.startAgents();
   const meshing = s.fullMesh(180, 200);
+  meshing.catch(() => undefined); // if the start fails, that is the error to report
   await starting;
   const readyMs = Date.now() - s.agentsStartedAt;
   const mesh = await meshing;

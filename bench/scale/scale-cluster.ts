@@ -38,6 +38,8 @@ export interface ScaleOptions {
   /** extra agent arguments */
   agentArgs?: string[];
   log?: (line: string) => void;
+  /** where agent logs go; default the cluster's temp dir (removed at the end) */
+  logDir?: string;
 }
 
 const UDP_PORT = 8285;
@@ -182,7 +184,7 @@ export class ScaleCluster {
 
   private spawnAgent(i: number): CapturedChild {
     const [cmd, ...args] = this.agentCommand(i);
-    const child = this.cluster.spawn(this.cluster.node(i).ns, cmd, args, { logFile: join(this.cluster.tempDir, `agent-n${i}.log`) });
+    const child = this.cluster.spawn(this.cluster.node(i).ns, cmd, args, { logFile: join(this.opts.logDir ?? this.cluster.tempDir, `agent-n${i}.log`) });
     this.agents.set(i, child);
     return child;
   }
@@ -196,7 +198,7 @@ export class ScaleCluster {
         try {
           await waitForLine(child, /flannel-udp agent ready/, readyTimeoutMs);
         } catch (err) {
-          throw new Error(`agent on node ${k + 1} did not become ready: ${(err as Error).message}`);
+          throw new Error(`agent on node ${k + 1} did not become ready after ${Date.now() - this.agentsStartedAt} ms: ${(err as Error).message}`);
         }
       }),
     );

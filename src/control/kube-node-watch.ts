@@ -18,6 +18,7 @@
 import { KubeApiError, type KubeClient, type WatchEventType } from './kube-client.js';
 import type { KubeNode } from './kube-annotations.js';
 import { WakeableSleep } from './wakeable-sleep.js';
+import { jittered } from './jitter.js';
 
 export interface NodeWatchOptions {
   log: (line: string) => void;
@@ -210,7 +211,8 @@ export class NodeWatch {
     this.opts.log(`kube: API server reachable again after ${seconds} s; ${this.nodes.size} node(s), watching from resourceVersion ${this.resourceVersion}`);
   }
 
+  /** Jittered (half to all of ms): after an API server restart the agents' watches and lists come back spread out. */
   private sleep(ms: number): Promise<void> {
-    return this.pause.sleep(ms);
+    return this.pause.sleep(jittered(ms));
   }
 }
