@@ -79,6 +79,11 @@ try {
   const readyMs = Date.now() - s.agentsStartedAt;
   const mesh = await meshing;
   result.start = { allReadyMs: readyMs, mesh, loadBefore };
+  if (mesh.missing.length > 0) {
+    const diagnosis = await s.diagnose(mesh.missing);
+    result.start = { ...(result.start as object), diagnosis };
+    say(`pairs the mesh missed, probed again: ${JSON.stringify(diagnosis)}`);
+  }
   say(`start: all ${nodes} agents ready after ${readyMs} ms; full mesh ${mesh.reached}/${mesh.pairs} pairs, ` +
     `${mesh.fullMeshMs === undefined ? `NOT reached (${mesh.missing.slice(0, 5).join(', ')}…)` : `after ${mesh.fullMeshMs} ms`}`);
 

@@ -26,6 +26,7 @@ import type { EtcdServer } from '../../test/support/etcd-server.js';
 import { StandInProcess, KUBE_PORT, KUBE_UNDERLAY_IP } from '../../test/support/kube-nodes.js';
 import { kubeletNode } from '../../test/support/kube-standin-kit.js';
 import { percentiles, sampleProcess, type ProcSample } from './proc-stats.js';
+import { readAgentStats } from '../../test/support/agent-stats.js';
 
 export type Source = 'etcd' | 'kube';
 
@@ -246,6 +247,37 @@ export class ScaleCluster {
       }
     }
     return { reached, pairs, fullMeshMs: missing.length === 0 ? last - this.agentsStartedAt : undefined, missing, probesSent: sent };
+  }
+
+  /**
+   * For pairs the mesh missed: probe them again (bounded), and for those
+   * still silent, what the sending node's agent says (SIGUSR1): whether it
+   * holds the target's lease, the table version its workers run, its drops.
+   */
+  async diagnose(missing: string[], timeoutS = 15): Promise<Array<Record<string, unknown>>> {
+    const out: Array<Record<string, unknown>> = [];
+    const byFrom = new Map<string, string[]>();
+    for (const pair of missing) {
+      const [from, to] = pair.split(' -> ');
+      byFrom.set(from, [...(byFrom.get(from) ?? []), to]);
+    }
+    for (const [fromIp, targets] of byFrom) {
+      const pod = this.pods().find((p) => p.ip === fromIp)!;
+      const { stdout } = await this.cluster.exec(pod.ns, 'python3', [MESH_PROBE, String(timeoutS), '200', ...targets], { timeoutMs: (timeoutS + 30) * 1000 });
+      const again = JSON.parse(stdout.trim().split('\n').pop()!).first_reply as Record<string, number | null>;
+      const agent = this.agents.get(pod.node);
+      const stats = agent && isRunning(agent) ? await readAgentStats(agent).catch((e: Error) => ({ error: e.message })) : undefined;
+      out.push({
+        from: fromIp,
+        node: pod.node,
+        reachableNow: Object.entries(again).filter(([, at]) => at !== null).map(([t]) => t),
+        stillSilent: Object.entries(again).filter(([, at]) => at === null).map(([t]) => t),
+        agentLeases: stats && 'leases' in stats ? stats.leases.length : undefined,
+        workerTableVersions: stats && 'workers' in stats ? stats.workers.map((w) => w.counters.leaseTableVersion ?? w.counters.LeaseTableVersion) : undefined,
+        drops: stats && 'drops' in stats ? stats.drops : stats,
+      });
+    }
+    return out;
   }
 
   /** Every pod pings `target` every PROBE_MS for at most seconds; stop() ends them. */

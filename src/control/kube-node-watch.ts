@@ -30,7 +30,8 @@ export interface NodeWatchOptions {
   minWatchSeconds?: number;
 }
 
-export type NodesListener = () => void;
+/** `changed`: the node a watch event changed (or deleted); undefined after a list, when any may have. */
+export type NodesListener = (changed?: string) => void;
 
 export class NodeWatch {
   private readonly nodes = new Map<string, KubeNode>();
@@ -168,7 +169,7 @@ export class NodeWatch {
             if (!name) return;
             if (type === 'DELETED') this.nodes.delete(name);
             else this.nodes.set(name, obj);
-            this.notify();
+            this.notify(name);
           },
           onEnd: (err) => {
             if (err?.status === 410) return finish('expired');
@@ -183,10 +184,10 @@ export class NodeWatch {
     });
   }
 
-  private notify(): void {
+  private notify(changed?: string): void {
     for (const l of this.listeners) {
       try {
-        l();
+        l(changed);
       } catch (err) {
         this.opts.onError(err as Error);
       }
