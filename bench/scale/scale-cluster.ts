@@ -222,11 +222,17 @@ export class ScaleCluster {
       while (next < pods.length) {
         const from = pods[next++];
         const targets = pods.filter((p) => p !== from).map((p) => p.ip);
-        const { stdout } = await this.cluster.exec(from.ns, 'python3', [MESH_PROBE, String(timeoutS), String(intervalMs), ...targets], {
-          timeoutMs: (timeoutS + 30) * 1000,
-        });
-        const parsed = JSON.parse(stdout.trim().split('\n').pop()!) as { first_reply: Record<string, number | null>; sent: number };
-        results.push({ from, firstReply: parsed.first_reply, sent: parsed.sent });
+        try {
+          const { stdout } = await this.cluster.exec(from.ns, 'python3', [MESH_PROBE, String(timeoutS), String(intervalMs), ...targets], {
+            timeoutMs: (timeoutS + 60) * 1000,
+          });
+          const parsed = JSON.parse(stdout.trim().split('\n').pop()!) as { first_reply: Record<string, number | null>; sent: number };
+          results.push({ from, firstReply: parsed.first_reply, sent: parsed.sent });
+        } catch (err) {
+          // Counted as every pair of this pod missing, with why.
+          this.log(`mesh probe from ${from.ip} failed: ${(err as Error).message.split('\n')[0]}`);
+          results.push({ from, firstReply: Object.fromEntries(targets.map((t) => [t, null])), sent: 0 });
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, pods.length) }, worker));
@@ -305,6 +311,74 @@ export class ScaleCluster {
   }
 
   /**
+   * A watch of the lease store from next to the control plane, for the
+   * moment a lease change was committed: etcd's watch stream (a small script
+   * in the underlay namespace, where etcd is reachable), or the API server's
+   * node watch (over the stand-in's unix socket). Each event: when it
+   * arrived (this machine's clock, as tcpdump's), its type and key or node name.
+   */
+  private async startControlWatch(): Promise<{ events: Array<{ at: number; type: string; name: string }>; stop: () => Promise<void> }> {
+    const events: Array<{ at: number; type: string; name: string }> = [];
+    if (this.opts.source === 'etcd') {
+      const b64 = (x: string) => Buffer.from(x).toString('base64');
+      const prefix = `${PREFIX}/subnets/`;
+      const rangeEnd = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+      const script = `
+const r = await fetch(${JSON.stringify(`${this.etcd!.url}/v3/watch`)}, { method: 'POST', body: JSON.stringify({ create_request: { key: '${b64(prefix)}', range_end: '${b64(rangeEnd)}' } }) });
+const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = '';
+for (;;) {
+  const { value, done } = await reader.read(); if (done) break;
+  const t = Date.now(); buf += dec.decode(value, { stream: true });
+  let i; while ((i = buf.indexOf(String.fromCharCode(10))) >= 0) {
+    const line = buf.slice(0, i); buf = buf.slice(i + 1);
+    let j; try { j = JSON.parse(line); } catch { continue; }
+    if (j.result?.created) console.log('watching');
+    for (const e of j.result?.events ?? []) console.log(t, e.type ?? 'PUT', Buffer.from(e.kv.key, 'base64').toString());
+  }
+}`;
+      const child = this.cluster.spawn(this.cluster.underlayNs, process.execPath, ['--input-type=module', '-e', script]);
+      child.log.on('line', (line: string) => {
+        const m = /^(\d+) (\w+) (\S+)$/.exec(line);
+        if (m) events.push({ at: Number(m[1]), type: m[2], name: m[3].slice(prefix.length) });
+      });
+      await waitForLine(child, /^watching$/, 15_000);
+      return { events, stop: () => stopChild(child, 'SIGTERM', 2000).then(() => undefined) };
+    }
+    const api = this.api!;
+    const { request } = await import('node:http');
+    let buf = '';
+    let resolveConnected!: () => void;
+    const connected = new Promise<void>((r) => (resolveConnected = r));
+    const req = request(
+      { socketPath: join(this.cluster.tempDir, 'kube-apiserver.sock'), path: '/api/v1/nodes?watch=true', headers: { Authorization: `Bearer ${api.tokens.admin}` } },
+      (res) => {
+        resolveConnected();
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          const at = Date.now();
+          buf += chunk;
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            try {
+              const e = JSON.parse(line) as { type: string; object: { metadata?: { name?: string; annotations?: Record<string, string> } } };
+              const leased = e.object.metadata?.annotations?.['flannel.alpha.coreos.com/kube-subnet-manager'] === 'true';
+              events.push({ at, type: e.type === 'DELETED' ? 'DELETE' : leased ? 'PUT' : e.type, name: e.object.metadata?.name ?? '' });
+            } catch {
+              /* not an event */
+            }
+          }
+        });
+      },
+    );
+    req.on('error', () => undefined);
+    req.end();
+    await connected;
+    return { events, stop: async () => void req.destroy() };
+  }
+
+  /**
    * Node N+1 joins: its agent starts (and acquires or publishes its lease)
    * while every pod pings its pod. Per node, the time from the lease's
    * appearance (the joining agent's own log line, written right after the
@@ -313,14 +387,15 @@ export class ScaleCluster {
   async join(timeoutS = 60): Promise<PropagationResult> {
     const pod = this.cluster.pod(this.joiner);
     const capture = await this.startCapture();
+    const watch = await this.startControlWatch();
     const pings = this.startPings(pod.ip, timeoutS + 10);
     try {
       const child = this.spawnAgent(this.joiner);
       await waitForLine(child, /flannel-udp agent ready/, timeoutS * 1000);
-      const pattern = this.opts.source === 'etcd' ? /etcd: acquired / : /kube: annotated node /;
-      const line = child.log.snapshot().find((l) => pattern.test(l));
-      if (!line) throw new Error(`the joining agent did not log ${pattern}:\n${child.log.tail()}`);
-      const t0 = Date.parse(line.slice(0, line.indexOf(' ')));
+      const name = this.leaseName(this.joiner);
+      const put = watch.events.find((e) => e.type === 'PUT' && e.name === name);
+      if (!put) throw new Error(`the control-plane watch saw no lease for ${name}: ${JSON.stringify(watch.events.slice(-5))}`);
+      const t0 = put.at;
       const deadline = Date.now() + timeoutS * 1000;
       const firstSeen = new Map<number, number>();
       while (Date.now() < deadline) {
@@ -334,11 +409,12 @@ export class ScaleCluster {
         perNode,
         missing,
         stats: percentiles([...perNode.values()]),
-        reference: this.opts.source === 'etcd' ? "the joining agent's 'etcd: acquired' line" : "the joining agent's 'kube: annotated node' line",
+        reference: this.opts.source === 'etcd' ? "etcd's watch event for the new key, seen next to etcd" : "the API server's watch event for the annotated node, seen next to it",
       };
     } finally {
       await pings.stop();
       await capture.stop();
+      await watch.stop();
     }
   }
 
@@ -354,19 +430,24 @@ export class ScaleCluster {
     const agent = this.agents.get(this.joiner);
     if (agent) await stopChild(agent, 'SIGTERM', 5000);
     const capture = await this.startCapture();
+    const watch = await this.startControlWatch();
     const pings = this.startPings(pod.ip, timeoutS + 10);
     try {
       // The routes are still in force: wait until every node is seen sending (bounded).
       const before = Date.now() + 15_000;
       while (Date.now() < before && !this.nodeIndexes.every((i) => capture.seen.some((s) => s.node === i))) await sleep(50);
-      let t0: number;
       if (this.opts.source === 'etcd') {
-        const key = Buffer.from(`${PREFIX}/subnets/${this.cluster.node(this.joiner).subnet.replace('/', '-')}`).toString('base64');
-        t0 = (await this.etcdCall('/v3/kv/deleterange', { key })).sentAt;
+        const key = Buffer.from(`${PREFIX}/subnets/${this.leaseName(this.joiner)}`).toString('base64');
+        await this.etcdCall('/v3/kv/deleterange', { key });
       } else {
-        t0 = Date.now();
         await this.api!.admin.deleteNode(nodeName(this.joiner));
       }
+      const name = this.leaseName(this.joiner);
+      const watchDeadline = Date.now() + 15_000;
+      while (!watch.events.some((e) => e.type === 'DELETE' && e.name === name) && Date.now() < watchDeadline) await sleep(20);
+      const del = watch.events.find((e) => e.type === 'DELETE' && e.name === name);
+      if (!del) throw new Error(`the control-plane watch saw no delete of ${name}`);
+      const t0 = del.at;
       const deadline = t0 + timeoutS * 1000;
       for (;;) {
         await sleep(200);
@@ -379,18 +460,19 @@ export class ScaleCluster {
       const perNode = new Map<number, number>();
       for (const i of this.nodeIndexes) {
         const at = lastSeen.get(i);
-        // A node not seen after t0 had stopped before the delete was sent (or was never seen): 0.
-        perNode.set(i, at === undefined ? 0 : Math.max(0, at - t0));
+        // Negative: its last datagram went before the reference watcher saw the delete (within the probe interval).
+        if (at !== undefined) perNode.set(i, at - t0);
       }
       return {
         perNode,
         missing: stillSending ? this.nodeIndexes.filter((i) => (lastSeen.get(i) ?? 0) > deadline - quietMs) : [],
         stats: percentiles([...perNode.values()]),
-        reference: this.opts.source === 'etcd' ? 'the delete request to etcd, as sent' : 'the DELETE of the Node object, as sent',
+        reference: this.opts.source === 'etcd' ? "etcd's watch event for the deleted key, seen next to etcd" : "the API server's DELETED event, seen next to it",
       };
     } finally {
       await pings.stop();
       await capture.stop();
+      await watch.stop();
     }
   }
 
@@ -451,6 +533,11 @@ export class ScaleCluster {
       }
     }
     return undefined;
+  }
+
+  /** The joining node's lease as the control-plane watch names it: its etcd key under subnets/, or its Node name. */
+  private leaseName(i: number): string {
+    return this.opts.source === 'etcd' ? this.cluster.node(i).subnet.replace('/', '-') : nodeName(i);
   }
 
   async destroy(): Promise<void> {
