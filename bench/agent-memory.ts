@@ -28,7 +28,7 @@ const VARIANTS: Variant[] = [
   { name: '1 worker', workers: 1 },
   { name: '2 workers', workers: 2 },
   { name: '2 workers, NODE_OPTIONS=--max-semi-space-size=1', workers: 2, env: { NODE_OPTIONS: '--max-semi-space-size=1' } },
-  { name: '2 workers, --v8-pool-size=1, UV_THREADPOOL_SIZE=1', workers: 2, env: { NODE_OPTIONS: '--v8-pool-size=1', UV_THREADPOOL_SIZE: '1' } },
+  { name: '2 workers, --v8-pool-size=1', workers: 2, env: { NODE_OPTIONS: '--v8-pool-size=1' } },
   { name: '2 workers, --batch 16', workers: 2, agentArgs: ['--batch', '16'] },
 ];
 

@@ -73,7 +73,7 @@ try {
   // 1. Everybody starts at once; every pod probes every other pod meanwhile.
   const loadBefore = loadavg()[0];
   const starting = s.startAgents();
-  const meshing = s.fullMesh(180, 200);
+  const meshing = s.fullMesh(300, 500);
   meshing.catch(() => undefined); // if the start fails, that is the error to report
   await starting;
   const readyMs = Date.now() - s.agentsStartedAt;

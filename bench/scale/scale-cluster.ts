@@ -214,8 +214,9 @@ export class ScaleCluster {
    * timeoutS). Run right after startAgents() began, it measures the time to
    * full mesh from the start; run later, it checks reachability.
    */
-  async fullMesh(timeoutS = 120, intervalMs = 200, concurrency = 64): Promise<MeshResult> {
+  async fullMesh(timeoutS = 120, intervalMs = 500, concurrency = 64): Promise<MeshResult> {
     const pods = this.pods();
+    const python = await pythonExecutable();
     const results: Array<{ from: PodInfo; firstReply: Record<string, number | null>; sent: number }> = [];
     let next = 0;
     const worker = async () => {
@@ -223,7 +224,7 @@ export class ScaleCluster {
         const from = pods[next++];
         const targets = pods.filter((p) => p !== from).map((p) => p.ip);
         try {
-          const { stdout } = await this.cluster.exec(from.ns, 'python3', [MESH_PROBE, String(timeoutS), String(intervalMs), ...targets], {
+          const { stdout } = await this.cluster.exec(from.ns, python, [MESH_PROBE, String(timeoutS), String(intervalMs), ...targets], {
             timeoutMs: (timeoutS + 60) * 1000,
           });
           const parsed = JSON.parse(stdout.trim().split('\n').pop()!) as { first_reply: Record<string, number | null>; sent: number };
@@ -269,7 +270,7 @@ export class ScaleCluster {
     }
     for (const [fromIp, targets] of byFrom) {
       const pod = this.pods().find((p) => p.ip === fromIp)!;
-      const { stdout } = await this.cluster.exec(pod.ns, 'python3', [MESH_PROBE, String(timeoutS), '200', ...targets], { timeoutMs: (timeoutS + 30) * 1000 });
+      const { stdout } = await this.cluster.exec(pod.ns, await pythonExecutable(), [MESH_PROBE, String(timeoutS), '200', ...targets], { timeoutMs: (timeoutS + 30) * 1000 });
       const again = JSON.parse(stdout.trim().split('\n').pop()!).first_reply as Record<string, number | null>;
       const agent = this.agents.get(pod.node);
       const stats = agent && isRunning(agent) ? await readAgentStats(agent).catch((e: Error) => ({ error: e.message })) : undefined;
@@ -548,6 +549,13 @@ for (;;) {
 
 export function nodeName(i: number): string {
   return `node-${i}`;
+}
+
+let python: string | undefined;
+/** The interpreter itself, not a wrapper script (pyenv's shims are bash scripts: 50 of them at once took minutes). */
+async function pythonExecutable(): Promise<string> {
+  python ??= (await run('python3', ['-c', 'import sys; print(sys.executable)'])).stdout.trim();
+  return python;
 }
 
 function sleep(ms: number): Promise<void> {
