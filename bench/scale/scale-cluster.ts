@@ -318,12 +318,13 @@ export class ScaleCluster {
    * node watch (over the stand-in's unix socket). Each event: when it
    * arrived (this machine's clock, as tcpdump's), its type and key or node name.
    */
-  private async startControlWatch(): Promise<{ events: Array<{ at: number; type: string; name: string }>; stop: () => Promise<void> }> {
+  private async startControlWatch(): Promise<{ events: Array<{ at: number; type: string; name: string }>; stop: () => Promise<void>; tail: () => string }> {
     const events: Array<{ at: number; type: string; name: string }> = [];
     if (this.opts.source === 'etcd') {
       const b64 = (x: string) => Buffer.from(x).toString('base64');
       const prefix = `${PREFIX}/subnets/`;
       const rangeEnd = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+      // process.stdout.write, not console.log: under a test runner FORCE_COLOR would colour the numbers.
       const script = `
 const r = await fetch(${JSON.stringify(`${this.etcd!.url}/v3/watch`)}, { method: 'POST', body: JSON.stringify({ create_request: { key: '${b64(prefix)}', range_end: '${b64(rangeEnd)}' } }) });
 const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = '';
@@ -333,8 +334,8 @@ for (;;) {
   let i; while ((i = buf.indexOf(String.fromCharCode(10))) >= 0) {
     const line = buf.slice(0, i); buf = buf.slice(i + 1);
     let j; try { j = JSON.parse(line); } catch { continue; }
-    if (j.result?.created) console.log('watching');
-    for (const e of j.result?.events ?? []) console.log(t, e.type ?? 'PUT', Buffer.from(e.kv.key, 'base64').toString());
+    if (j.result?.created) process.stdout.write('watching' + String.fromCharCode(10));
+    for (const e of j.result?.events ?? []) process.stdout.write(t + ' ' + (e.type ?? 'PUT') + ' ' + Buffer.from(e.kv.key, 'base64').toString() + String.fromCharCode(10));
   }
 }`;
       const child = this.cluster.spawn(this.cluster.underlayNs, process.execPath, ['--input-type=module', '-e', script]);
@@ -343,7 +344,7 @@ for (;;) {
         if (m) events.push({ at: Number(m[1]), type: m[2], name: m[3].slice(prefix.length) });
       });
       await waitForLine(child, /^watching$/, 15_000);
-      return { events, stop: () => stopChild(child, 'SIGTERM', 2000).then(() => undefined) };
+      return { events, stop: () => stopChild(child, 'SIGTERM', 2000).then(() => undefined), tail: () => child.log.tail(10) };
     }
     const api = this.api!;
     const { request } = await import('node:http');
@@ -376,7 +377,7 @@ for (;;) {
     req.on('error', () => undefined);
     req.end();
     await connected;
-    return { events, stop: async () => void req.destroy() };
+    return { events, stop: async () => void req.destroy(), tail: () => buf.slice(-2000) };
   }
 
   /**
@@ -395,7 +396,7 @@ for (;;) {
       await waitForLine(child, /flannel-udp agent ready/, timeoutS * 1000);
       const name = this.leaseName(this.joiner);
       const put = watch.events.find((e) => e.type === 'PUT' && e.name === name);
-      if (!put) throw new Error(`the control-plane watch saw no lease for ${name}: ${JSON.stringify(watch.events.slice(-5))}`);
+      if (!put) throw new Error(`the control-plane watch saw no lease for ${name}: ${JSON.stringify(watch.events.slice(-5))}; it said:\n${watch.tail()}\njoining agent:\n${child.log.tail(15)}`);
       const t0 = put.at;
       const deadline = Date.now() + timeoutS * 1000;
       const firstSeen = new Map<number, number>();
