@@ -496,7 +496,8 @@ for (;;) {
     if (this.opts.source === 'kube') {
       return { at, requests: this.standinRequests, bytesToServer, bytesFromServer, byKind: { ...this.standinByKind } };
     }
-    const { stdout } = await this.cluster.exec(this.cluster.underlayNs, 'curl', ['-s', '--max-time', '10', `${this.etcd!.url}/metrics`]);
+    const script = `fetch(${JSON.stringify(`${this.etcd!.url}/metrics`)}).then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const { stdout } = await this.cluster.exec(this.cluster.underlayNs, process.execPath, ['-e', script], { timeoutMs: 20_000 });
     const byKind: Record<string, number> = {};
     let requests = 0;
     for (const line of stdout.split('\n')) {
