@@ -1,5 +1,7 @@
 // LeaseTable.lookup (per-length hash regions) against a naive linear scan, for
-// a small cluster (10 leases) and a large one (10 000), on hits and misses.
+// 10, 100, 1 000 and 10 000 leases, on hits and misses; then, per size, what
+// a lease change costs the agent (building the table and the structured clone
+// every worker receives) and what the table takes in memory.
 // Each task does BATCH lookups so the timer's own cost does not swamp a
 // nanosecond-scale operation; the second table divides back to ns per lookup.
 //
@@ -69,7 +71,7 @@ function addresses(leases: Lease[], hit: boolean): Uint32Array {
 let sink = 0; // consumed below so the lookups cannot be optimised away
 
 const bench = new Bench({ name: 'lease table lookup', time: 500, warmupTime: 100 });
-for (const count of [10, 10_000]) {
+for (const count of [10, 100, 1000, 10_000]) {
   const leases = makeLeases(count);
   const table = new LeaseTable(buildLeaseTableSnapshot(leases, 1));
   const linear = new LinearScanTable(leases);
@@ -103,4 +105,21 @@ console.table(
       : { task: task.name, state: result.state };
   }),
 );
+
+// Per lease change: the agent builds a new snapshot and posts it to every worker (a structured clone each).
+const costs = [];
+for (const count of [10, 100, 1000, 10_000]) {
+  const leases = makeLeases(count);
+  const rounds = count >= 10_000 ? 20 : 200;
+  let t = process.hrtime.bigint();
+  let snapshot = buildLeaseTableSnapshot(leases, 1);
+  for (let r = 0; r < rounds; r++) snapshot = buildLeaseTableSnapshot(leases, r);
+  const buildMs = Number(process.hrtime.bigint() - t) / 1e6 / (rounds + 1);
+  t = process.hrtime.bigint();
+  for (let r = 0; r < rounds; r++) sink ^= structuredClone(snapshot).leaseCount;
+  const cloneMs = Number(process.hrtime.bigint() - t) / 1e6 / rounds;
+  const bytes = Object.values(snapshot).reduce((n: number, v) => n + (ArrayBuffer.isView(v) ? v.byteLength : 0), 0);
+  costs.push({ leases: count, 'table bytes': bytes, 'bytes per lease': Number((bytes / count).toFixed(1)), 'build ms': Number(buildMs.toFixed(3)), 'clone ms (per worker)': Number(cloneMs.toFixed(3)) });
+}
+console.table(costs);
 if (sink === 0x7fffffff) console.log('');

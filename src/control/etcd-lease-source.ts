@@ -21,6 +21,7 @@ import { type Lease, formatSubnetKey, parseLeaseAttrs } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { type EtcdClient, EtcdError, type Watch, type WatchEnd, type WatchEvent } from './etcd-client.js';
 import { WakeableSleep } from './wakeable-sleep.js';
+import { jittered, jitteredInterval } from './jitter.js';
 
 export interface EtcdLeaseSourceOptions {
   /** flannel's --etcd-prefix, e.g. /coreos.com/network */
@@ -39,6 +40,9 @@ export interface EtcdLeaseSourceOptions {
   initialBackoffMs?: number;
   maxBackoffMs?: number;
 }
+
+/** How often the first read is tried while etcd does not answer (about a minute with the default backoff). */
+const FIRST_READ_ATTEMPTS = 15;
 
 export class EtcdLeaseSource implements LeaseSource {
   private readonly subnetsPrefix: string;
@@ -77,12 +81,32 @@ export class EtcdLeaseSource implements LeaseSource {
     this.handlers = handlers;
     let revision: number;
     try {
-      revision = await this.resync();
+      revision = await this.firstResync();
     } catch (err) {
       this.handlers = undefined;
       throw err;
     }
     this.loop = this.run(revision);
+  }
+
+  /**
+   * The first read, retried while etcd does not answer (with backoff, one log
+   * line): the subnet manager has just talked to etcd, so this is a busy etcd
+   * (50 agents starting at once on a small machine kept it over the 5 s
+   * request timeout), not a wrong endpoint. Other errors reject at once.
+   */
+  private async firstResync(): Promise<number> {
+    let backoff = this.initialBackoffMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.resync();
+      } catch (err) {
+        if (this.stopped || !(err instanceof EtcdError && err.kind === 'unavailable') || attempt >= FIRST_READ_ATTEMPTS) throw err;
+        if (attempt === 1) this.opts.log?.(`etcd: reading the leases failed (${err.message}); retrying with backoff`);
+        await this.sleep(backoff);
+        backoff = Math.min(backoff * 2, this.maxBackoffMs);
+      }
+    }
   }
 
   /** SIGHUP: drop the watch and read everything again. */
@@ -158,7 +182,8 @@ export class EtcdLeaseSource implements LeaseSource {
       () => undefined,
     );
     // A partition can leave the stream open and silent; a cheap read proves etcd still answers.
-    const probe = setInterval(() => {
+    // Jittered: agents started together would otherwise probe in the same instant forever.
+    const stopProbe = jitteredInterval(() => {
       this.client.range(`${this.opts.prefix.replace(/\/+$/, '')}/config`).catch((err: Error) => {
         this.markDown(`probe failed: ${err.message}`);
         watch.cancel();
@@ -172,7 +197,7 @@ export class EtcdLeaseSource implements LeaseSource {
       }
       return { end, created };
     } finally {
-      clearInterval(probe);
+      stopProbe();
       this.watch = undefined;
     }
   }
@@ -279,7 +304,8 @@ export class EtcdLeaseSource implements LeaseSource {
     }
   }
 
+  /** Backoff sleeps are jittered (half to all of ms): after an etcd restart the agents come back spread out, not in one burst of full reads. */
   private sleep(ms: number): Promise<void> {
-    return this.pause.sleep(ms);
+    return this.pause.sleep(jittered(ms));
   }
 }

@@ -249,6 +249,12 @@ export class EtcdSubnetManager {
   private lease: OwnLease | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private renewFailures = 0;
+  /**
+   * How much earlier than the margin this term's renewal runs: up to a fifth
+   * of the margin, drawn once per term, so nodes that joined together (a
+   * cluster booting) do not all renew in the same second a day later.
+   */
+  private renewSpreadMs = 0;
   private stopped = false;
   private source: EtcdLeaseSource | undefined;
 
@@ -306,6 +312,7 @@ export class EtcdSubnetManager {
           `wrote ${opts.subnetFile}: FLANNEL_NETWORK=${formatCidr(config.network)} FLANNEL_SUBNET=${formatCidr(subnetConfig.subnet, true)} ` +
             `FLANNEL_MTU=${mtu} FLANNEL_IPMASQ=${opts.ipMasq}`,
         );
+        this.renewSpreadMs = Math.random() * 0.2 * opts.renewMarginMs;
         this.scheduleRenewal();
         return { config, lease, subnetConfig, port };
       } catch (err) {
@@ -361,10 +368,14 @@ export class EtcdSubnetManager {
     return makeCidr(previous.subnet.network, previous.subnet.prefixLength);
   }
 
+  private renewAt(lease: OwnLease): number {
+    return lease.expiresAt - this.opts.renewMarginMs - this.renewSpreadMs;
+  }
+
   private scheduleRenewal(delayMs?: number): void {
     const lease = this.lease;
     if (this.stopped || lease === undefined) return;
-    const due = delayMs ?? Math.max(0, lease.expiresAt - this.opts.renewMarginMs - Date.now());
+    const due = delayMs ?? Math.max(0, this.renewAt(lease) - Date.now());
     clearTimeout(this.renewTimer);
     // setTimeout holds at most 2^31-1 ms (24.8 days); a longer wait just wakes up and reschedules.
     this.renewTimer = setTimeout(() => void this.renew(), Math.min(due, 0x7fffffff));
@@ -375,7 +386,7 @@ export class EtcdSubnetManager {
   private async renew(): Promise<void> {
     const lease = this.lease;
     if (this.stopped || lease === undefined) return;
-    if (lease.expiresAt - this.opts.renewMarginMs - Date.now() > 1000 && this.renewFailures === 0) return this.scheduleRenewal();
+    if (this.renewAt(lease) - Date.now() > 1000 && this.renewFailures === 0) return this.scheduleRenewal();
     try {
       const ttl = await this.client.leaseKeepAlive(lease.leaseId);
       if (this.stopped) return;
@@ -384,6 +395,7 @@ export class EtcdSubnetManager {
         return this.fatal(`this node's etcd lease for ${formatCidr(lease.subnet)} has expired`);
       }
       lease.expiresAt = Date.now() + ttl * 1000;
+      this.renewSpreadMs = Math.random() * 0.2 * this.opts.renewMarginMs;
       this.opts.log(
         `etcd: lease ${formatCidr(lease.subnet)} renewed${this.renewFailures > 0 ? ` after ${this.renewFailures} failed attempt(s)` : ''}; ` +
           `expires ${new Date(lease.expiresAt).toISOString()}`,

@@ -7,14 +7,29 @@
 // A node deleted from the API server leaves the next snapshot, so its lease
 // goes. As client-go's informer resync (flannel's resyncPeriod, 5 min), the
 // snapshot is also handed over periodically from the cache, with no API call.
+//
+// Per watch event the work is O(1) unless a lease changed: most node events
+// are kubelet's status updates (every node, every few minutes; 17 events/s
+// in a 5 000-node cluster), and rebuilding every node's lease for each was
+// O(N) per event, O(N²) per agent per interval. Each node object's lease is
+// computed once (the watch replaces the object on every change), and an
+// event whose node still has the lease it had in the last snapshot ends there.
 
 import { cidrEquals, type Cidr } from './ipv4-address.js';
 import type { Lease } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
-import { type AnnotationNames, nodeToLease } from './kube-annotations.js';
+import { type AnnotationNames, type KubeNode, nodeToLease } from './kube-annotations.js';
 import type { NodeWatch } from './kube-node-watch.js';
 
 export const RESYNC_PERIOD_MS = 5 * 60 * 1000;
+
+interface Evaluated {
+  lease?: Lease;
+  /** why the node's annotations cannot be a lease */
+  problem?: string;
+  /** what identifies the lease for change detection; '' for none */
+  signature: string;
+}
 
 export interface KubeLeaseSourceOptions {
   names: AnnotationNames;
@@ -32,6 +47,10 @@ export class KubeLeaseSource implements LeaseSource {
   /** the problems of the last snapshot, so a broken node is reported once, not on every event */
   private reported = new Set<string>();
   private last = '';
+  /** per node object (a new object per change): its lease, or why it cannot be one */
+  private readonly evaluated = new WeakMap<KubeNode, Evaluated>();
+  /** per node name: the signature of its lease in the last snapshot handed over ('' = none) */
+  private signatures = new Map<string, string>();
 
   constructor(
     private readonly watch: NodeWatch,
@@ -44,7 +63,7 @@ export class KubeLeaseSource implements LeaseSource {
 
   async start(handlers: LeaseSourceHandlers): Promise<void> {
     this.handlers = handlers;
-    this.unsubscribe = this.watch.subscribe(() => this.emit(false));
+    this.unsubscribe = this.watch.subscribe((changed) => this.emit(false, changed));
     this.emit(true);
     this.resync = setInterval(() => this.emit(true), this.opts.resyncMs ?? RESYNC_PERIOD_MS);
     this.resync.unref?.();
@@ -65,35 +84,55 @@ export class KubeLeaseSource implements LeaseSource {
   leases(): Lease[] {
     const leases: Lease[] = [];
     const problems = new Set<string>();
+    const signatures = new Map<string, string>();
     for (const node of this.watch.all()) {
-      const name = node.metadata?.name ?? '';
-      if (name === this.opts.ownNode) continue;
-      let lease: Lease | undefined;
-      try {
-        lease = nodeToLease(node, this.opts.names);
-      } catch (err) {
-        problems.add(`${(err as Error).message}; its lease is ignored`);
-        continue;
-      }
-      if (lease === undefined) continue;
-      if (cidrEquals(lease.subnet, this.opts.ownSubnet)) {
-        problems.add(`node "${name}" claims this node's subnet ${lease.key}; ignored`);
-        continue;
-      }
-      leases.push(lease);
+      const e = this.evaluate(node);
+      if (e.problem !== undefined) problems.add(e.problem);
+      if (e.lease === undefined) continue;
+      leases.push(e.lease);
+      signatures.set(node.metadata?.name ?? '', e.signature);
     }
+    this.signatures = signatures;
     // Reported once while it lasts, not on every event; again if it comes back after a fix.
     for (const p of problems) if (!this.reported.has(p)) this.handlers?.onError(new Error(p));
     this.reported = problems;
     return leases;
   }
 
-  private emit(always: boolean): void {
+  /** The lease a node object stands for (once per object). */
+  private evaluate(node: KubeNode): Evaluated {
+    const known = this.evaluated.get(node);
+    if (known) return known;
+    const name = node.metadata?.name ?? '';
+    let e: Evaluated = { signature: '' };
+    if (name !== this.opts.ownNode) {
+      try {
+        const lease = nodeToLease(node, this.opts.names);
+        if (lease !== undefined && cidrEquals(lease.subnet, this.opts.ownSubnet)) {
+          e = { problem: `node "${name}" claims this node's subnet ${lease.key}; ignored`, signature: '' };
+        } else if (lease !== undefined) {
+          e = { lease, signature: JSON.stringify([lease.key, lease.publicIp, lease.backendType, lease.backendData]) };
+        }
+      } catch (err) {
+        e = { problem: `${(err as Error).message}; its lease is ignored`, signature: '' };
+      }
+    }
+    this.evaluated.set(node, e);
+    return e;
+  }
+
+  private emit(always: boolean, changed?: string): void {
     const handlers = this.handlers;
     if (handlers === undefined) return;
+    if (!always && changed !== undefined) {
+      // One node changed: if its lease (or its lack of one) is what the last snapshot had, nothing to do.
+      const node = this.watch.get(changed);
+      const e = node ? this.evaluate(node) : { signature: '' };
+      if (e.signature === (this.signatures.get(changed) ?? '') && e.problem === undefined) return;
+    }
     const leases = this.leases();
     // Most node updates (heartbeats, status) change no lease: do not rebuild the table for them.
-    const key = JSON.stringify(leases.map((l) => [l.key, l.publicIp, l.backendType, l.backendData]));
+    const key = [...this.signatures.values()].join('\n');
     if (!always && key === this.last) return;
     this.last = key;
     try {

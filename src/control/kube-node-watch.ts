@@ -18,6 +18,7 @@
 import { KubeApiError, type KubeClient, type WatchEventType } from './kube-client.js';
 import type { KubeNode } from './kube-annotations.js';
 import { WakeableSleep } from './wakeable-sleep.js';
+import { jittered } from './jitter.js';
 
 export interface NodeWatchOptions {
   log: (line: string) => void;
@@ -29,7 +30,8 @@ export interface NodeWatchOptions {
   minWatchSeconds?: number;
 }
 
-export type NodesListener = () => void;
+/** `changed`: the node a watch event changed (or deleted); undefined after a list, when any may have. */
+export type NodesListener = (changed?: string) => void;
 
 export class NodeWatch {
   private readonly nodes = new Map<string, KubeNode>();
@@ -167,7 +169,7 @@ export class NodeWatch {
             if (!name) return;
             if (type === 'DELETED') this.nodes.delete(name);
             else this.nodes.set(name, obj);
-            this.notify();
+            this.notify(name);
           },
           onEnd: (err) => {
             if (err?.status === 410) return finish('expired');
@@ -182,10 +184,10 @@ export class NodeWatch {
     });
   }
 
-  private notify(): void {
+  private notify(changed?: string): void {
     for (const l of this.listeners) {
       try {
-        l();
+        l(changed);
       } catch (err) {
         this.opts.onError(err as Error);
       }
@@ -210,7 +212,8 @@ export class NodeWatch {
     this.opts.log(`kube: API server reachable again after ${seconds} s; ${this.nodes.size} node(s), watching from resourceVersion ${this.resourceVersion}`);
   }
 
+  /** Jittered (half to all of ms): after an API server restart the agents' watches and lists come back spread out. */
   private sleep(ms: number): Promise<void> {
-    return this.pause.sleep(ms);
+    return this.pause.sleep(jittered(ms));
   }
 }
