@@ -1,5 +1,6 @@
 // What one repetition on one data plane yields, and the list of headline
 // figures (name, unit, which way is better) that the tables and the chart share.
+import { CPU_BUDGET_METRICS, type CpuBudgetMetricKey } from './cpu-budget-metrics.js';
 
 export interface RepResult {
   planeId: string;
@@ -30,7 +31,8 @@ export type MetricKey =
   | 'syscallsPerPacket'
   | 'heapBeforeMiB'
   | 'heapAfterMiB'
-  | 'idleBusyCpus';
+  | 'idleBusyCpus'
+  | CpuBudgetMetricKey;
 
 export interface MetricSpec {
   key: MetricKey;
@@ -94,6 +96,7 @@ export const METRICS: readonly MetricSpec[] = [
   { key: 'machineCpuSPerGB', header: 'machine CPU', title: 'whole machine busy CPU per GB (TCP 1 stream)', unit: 's/GB', better: 'lower', decimals: 2, chart: true, table: 'throughput' },
   { key: 'agentCpuSPerGB', header: 'agent CPU', title: "agents' own CPU per GB (TCP 1 stream)", unit: 's/GB', better: 'lower', decimals: 2, agentOnly: true, chart: true, table: 'throughput' },
   { key: 'syscallsPerPacket', header: 'syscalls/pkt', title: 'agent syscalls per tunnelled packet (both nodes, whole run)', unit: '', better: 'lower', decimals: 2, agentOnly: true, chart: true, table: 'throughput' },
+  ...CPU_BUDGET_METRICS,
   { key: 'heapBeforeMiB', header: 'heap before', title: 'agent worker heap before', unit: 'MiB', better: 'none', decimals: 1, agentOnly: true, chart: false, table: 'throughput' },
   { key: 'heapAfterMiB', header: 'heap after', title: 'agent worker heap after', unit: 'MiB', better: 'none', decimals: 1, agentOnly: true, chart: false, table: 'throughput' },
   ...rrMetrics(),
