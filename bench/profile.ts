@@ -50,6 +50,7 @@ async function main(): Promise<void> {
     const stream = iperf3Tcp(cluster, server.ns, server.ip, client.ns, {
       seconds: seconds + 4, streams: Number(values.streams), mss: values.mss === undefined ? undefined : Number(values.mss),
     });
+    stream.catch(() => {}); // awaited below; a failure must not end the process before the cleanup
     await new Promise((r) => setTimeout(r, 2000));
     const files = agents.map((_, i) => join(dir, `node${i + 1}.data`));
     await Promise.all(agents.map((a, i) => run('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-p', String(a.pid), '-o', files[i]!, '--', 'sleep', String(seconds)])));

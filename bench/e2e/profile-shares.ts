@@ -2,7 +2,7 @@
 // the three shares of issue 23's table: the kernel (samples in [k] symbols:
 // work done inside the agent's syscalls and the interrupts it took), our
 // JavaScript (JIT frames whose script is under dist/src/, named through
-// --perf-basic-prof), and the glue (Node, V8, koffi, libc, other JS).
+// --perf-basic-prof, and wasm functions), and the glue (Node, V8, koffi, libc, other JS).
 
 export type ShareClass = 'kernel' | 'ours' | 'glue';
 
@@ -22,7 +22,8 @@ const LINE = /^\s*([\d.]+)%\s+\[(.)\]\s+(.*\S)\s*$/;
 
 export function classifySymbol(kind: string, symbol: string): ShareClass {
   if (kind === 'k') return 'kernel';
-  return /\/dist\/src\//.test(symbol) ? 'ours' : 'glue';
+  // Our wasm (the checksum, src/encap/checksum-wasm.ts) is the only wasm an agent runs.
+  return /\/dist\/src\/|wasm-function\[/.test(symbol) ? 'ours' : 'glue';
 }
 
 export function classifyReport(report: string): Shares {
