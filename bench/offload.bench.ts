@@ -8,9 +8,14 @@
 // mean per call through overriddenDuration. Everything lives in one pooled
 // ArrayBuffer at unaligned offsets, as in the data plane.
 //
-//   npx tsc -p tsconfig.json && node dist/bench/offload.bench.js
+// The pool is packet-pool memory (a WebAssembly.Memory, so checksums run in
+// wasm SIMD) unless --plain-memory asks for a plain ArrayBuffer (the
+// JavaScript checksum); alternate the two to compare them.
+//
+//   npx tsc -p tsconfig.json && node dist/bench/offload.bench.js [--plain-memory]
 import { Bench, type FnReturnedObject } from 'tinybench';
 import { onesComplementSum, pseudoHeaderSum } from '../src/encap/checksum.js';
+import { allocateChecksumMemory } from '../src/encap/checksum-wasm.js';
 import { COALESCE_MAX_WRITE_HEADER, CoalesceBatch } from '../src/encap/coalescing.js';
 import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../src/encap/ipv4.js';
 import { SegmentList, TCP_FLAG_ACK, TCP_FLAG_PSH, splitSuperPacket } from '../src/encap/segmentation.js';
@@ -35,7 +40,8 @@ const HEADROOM = 28; // outer IPv4 + UDP in front of each segment
 const SPLIT_STRIDE = 160;
 const SLOT = 2048; // one received datagram per slot
 
-const pool = new ArrayBuffer(1 << 20);
+const PLAIN_MEMORY = process.argv.includes('--plain-memory');
+const pool = PLAIN_MEMORY ? new ArrayBuffer(1 << 20) : allocateChecksumMemory(1 << 20);
 const buf = new Uint8Array(pool);
 const SUPER_OFF = 14;
 const SPLIT_ARENA = 70_000;
@@ -220,6 +226,7 @@ const split = meanNs(SPLIT);
 const floor = meanNs(CHECKSUM_ONLY);
 const coalesce = meanNs(COALESCE);
 const coalesceVerify = meanNs(COALESCE_VERIFY);
+console.log(`memory:    ${PLAIN_MEMORY ? 'plain ArrayBuffer (JavaScript checksum)' : 'packet-pool WebAssembly.Memory (wasm SIMD checksum)'}`);
 console.log(`split:     ${split.toFixed(0)} ns per super-packet, ${(split / PAYLOAD).toFixed(3)} ns/B, ${(split / SEGMENTS).toFixed(0)} ns per segment`);
 console.log(`           of which the payload checksum alone ≈ ${floor.toFixed(0)} ns (${(floor / PAYLOAD).toFixed(3)} ns/B)`);
 console.log(`coalesce:  ${coalesce.toFixed(0)} ns per ${SEGMENTS} segments, ${(coalesce / SEGMENTS).toFixed(0)} ns per segment, ${(coalesce / PAYLOAD).toFixed(3)} ns/B`);

@@ -1,5 +1,6 @@
 // What one repetition on one data plane yields, and the list of headline
 // figures (name, unit, which way is better) that the tables and the chart share.
+import { CPU_BUDGET_METRICS, type CpuBudgetMetricKey } from './cpu-budget-metrics.js';
 
 export interface RepResult {
   planeId: string;
@@ -31,7 +32,8 @@ export type MetricKey =
   | 'heapBeforeMiB'
   | 'heapAfterMiB'
   | 'idleBusyCpus'
-  | IdleMetricKey;
+  | IdleMetricKey
+  | CpuBudgetMetricKey;
 
 /** Issue 21: ping RTT avg / p99 and forwarding threads' CPU per ping, pings 0.02 s, 0.2 s or 1 s apart (bench/e2e/idle-latency.ts). */
 export type IdleMetricKey = `idle${'002' | '02' | '1'}${'AvgMs' | 'P99Ms' | 'CpuUs'}`;
@@ -114,6 +116,7 @@ export const METRICS: readonly MetricSpec[] = [
   { key: 'machineCpuSPerGB', header: 'machine CPU', title: 'whole machine busy CPU per GB (TCP 1 stream)', unit: 's/GB', better: 'lower', decimals: 2, chart: true, table: 'throughput' },
   { key: 'agentCpuSPerGB', header: 'agent CPU', title: "agents' own CPU per GB (TCP 1 stream)", unit: 's/GB', better: 'lower', decimals: 2, agentOnly: true, chart: true, table: 'throughput' },
   { key: 'syscallsPerPacket', header: 'syscalls/pkt', title: 'agent syscalls per tunnelled packet (both nodes, whole run)', unit: '', better: 'lower', decimals: 2, agentOnly: true, chart: true, table: 'throughput' },
+  ...CPU_BUDGET_METRICS,
   { key: 'heapBeforeMiB', header: 'heap before', title: 'agent worker heap before', unit: 'MiB', better: 'none', decimals: 1, agentOnly: true, chart: false, table: 'throughput' },
   { key: 'heapAfterMiB', header: 'heap after', title: 'agent worker heap after', unit: 'MiB', better: 'none', decimals: 1, agentOnly: true, chart: false, table: 'throughput' },
   ...rrMetrics(),

@@ -22,6 +22,8 @@ export interface PlaneSpec {
   agentVxlanArgs?: string[];
   /** flannel's C proxy on a 'none' testbed (bench/e2e/cproxy.ts); only with --cproxy PATH. */
   cproxy?: boolean;
+  /** Another build's dist/src/cli.js (the build before a change, run side by side); default this tree's. */
+  agentCli?: string;
 }
 
 /** flannel's own C proxy, measured when the run is given its binary (--cproxy PATH or FLANNEL_CPROXY). */
@@ -32,6 +34,16 @@ export const CPROXY_PLANE: PlaneSpec = {
   dataplane: 'none',
   cproxy: true,
 };
+
+// Issue 23: with BENCH_BASE_BUILD=<tree with an earlier build>, that build's agent also runs, in UDP and
+// VXLAN mode, alternated with this one in the same run ("agent CPU per GB against the build before").
+const BASE_BUILD = process.env.BENCH_BASE_BUILD;
+const BASE_PLANES: PlaneSpec[] = BASE_BUILD
+  ? [
+    { id: 'agent-base', short: 'agent udp ×2, before', label: `the build before, UDP mode, defaults (2 workers), from ${BASE_BUILD}`, dataplane: 'agent', workers: 2, agentCli: `${BASE_BUILD}/dist/src/cli.js` },
+    { id: 'agent-vxlan-base', short: 'agent vxlan ×2, before', label: `the build before, VXLAN mode, defaults, 2 workers, from ${BASE_BUILD}`, dataplane: 'kernel-vxlan', workers: 2, agentVxlanArgs: [], agentCli: `${BASE_BUILD}/dist/src/cli.js` },
+  ]
+  : [];
 
 export const PLANES: readonly PlaneSpec[] = [
   { id: 'host-gw', short: 'host-gw', label: 'plain routing (host-gw), the ceiling', dataplane: 'host-gw' },
@@ -64,6 +76,7 @@ export const PLANES: readonly PlaneSpec[] = [
     workers: 2,
     agentVxlanArgs: ['--vxlan-udp-checksum', 'zero'],
   },
+  ...BASE_PLANES,
 ];
 
 /** The planes measured by default, in table order. */
@@ -75,7 +88,7 @@ export function isAgentPlane(plane: PlaneSpec): boolean {
 
 export function clusterOptionsFor(plane: PlaneSpec): ClusterOptions {
   // Same shape for every plane: 2 nodes, 1 pod each, underlay MTU 1500; the pod MTU follows the plane's overhead.
-  return { nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers, agentArgs: plane.agentArgs, podMtu: plane.podMtu };
+  return { nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers, agentArgs: plane.agentArgs, podMtu: plane.podMtu, agentCli: plane.agentCli };
 }
 
 export function planeById(id: string): PlaneSpec {

@@ -14,6 +14,8 @@ import { udpSweep } from './udp-sweep.js';
 import { startCproxies } from './cproxy.js';
 import { measureIdleLatency } from './idle-latency.js';
 import { idleKey } from './metrics.js';
+import { meterAgents } from './cpu-budget.js';
+import { meteredRun, measureSmallMss, recordTcp1Budget, recordTcp4Budget } from './cpu-budget-runs.js';
 import { measureRr, underTcpStream, type LatencyPlan, type RrMeasurement, type RrProtocol } from './latency.js';
 
 const GB = 1e9;
@@ -84,6 +86,7 @@ async function measure(
 
   // TCP 1 stream, metered: CPU and bytes over the whole iperf3 run, warm-up second included on both sides.
   const beforeTcp1 = withAgents ? await agentCounters() : undefined;
+  const budget1 = withAgents ? await meterAgents(agents) : undefined;
   const rxBefore = await interfaceCounters(cluster, server.ns, 'eth0');
   const agentCpuBefore = agentCpuS();
   const machineBefore = sampleMachineCpu();
@@ -104,6 +107,7 @@ async function measure(
     figures.agentCpuSPerGB = agentCpuUsed / gb;
     cpuDetail.agentCpuS = agentCpuUsed;
     detail.tcp1Syscalls = syscallsPerPacket(beforeTcp1!, await agentCounters());
+    progress(`  CPU budget: ${recordTcp1Budget(result, await budget1!.finish(gb))}`);
   }
   detail.tcp1 = tcp1;
   detail.tcp1Cpu = cpuDetail;
@@ -112,10 +116,13 @@ async function measure(
 
   if (plan.latencyOnly) return;
 
-  const tcp4 = await iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds: plan.tcpSeconds, streams: 4, omitSeconds: plan.tcpOmitSeconds });
+  const metered4 = await meteredRun(cluster, agents, () =>
+    iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds: plan.tcpSeconds, streams: 4, omitSeconds: plan.tcpOmitSeconds }));
+  const tcp4 = metered4.value;
   figures.tcp4Gbps = tcp4.bitsPerSecond / 1e9;
   detail.tcp4 = tcp4;
-  progress(`  TCP 4 streams ${figures.tcp4Gbps.toFixed(2)} Gbit/s`);
+  progress(`  TCP 4 streams ${figures.tcp4Gbps.toFixed(2)} Gbit/s` + (metered4.budgets ? `; ${recordTcp4Budget(result, metered4.budgets)}` : ''));
+  await measureSmallMss(cluster, plan, result, progress);
 
   const beforeUdp = withAgents ? await agentCounters() : undefined;
   const sweep = await udpSweep(cluster, client, server, {

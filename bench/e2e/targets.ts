@@ -55,6 +55,11 @@ export const TARGETS: readonly TargetSpec[] = [
   // VXLAN mode in both outer-checksum settings: with a zero checksum the kernel refuses UDP GSO (docs/design.md).
   { name: 'agent VXLAN mode (default: outer checksum on) TCP 1 stream ÷ UDP mode (within 10 %)', metric: 'tcp1Gbps', numerator: 'agent-vxlan', denominator: 'agent', op: '>=', limit: 0.9 },
   { name: 'agent VXLAN mode (--vxlan-udp-checksum zero) TCP 1 stream ÷ UDP mode (within 10 %)', metric: 'tcp1Gbps', numerator: 'agent-vxlan-zero', denominator: 'agent', op: '>=', limit: 0.9 },
+  // Issue 23: CPU cycles per byte. "before" is the earlier build run side by side (BENCH_BASE_BUILD).
+  { name: 'agent TCP 1 stream ÷ kernel vxlan (issue 23)', metric: 'tcp1Gbps', numerator: 'agent', denominator: 'kernel-vxlan', op: '>=', limit: 0.6 },
+  { name: 'agent TCP 4 streams ÷ kernel vxlan (issue 23)', metric: 'tcp4Gbps', numerator: 'agent', denominator: 'kernel-vxlan', op: '>=', limit: 0.4 },
+  { name: 'agent CPU per GB ÷ the build before, side by side (issue 23: -30 %)', metric: 'agentCpuSPerGB', numerator: 'agent', denominator: 'agent-base', op: '<=', limit: 0.7 },
+  { name: 'agent VXLAN mode TCP 1 stream ÷ UDP mode, MSS 1400 (within 10 %)', metric: 'tcpMss1400Gbps', numerator: 'agent-vxlan', denominator: 'agent', op: '>=', limit: 0.9 },
 ];
 
 export interface TargetOutcome {

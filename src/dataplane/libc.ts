@@ -276,11 +276,18 @@ export class NativeMemory {
   readonly view: DataView;
   readonly address: number;
 
-  constructor(readonly size: number) {
+  /**
+   * `allocate` makes the backing ArrayBuffer of at least the given length
+   * (packet pools pass allocateChecksumMemory, a WebAssembly.Memory's buffer,
+   * so the wasm checksum can read their packets); the views cover `size`
+   * rounded up to 64 bytes.
+   */
+  constructor(readonly size: number, allocate: (byteLength: number) => ArrayBuffer = (n) => new ArrayBuffer(n)) {
     // Round up so 8-byte fields of structs laid out in it stay aligned.
-    this.buffer = new ArrayBuffer((size + 63) & ~63);
-    this.bytes = new Uint8Array(this.buffer);
-    this.view = new DataView(this.buffer);
+    const length = (size + 63) & ~63;
+    this.buffer = allocate(length);
+    this.bytes = new Uint8Array(this.buffer, 0, length);
+    this.view = new DataView(this.buffer, 0, length);
     this.address = Number(koffi.address(this.buffer));
   }
 

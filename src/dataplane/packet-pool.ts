@@ -3,6 +3,7 @@
 // headers in place (VXLAN + Ethernet: 22 bytes) and the kernel sends straight
 // from the same memory: a packet is never copied between the TUN read and the
 // UDP send, and nothing is allocated per packet.
+import { allocateChecksumMemory } from '../encap/checksum-wasm.js';
 import { NativeMemory } from './libc.js';
 
 export class PacketPool {
@@ -26,7 +27,8 @@ export class PacketPool {
     // aligned packets let the checksum read whole words.
     this.slotSize = (headroom + capacity + 63) & ~63;
     this.extraOffset = this.slotSize * slotCount;
-    this.memory = new NativeMemory(this.extraOffset + extraBytes);
+    // In a WebAssembly.Memory: the checksum of every payload byte runs in wasm SIMD (encap/checksum-wasm.ts).
+    this.memory = new NativeMemory(this.extraOffset + extraBytes, allocateChecksumMemory);
     this.packetOffsets = new Int32Array(slotCount);
     for (let i = 0; i < slotCount; i++) this.packetOffsets[i] = i * this.slotSize + headroom;
   }

@@ -74,6 +74,8 @@ export interface ClusterOptions {
   workers?: number;
   /** Extra arguments appended to every agent's command line. */
   agentArgs?: string[];
+  /** The agent's cli.js; default this tree's dist/src/cli.js (the benchmark points it at another build to compare). */
+  agentCli?: string;
   /** How long to wait for "flannel-udp agent ready"; default 15 s. */
   agentReadyTimeoutMs?: number;
   /** Where agent logs go; default the cluster's temp dir (removed by destroy; the in-memory tail survives). */
@@ -145,6 +147,8 @@ export interface Cluster {
   readonly underlayNs: string;
   readonly tempDir: string;
   readonly leasesFile: string;
+  /** The agent's cli.js this cluster starts (ClusterOptions.agentCli). */
+  readonly agentCli: string;
   /** Every namespace this cluster created, underlay first. */
   readonly namespaces: readonly string[];
   node(i: number): NodeInfo;
@@ -286,6 +290,7 @@ class ClusterImpl implements Cluster {
   private readonly cniBinDir: string;
   private readonly workers: number;
   private readonly agentArgs: string[];
+  readonly agentCli: string;
   private readonly agentReadyTimeoutMs: number;
   private readonly logDir: string;
   private readonly agents = new Map<number, CapturedChild>();
@@ -309,6 +314,7 @@ class ClusterImpl implements Cluster {
     this.podMtu = opts.podMtu ?? this.underlayMtu - overheadFor(this.dataplane);
     this.workers = opts.workers ?? 1;
     this.agentArgs = opts.agentArgs ?? [];
+    this.agentCli = opts.agentCli ?? agentCliPath;
     this.agentReadyTimeoutMs = opts.agentReadyTimeoutMs ?? 15_000;
     this.nodeDataplanes = opts.nodeDataplanes ?? {};
     const mixed = Object.entries(this.nodeDataplanes);
@@ -507,11 +513,11 @@ class ClusterImpl implements Cluster {
     const node = this.node(i);
     const running = this.agents.get(i);
     if (!alongside && running && isRunning(running)) throw new Error(`the agent on node ${i} is already running (pid ${running.pid})`);
-    if (!existsSync(agentCliPath)) {
-      throw new Error(`agent not built: ${agentCliPath} is missing (run npm run build)`);
+    if (!existsSync(this.agentCli)) {
+      throw new Error(`agent not built: ${this.agentCli} is missing (run npm run build)`);
     }
     const args = [
-      agentCliPath, 'up',
+      this.agentCli, 'up',
       '--subnet-file', node.subnetFile,
       '--leases', this.leasesFile,
       '--public-ip', node.underlayIp,

@@ -53,6 +53,8 @@ export interface IperfTcpOptions {
   streams?: number;
   /** iperf3 -O: seconds run first and left out of the figures (slow start, ARP); default 0. */
   omitSeconds?: number;
+  /** iperf3 -M: the TCP maximum segment size; default the path's. */
+  mss?: number;
 }
 
 export interface IperfTcpResult {
@@ -93,6 +95,7 @@ export async function iperf3Tcp(
   // iperf3 runs the omitted seconds before the -t seconds; the timeout's slack covers them.
   const report = await runIperf3(cluster, serverNs, serverIp, clientNs, seconds, [
     '-P', String(opts.streams ?? 1),
+    ...(opts.mss !== undefined ? ['-M', String(opts.mss)] : []),
     ...(omit > 0 ? ['-O', String(omit)] : []),
   ]);
   const end = report.end as { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number } };

@@ -5,7 +5,7 @@
 // stay valid. With every node replaced it is a pure agent VXLAN cluster; with
 // some, a mixed one.
 import { readFileSync } from 'node:fs';
-import { agentCliPath, type Cluster } from './cluster.js';
+import { type Cluster } from './cluster.js';
 import { waitForLine, type CapturedChild } from './exec.js';
 
 /** Node i's VTEP MAC as the testbed published it in the leases file (BackendData.VtepMAC). */
@@ -23,7 +23,7 @@ export async function replaceKernelVxlanWithAgent(cluster: Cluster, i: number, a
   const mac = publishedVtepMac(cluster, i);
   await cluster.exec(node.ns, 'ip', ['link', 'del', 'flannel.1']);
   const agent = cluster.spawn(node.ns, process.execPath, [
-    agentCliPath, 'up', '--backend', 'vxlan', '--vtep-mac', mac,
+    cluster.agentCli, 'up', '--backend', 'vxlan', '--vtep-mac', mac,
     '--subnet-file', node.subnetFile, '--leases', cluster.leasesFile, '--public-ip', node.underlayIp,
     '--workers', String(workers), ...agentArgs,
   ]);
