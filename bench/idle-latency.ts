@@ -10,6 +10,7 @@
 // CPU per ping (bench/e2e/idle-latency.ts). Ratios are of medians over the
 // repetitions, against the C proxy measured in the same run. Writes
 // idle-latency.{md,json}. Needs root, ping, iperf3-free; the C proxy needs gcc to build.
+// BENCH_BASE_BUILD=<tree with a build> adds that build's agent as plane agent-base (an A/B of one change).
 import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,10 +41,14 @@ interface Plane {
   dataplane: Dataplane;
   workers?: number;
   cproxy?: boolean;
+  /** another build's dist/src/cli.js, run side by side (BENCH_BASE_BUILD=<tree>, as npm run bench) */
+  agentCli?: string;
 }
+const BASE_BUILD = process.env.BENCH_BASE_BUILD;
 const ALL: Plane[] = [
   ...(cproxy ? [{ id: 'cproxy', label: "flannel's C proxy (unchanged, ../shared/anchors/flannel-cproxy)", dataplane: 'none' as const, cproxy: true }] : []),
   { id: 'agent', label: 'this agent, UDP mode, defaults (2 workers)', dataplane: 'agent', workers: 2 },
+  ...(BASE_BUILD ? [{ id: 'agent-base', label: `another build of the agent, UDP mode, 2 workers, from ${BASE_BUILD}`, dataplane: 'agent' as const, workers: 2, agentCli: `${BASE_BUILD}/dist/src/cli.js` }] : []),
   { id: 'kernel-vxlan', label: "kernel vxlan (flannel's vxlan backend)", dataplane: 'kernel-vxlan' },
   { id: 'reference', label: 'reference forwarder (bench/reference/udp_proxy.py, Python)', dataplane: 'reference' },
 ];
@@ -69,7 +74,7 @@ async function measure(plane: Plane, rep: number): Promise<Run> {
   const run: Run = { plane: plane.id, rep };
   let cluster: Cluster | undefined;
   try {
-    cluster = await createCluster({ nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers });
+    cluster = await createCluster({ nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers, agentCli: plane.agentCli });
     const cps = plane.cproxy ? await startCproxies(cluster, cproxy!) : [];
     const pids = forwarderPids(cluster, plane, cps);
     run.fresh = await measureIdleLatency(cluster, pids);

@@ -3,6 +3,7 @@
 // it, the entrypoint is the built CLI and runs from the image's layout, the
 // runtime stage ships no dev dependency the code imports, and the tools the
 // agent execs come from the packages the runtime stage installs.
+import { HELPER_COMMANDS } from '../../src/control/command-helper.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync } from 'node:fs';
@@ -145,8 +146,10 @@ test('the tools the agent execs come from the packages the runtime stage install
     .filter((w) => w && !w.startsWith('-'));
   const tools = new Set<string>();
   for (const file of jsFiles(join(repo, 'dist/src/control'))) {
-    for (const m of readFileSync(file, 'utf8').matchAll(/\b(?:execFile|execFileAsync|run)\(\s*'([\w.-]+)'/g)) tools.add(m[1]!);
+    for (const m of readFileSync(file, 'utf8').matchAll(/\b(?:execFile|execFileAsync|run|exec)\(\s*'([\w.-]+)'/g)) tools.add(m[1]!);
   }
+  // What the agent's command helper may run (src/control/command-helper.ts) is exec'd too.
+  for (const t of HELPER_COMMANDS) tools.add(t);
   assert.equal([...tools].sort(), ['ip', 'iptables', 'iptables-restore']);
   requireTools(...tools, 'iptables-nft', 'iptables-legacy');
   for (const tool of tools) {
