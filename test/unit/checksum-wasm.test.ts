@@ -37,9 +37,10 @@ test('the module compiles here: Node has WebAssembly SIMD (else the JavaScript p
   assert.ok(checksumModule() instanceof WebAssembly.Module);
 });
 
-test('a plain ArrayBuffer has no wasm sum; a pool memory has, and its buffer never detaches', () => {
+test('a plain ArrayBuffer and the default pool have no wasm sum; a pool made with wasm checksum memory has, and its buffer never detaches', () => {
   assert.is(wasmSumFor(new ArrayBuffer(1024)), undefined);
-  const pool = new PacketPool(4, 2048, 64, 4096);
+  const pool = new PacketPool(4, 2048, 64, 4096, true);
+  assert.not.ok(wasmSumFor(new PacketPool(4, 2048, 64, 4096).bytes.buffer), 'the default pool is plain memory');
   assert.ok(wasmSumFor(pool.bytes.buffer));
   assert.is(pool.bytes.length, pool.memory.size + ((64 - (pool.memory.size % 64)) % 64));
   assert.ok(pool.memory.address > 0);
@@ -80,7 +81,7 @@ test('wasm sum: zero length and all-zero input give 0', () => {
 
 test('onesComplementSum on pool memory = on a plain copy = reference, with seeds chained', () => {
   const random = makeRandom(2323);
-  const pool = new PacketPool(8, 9000, 64, 0);
+  const pool = new PacketPool(8, 9000, 64, 0, true);
   const wasmView = pool.bytes;
   const plainView = new Uint8Array(wasmView.length);
   for (let i = 0; i < wasmView.length; i++) plainView[i] = wasmView[i] = (random() * 256) | 0;
