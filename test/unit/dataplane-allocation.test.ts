@@ -300,11 +300,13 @@ for (const vnet of [false, true]) {
     const out = await runChild([], loopChild(vnet, packets));
     const r = JSON.parse(out.trim().split('\n').pop()!) as { scavenges: number; controlScavenges: number; out: number; in: number; polls: number; ms: number; packets: number };
     console.log(`    worker loop, offloads ${vnet ? 'on' : 'off'}: ${r.packets} packets each way in ${r.ms} ms, ${r.polls} polls in all; ${r.scavenges} scavenges of the worker's 1 MB young generation in the measured part (${r.controlScavenges} for 16 bytes a packet)`);
-    assert.ok(r.controlScavenges >= 2, `the observer sees 16 bytes per packet: ${r.controlScavenges} scavenges`);
+    // 16 bytes a packet over 120 000 packets is ~1.9 MB: one or two scavenges of the 1 MB young generation
+    // (both seen), so the measured part must show none at all.
+    assert.ok(r.controlScavenges >= 1, `the observer sees 16 bytes per packet: ${r.controlScavenges} scavenges`);
     assert.is(r.out, r.packets + 20_000, 'every packet forwarded out');
     assert.is(r.in, r.packets + 20_000, 'every packet forwarded in');
-    // 120 000 packets and as many loop turns: 16 bytes each would be ~2 MB, two scavenges at least.
-    assert.ok(r.scavenges <= 1, `${r.scavenges} scavenges: about ${((r.scavenges * 1048576) / (2 * r.packets)).toFixed(0)} bytes of garbage per packet`);
+    // 120 000 packets and as many loop turns: 16 bytes each would be a scavenge at least (the control above).
+    assert.is(r.scavenges, 0, `${r.scavenges} scavenges: about ${((r.scavenges * 1048576) / (2 * r.packets)).toFixed(0)} bytes of garbage per packet`);
   });
 }
 
