@@ -55,7 +55,7 @@ test('subnetFile: a FIFO is refused (code 5) instead of waiting for a writer for
   assert.is(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo');
   const r = plugin(conf({ subnetFile: fifo }));
   assert.is(r.answer.code, 5);
-  assert.match(r.answer.msg!, /is a FIFO, not a regular file/);
+  assert.match(r.answer.msg!, /is a FIFO \(named pipe\), not a regular file/);
 });
 
 test('subnetFile: a directory, and a regular file far too large, are I/O errors (code 5)', () => {
@@ -64,7 +64,7 @@ test('subnetFile: a directory, and a regular file far too large, are I/O errors 
   writeFileSync(big, 'FLANNEL_MTU=1472\n'.repeat(10_000));
   const r = plugin(conf({ subnetFile: big }));
   assert.is(r.answer.code, 5);
-  assert.match(r.answer.msg!, /more than the 65536 it can be/);
+  assert.match(r.answer.msg!, /big\.env: flannel's subnet file is 170000 bytes; the limit is 64 KiB/);
 });
 
 test('subnetFile pointing at some other file: code 7, and none of its content in the answer or the log', () => {
