@@ -9,6 +9,7 @@
 // rather than half-reading them.
 
 import { type Cidr, formatIPv4, makeCidr, parseIPv4 } from './ipv4-address.js';
+import type { Cidr6 } from './ipv6-address.js';
 
 export interface Lease {
   subnet: Cidr;
@@ -17,8 +18,14 @@ export interface Lease {
   backendType: string;
   /** backend-specific JSON, passed through untouched (null when absent) */
   backendData: unknown;
-  /** the flannel subnet key, canonical form ("10.244.2.0-24") */
+  /** the flannel subnet key, canonical form ("10.244.2.0-24", dual-stack "10.244.2.0-24&fd00:10:244:2::-64") */
   key: string;
+  /** dual-stack: the node's IPv6 pod subnet (the key's part after '&'); absent on an IPv4-only lease */
+  ipv6Subnet?: Cidr6;
+  /** PublicIPv6: the node's IPv6 underlay address, when it has one (16 bytes, network order) */
+  publicIpv6?: Uint8Array;
+  /** BackendV6Data: the IPv6 backend's JSON (VXLAN: flannel-v6.1's VtepMAC), passed through untouched */
+  backendV6Data?: unknown;
   /** attributes this version of flannel-udp does not know, ignored (the agent logs each name once) */
   unknownFields?: string[];
 }
