@@ -111,8 +111,9 @@ source('a bad value is reported once and left out; fixing it brings the lease in
     await admin.put(`${h.prefix}/subnets/10.244.5.0-24`, '{"PublicIP": "not an ip", "BackendType": "udp"}');
     await until('error', () => h.errors.length === 1, h);
     assert.match(h.errors[0], /subnets\/10\.244\.5\.0-24: lease "10\.244\.5\.0-24": PublicIP: .* ignored/);
-    await admin.put(`${h.prefix}/subnets/10.244.6.0-24&fc00::-64`, value('192.0.2.6'));
-    await until('dual-stack key reported', () => h.errors.length === 2, h);
+    await admin.put(`${h.prefix}/subnets/10.244.6.0-24&fc00::-129`, value('192.0.2.6'));
+    await until('bad IPv6 half reported', () => h.errors.length === 2, h);
+    assert.match(h.errors[1], /IPv6 prefix length 129/);
     await admin.put(`${h.prefix}/subnets/10.244.5.0-24`, value('192.0.2.5'));
     await until('fixed', () => h.latest() === '10.244.5.0-24=192.0.2.5', h);
   } finally {

@@ -961,7 +961,7 @@ test('fuzz: parseLeasesFile on mutated leases files (consistent leases, or a Lea
   assertClean(r);
 });
 
-const KEYS = ['10.244.2.0-24', '10.244.0.0-16', '0.0.0.0-0', '192.0.2.1-32', '10.244.2.0-24&fc00::-64'];
+const KEYS = ['10.244.2.0-24', '10.244.0.0-16', '0.0.0.0-0', '192.0.2.1-32', '10.244.2.0-24&fc00::-64', '0.0.0.0-0&fd00:10:244:2::-64'];
 
 test('fuzz: parseLeaseAttrs on random JSON values and mutated subnet keys (a Lease, or a LeaseError with a message)', () => {
   const r = fuzz('lease-attrs', 50_000, ((rng) => {
@@ -976,7 +976,7 @@ test('fuzz: parseLeaseAttrs on random JSON values and mutated subnet keys (a Lea
       check((err as Error).message.length > 0, 'an empty message');
       return 0;
     }
-    check(lease.key === formatSubnetKey(lease.subnet), 'key not canonical');
+    check(lease.key === formatSubnetKey(lease.subnet, lease.ipv6Subnet), 'key not canonical');
     check(Number.isInteger(lease.publicIp) && lease.publicIp >= 0 && lease.publicIp <= 0xffffffff, 'public IP not a uint32');
     check(typeof lease.backendType === 'string' && lease.backendType !== '', 'empty backend type');
     return 0;

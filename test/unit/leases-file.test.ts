@@ -4,7 +4,8 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatCidr, formatIPv4, parseCidr } from '../../src/control/ipv4-address.js';
-import { type Lease, formatSubnetKey, LeaseError, parseLeaseAttrs, parseSubnetKey } from '../../src/control/lease.js';
+import { type Lease, formatSubnetKey, LeaseError, parseDualStackSubnetKey, parseLeaseAttrs, parseSubnetKey } from '../../src/control/lease.js';
+import { formatCidr6, formatIPv6 } from '../../src/control/ipv6-address.js';
 import { LeasesFileError, LeasesFileSource, parseLeasesFile } from '../../src/control/leases-file.js';
 import { checkLeases } from '../../src/control/lease-sanity.js';
 
@@ -39,7 +40,11 @@ test('parseSubnetKey / formatSubnetKey', () => {
     ['10.244.2.0-024', /not a flannel subnet key|prefix length/],
     ['10.244.2.1-24', /host bits are set \(did you mean 10\.244\.2\.0-24\?\)/],
     ['10.244.300.0-24', /"10\.244\.300\.0" is not a valid IPv4 address/],
-    ['10.244.2.0-24&fc00::-64', /dual-stack/],
+    ['10.244.2.0-24&fc00::1-64', /host bits are set in the IPv6 half \(did you mean fc00::-64\?\)/],
+    ['10.244.2.0-24&FC00::-64', /IPv6 half after '&' is not network-prefixlength in lower case/],
+    ['10.244.2.0-24&fc00::-129', /IPv6 prefix length 129 is not in 0\.\.128/],
+    ['10.244.2.0-24&fc00::-64&fc01::-64', /more than one '&'/],
+    ['10.244.2.0-24&10.0.0.0-8', /"10\.0\.0\.0" is not a valid IPv6 address/],
     ['', /not a flannel subnet key/],
   ];
   for (const [key, message] of cases) {
@@ -53,6 +58,34 @@ test('parseSubnetKey / formatSubnetKey', () => {
       assert.ok((err as Error).message.startsWith(`lease ${JSON.stringify(key)}: `));
     }
   }
+});
+
+test('dual-stack keys: both halves, as flannel MakeSubnetKey writes them; an IPv6-only key has the zero IPv4 half', () => {
+  const { subnet, ipv6Subnet, ipv6Only } = parseDualStackSubnetKey('10.244.2.0-24&fd00:10:244:2::-64');
+  assert.is(formatCidr(subnet), '10.244.2.0/24');
+  assert.is(formatCidr6(ipv6Subnet!), 'fd00:10:244:2::/64');
+  assert.is(ipv6Only, false);
+  assert.is(formatSubnetKey(subnet, ipv6Subnet), '10.244.2.0-24&fd00:10:244:2::-64');
+  assert.is(parseDualStackSubnetKey('0.0.0.0-0&fd00:10:244:2::-64').ipv6Only, true);
+  assert.is(parseDualStackSubnetKey('10.244.2.0-24').ipv6Subnet, undefined);
+
+  const lease = parseLeaseAttrs('10.244.2.0-24&fd00:10:244:2::-64', {
+    PublicIP: '192.0.2.2', PublicIPv6: 'fd00:192::2', BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:02' }, BackendV6Data: { VNI: 1, VtepMAC: '02:00:00:00:06:02' },
+  });
+  assert.is(lease.key, '10.244.2.0-24&fd00:10:244:2::-64');
+  assert.is(formatCidr6(lease.ipv6Subnet!), 'fd00:10:244:2::/64');
+  assert.is(formatIPv6(lease.publicIpv6!), 'fd00:192::2');
+  assert.equal(lease.backendV6Data, { VNI: 1, VtepMAC: '02:00:00:00:06:02' });
+  assert.is(lease.ipv6Only, undefined);
+  // IPv4-only leases as flannel writes them: "PublicIPv6": null, no IPv6 fields.
+  const v4 = parseLeaseAttrs('10.244.3.0-24', { PublicIP: '192.0.2.3', PublicIPv6: null, BackendType: 'udp', BackendData: null });
+  assert.equal([v4.ipv6Subnet, v4.publicIpv6, v4.backendV6Data, v4.ipv6Only], [undefined, undefined, undefined, undefined]);
+  // IPv6-only: no IPv4 public address needed, an IPv6 one is.
+  const v6only = parseLeaseAttrs('0.0.0.0-0&fd00:10:244:4::-64', { PublicIP: '0.0.0.0', PublicIPv6: 'fd00:192::4', BackendType: 'udp' });
+  assert.is(v6only.ipv6Only, true);
+  assert.throws(() => parseLeaseAttrs('0.0.0.0-0&fd00:10:244:4::-64', { BackendType: 'udp' }), /PublicIPv6: missing on an IPv6-only lease/);
+  assert.throws(() => parseLeaseAttrs('10.244.2.0-24', { PublicIP: '192.0.2.2', PublicIPv6: '192.0.2.2', BackendType: 'udp' }), /PublicIPv6: .*not a valid IPv6 address/);
 });
 
 test('parseLeaseAttrs validates flannel lease JSON', () => {
