@@ -2,7 +2,10 @@
 // from a pod on node 1 to a pod on node 2 while node 1's agent is restarted
 // (src/testbed/restart-gap.ts), counted as packets lost.
 //
-//   npm run build && node dist/bench/restart-gap.js [--reps 3] [--workers 2]
+//   npm run build && node dist/bench/restart-gap.js [--reps 3] [--workers 2] [--agent-node PATH]
+//
+// --agent-node: the Node.js binary the agents (and the `node -e 0` column) run
+// on, e.g. the image's Node 24 (see bench/idle-latency.ts for how to fetch it).
 //
 // Kinds, in one run, alternating per repetition so drifting load hits all:
 //   sigterm   SIGTERM, then a new agent (a pod restart, systemctl restart)
@@ -20,7 +23,11 @@ import { createCluster, type Cluster, type Dataplane } from '../src/testbed/clus
 import { measureRestartGap, type RestartKind } from '../src/testbed/restart-gap.js';
 import { ping } from '../src/testbed/measure.js';
 
-const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' }, workers: { type: 'string', default: '2' } } });
+const { values } = parseArgs({
+  options: { reps: { type: 'string', default: '3' }, workers: { type: 'string', default: '2' }, 'agent-node': { type: 'string' } },
+});
+const agentNode = values['agent-node'] ?? process.execPath;
+const agentNodeVersion = execFileSync(agentNode, ['--version'], { encoding: 'utf8' }).trim();
 const reps = Number(values.reps);
 const workers = Number(values.workers);
 if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps: "${values.reps}" is not a positive integer`);
@@ -45,7 +52,7 @@ const CASES: Case[] = [
  */
 function nodeStartMs(): number {
   const t = process.hrtime.bigint();
-  execFileSync(process.execPath, ['-e', '0']);
+  execFileSync(agentNode, ['-e', '0']);
   return Number(process.hrtime.bigint() - t) / 1e6;
 }
 
@@ -59,7 +66,7 @@ interface Row {
 async function measure(c: Case): Promise<{ lost: number; gapMs: number; rttMaxMs: number }> {
   let cluster: Cluster | undefined;
   try {
-    cluster = await createCluster({ nodes: 2, dataplane: c.dataplane, workers, agentArgs: c.agentArgs });
+    cluster = await createCluster({ nodes: 2, dataplane: c.dataplane, workers, agentArgs: c.agentArgs, agentNode });
     if (!c.kind) {
       const r = await ping(cluster, cluster.pod(1).ns, cluster.pod(2).ip, { count: 500, intervalS: 0.01 });
       return { lost: r.sent - r.received, gapMs: (r.sent - r.received) * 10, rttMaxMs: r.rttMaxMs };
@@ -85,7 +92,7 @@ for (let rep = 0; rep < reps; rep++) {
   }
 }
 const list = (xs: number[], digits = 0) => xs.map((x) => x.toFixed(digits)).join(' / ');
-console.log(`restart gap: 500 pings 10 ms apart, pod on node 1 -> pod on node 2, node 1's agent restarted after 50 replies; ${workers} worker(s); ${reps} repetition(s)`);
+console.log(`restart gap: 500 pings 10 ms apart, pod on node 1 -> pod on node 2, node 1's agent restarted after 50 replies; ${workers} worker(s); ${reps} repetition(s); agents on Node.js ${agentNodeVersion} (${agentNode})`);
 console.log(`load average (1 min) before: ${loadBefore.toFixed(2)}, after: ${loadavg()[0].toFixed(2)}`);
 console.log('| case | pings lost of 500 (each run) | longest gap, ms | max RTT, ms | `node -e 0` right after, ms |');
 console.log('|---|---|---|---|---|');
