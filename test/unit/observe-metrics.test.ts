@@ -4,6 +4,8 @@
 // 127.0.0.1 with an ephemeral port.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { allocateStats, counterNames, snapshotWorker, workerCounters, Counter, DROPS_BASE } from '../../src/dataplane/worker-stats.js';
 import { DropReason, dropReasonNames } from '../../src/encap/drop-reasons.js';
 import {
@@ -291,15 +293,19 @@ test('health server: /healthz 200, /readyz 503 then 200, /metrics, 404 and 405; 
   assert.not.ok(await fetch(`http://127.0.0.1:${server.port}/healthz`).then(() => true, () => false), 'closed');
 });
 
-test('health server: a port in use is a clear error', async () => {
-  const first = await startHealthServer({ ip: '127.0.0.1', port: 0, snapshot: exampleStats, ready: () => true, log: () => undefined });
+test('health server: a port another program holds is a clear error', async () => {
+  // Another program's listener, without SO_REUSEPORT: the health server's own
+  // reusePort (for a hand-over between two agents, Node >= 22.12) cannot share it.
+  const other = createServer();
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  const port = (other.address() as AddressInfo).port;
   try {
-    await startHealthServer({ ip: '127.0.0.1', port: first.port, snapshot: exampleStats, ready: () => true, log: () => undefined }).then(
-      () => assert.unreachable('a second server on the same port'),
-      (err: Error) => assert.match(err.message, new RegExp(`healthz: cannot listen on 127\\.0\\.0\\.1:${first.port}: the port is in use`)),
+    await startHealthServer({ ip: '127.0.0.1', port, snapshot: exampleStats, ready: () => true, log: () => undefined }).then(
+      (server) => server.close().then(() => assert.unreachable('a server on a port another program holds')),
+      (err: Error) => assert.match(err.message, new RegExp(`healthz: cannot listen on 127\\.0\\.0\\.1:${port}: the port is in use`)),
     );
   } finally {
-    await first.close();
+    await new Promise((resolve) => other.close(resolve));
   }
 });
 
