@@ -4,12 +4,16 @@
 // several configurations side by side in one run:
 //   - the worker count (1, 2): what one worker thread (isolate + pools) adds;
 //   - the same with NODE_OPTIONS variants (V8 flags, the libuv thread pool);
-//   - a bare `node` process for the floor (the binary's own pages).
+//   - a bare `node` process for the floor (the binary's own pages), and the
+//     same with two empty worker threads (the floor of any 2-worker agent).
 // Each variant prints RSS, anonymous, file-backed, threads and the transfer's
 // duration, so a memory knob and its throughput cost are seen together.
 //
-//   npm run build && node dist/bench/agent-memory.js [--transfer-mib 128] [--only name,name]
-import { spawn } from 'node:child_process';
+//   npm run build && node dist/bench/agent-memory.js [--transfer-mib 128] [--only name,name] [--agent-node PATH]
+//
+// --agent-node: the Node.js binary the agents and the floors run on (e.g. the
+// image's Node 24: see bench/idle-latency.ts for how to fetch it).
+import { execFileSync, spawn } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createCluster } from '../src/testbed/cluster.js';
@@ -32,7 +36,10 @@ const VARIANTS: Variant[] = [
   { name: '2 workers, --batch 16', workers: 2, agentArgs: ['--batch', '16'] },
 ];
 
-const { values } = parseArgs({ options: { 'transfer-mib': { type: 'string', default: '128' }, only: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { 'transfer-mib': { type: 'string', default: '128' }, only: { type: 'string' }, 'agent-node': { type: 'string' } },
+});
+const agentNode = values['agent-node'] ?? process.execPath;
 const transferBytes = Number(values['transfer-mib']) * 2 ** 20;
 const only = values.only?.split(',');
 
@@ -44,23 +51,29 @@ function describe(s: ProcSample): string {
   return `RSS ${mib(s.rssKiB)} MiB (anon ${mib(s.anonKiB)}, file ${mib(s.fileKiB)}), ${s.threads} threads`;
 }
 
-async function bareNode(): Promise<ProcSample> {
-  const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 5000)'], { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 1000));
+const EMPTY_WORKERS = `const { Worker } = require('node:worker_threads');
+for (let i = 0; i < 2; i++) new Worker('setInterval(() => {}, 1e6)', { eval: true });
+setTimeout(() => process.exit(0), 5000);`;
+
+async function bareNode(workers: boolean): Promise<ProcSample> {
+  const child = spawn(agentNode, ['-e', workers ? EMPTY_WORKERS : 'setTimeout(() => {}, 5000)'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 1500));
   const s = sampleProcess(child.pid!);
   child.kill();
   return s;
 }
 
 const machine = describeMachine();
-console.log(`agent memory: ${machine.cpuCount} × ${machine.cpuModel}, Node ${machine.node}, source ${machine.gitDescribe}, load ${loadavg()[0].toFixed(2)}`);
-console.log(`bare node process: ${describe(await bareNode())}`);
+const agentNodeVersion = execFileSync(agentNode, ['--version'], { encoding: 'utf8' }).trim();
+console.log(`agent memory: ${machine.cpuCount} × ${machine.cpuModel}, agents on Node ${agentNodeVersion} (${agentNode}), source ${machine.gitDescribe}, load ${loadavg()[0].toFixed(2)}`);
+console.log(`bare node process: ${describe(await bareNode(false))}`);
+console.log(`bare node process with 2 empty worker threads: ${describe(await bareNode(true))}`);
 const rows: Array<Record<string, string | number>> = [];
 for (const v of VARIANTS) {
   if (only && !only.some((o) => v.name.includes(o))) continue;
   const saved = { ...process.env };
   Object.assign(process.env, v.env ?? {});
-  const cluster = await createCluster({ nodes: 2, workers: v.workers, agentArgs: v.agentArgs });
+  const cluster = await createCluster({ nodes: 2, workers: v.workers, agentArgs: v.agentArgs, agentNode });
   process.env = saved;
   try {
     await new Promise((r) => setTimeout(r, 2000));
