@@ -1,0 +1,104 @@
+// Do TCP streams scale with workers (issue 23)? TCP 1 and 4 streams pod 1 →
+// pod 2 on the two-node testbed, and how the receiving node's workers shared
+// the tunnelled datagrams during the 4-stream run, for:
+//   udp            this build, UDP mode, 2 workers (--receive-spread inner-flow, the default)
+//   udp-kernel     this build, --receive-spread kernel-hash: the kernel's outer 4-tuple hash
+//   udp-base       the build before (BENCH_BASE_BUILD=<tree with dist/>), when given
+//   vxlan          this build, VXLAN mode (its receive spread is the kernel's hash of varied source ports)
+// alternated per repetition, so drifting load on a shared machine hits all alike.
+//
+//   npm run build && BENCH_BASE_BUILD=/tmp/base node dist/bench/stream-spread.js [--reps 3] [--seconds 8] [--only udp,udp-base]
+//
+// Needs root (network namespaces) and iperf3.
+import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
+import { createCluster, type Cluster, type ClusterOptions } from '../src/testbed/cluster.js';
+import { replaceKernelVxlanWithAgent } from '../src/testbed/vxlan-agents.js';
+import { requestStatsLine } from '../src/testbed/agent-signal.js';
+import { iperf3Tcp } from '../src/testbed/measure.js';
+import type { CapturedChild } from '../src/testbed/exec.js';
+
+const { values } = parseArgs({
+  options: { reps: { type: 'string', default: '3' }, seconds: { type: 'string', default: '8' }, only: { type: 'string' } },
+});
+const reps = Number(values.reps);
+const seconds = Number(values.seconds);
+const base = process.env.BENCH_BASE_BUILD;
+
+interface Case {
+  id: string;
+  cluster: ClusterOptions;
+  vxlan?: boolean;
+}
+
+const CASES: Case[] = [
+  { id: 'udp', cluster: { nodes: 2, dataplane: 'agent', workers: 2 } },
+  ...(base ? [{ id: 'udp-base', cluster: { nodes: 2, dataplane: 'agent', workers: 2, agentCli: `${base}/dist/src/cli.js` } } as Case] : []),
+  { id: 'udp-kernel', cluster: { nodes: 2, dataplane: 'agent', workers: 2, agentArgs: ['--receive-spread', 'kernel-hash'] } },
+  { id: 'vxlan', cluster: { nodes: 2, dataplane: 'kernel-vxlan' }, vxlan: true },
+];
+const only = values.only?.split(',');
+const cases = only ? CASES.filter((c) => only.includes(c.id)) : CASES;
+if (cases.length === 0) throw new Error(`--only: none of ${values.only} is one of ${CASES.map((c) => c.id).join(', ')}`);
+
+async function receivedPerWorker(agent: CapturedChild): Promise<number[]> {
+  const stats = JSON.parse((await requestStatsLine(agent, 5000)).line) as { workers: { counters: Record<string, number> }[] };
+  return stats.workers.map((w) => w.counters.UdpReceivedPackets);
+}
+
+interface Row {
+  id: string;
+  rep: number;
+  load: string;
+  tcp1: number;
+  tcp4: number;
+  retransmits4: number;
+  /** Share of node 2's received datagrams per worker during the 4-stream run. */
+  shares: number[];
+}
+
+const rows: Row[] = [];
+for (let rep = 1; rep <= reps; rep++) {
+  for (const c of cases) {
+    let cluster: Cluster | undefined;
+    const load = loadavg().map((l) => l.toFixed(2)).join(' ');
+    try {
+      cluster = await createCluster(c.cluster);
+      const receiver = c.vxlan
+        ? (await Promise.all(cluster.nodes().map((n) => replaceKernelVxlanWithAgent(cluster!, n.index, [], 2))))[1]
+        : cluster.agent(2)!;
+      const [client, server] = [cluster.pod(1), cluster.pod(2)];
+      const tcp1 = await iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds, streams: 1, omitSeconds: 1 });
+      const before = await receivedPerWorker(receiver);
+      const tcp4 = await iperf3Tcp(cluster, server.ns, server.ip, client.ns, { seconds, streams: 4, omitSeconds: 1 });
+      const after = await receivedPerWorker(receiver);
+      const delta = after.map((n, i) => n - before[i]);
+      const total = delta.reduce((s, n) => s + n, 0);
+      const row: Row = { id: c.id, rep, load, tcp1: tcp1.bitsPerSecond / 1e9, tcp4: tcp4.bitsPerSecond / 1e9, retransmits4: tcp4.retransmits, shares: delta.map((n) => n / total) };
+      rows.push(row);
+      console.log(
+        `rep ${rep} ${c.id.padEnd(10)} load ${load}  TCP 1 ${row.tcp1.toFixed(2)} Gbit/s  TCP 4 ${row.tcp4.toFixed(2)} Gbit/s (retr ${row.retransmits4})  ` +
+          `node 2 workers' share of received datagrams (4 streams): ${row.shares.map((s) => (s * 100).toFixed(0) + ' %').join(' / ')}`,
+      );
+    } catch (err) {
+      console.log(`rep ${rep} ${c.id}: failed: ${(err as Error).message.split('\n')[0]}`);
+    } finally {
+      await cluster?.destroy();
+    }
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+console.log(`\n| case | TCP 1 stream, Gbit/s (median of ${reps}) | TCP 4 streams | 4 ÷ 1 | busiest receiving worker's share (4 streams) |`);
+console.log('|---|---|---|---|---|');
+for (const c of cases) {
+  const mine = rows.filter((r) => r.id === c.id);
+  if (mine.length === 0) continue;
+  const t1 = median(mine.map((r) => r.tcp1));
+  const t4 = median(mine.map((r) => r.tcp4));
+  console.log(`| ${c.id} | ${t1.toFixed(2)} | ${t4.toFixed(2)} | ${(t4 / t1).toFixed(2)} | ${mine.map((r) => (Math.max(...r.shares) * 100).toFixed(0) + ' %').join(', ')} |`);
+}
+console.log(`\nload average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')} (2 cores, shared with other sessions)`);
