@@ -140,13 +140,13 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-console.log(`\n| case | TCP 1 stream, Gbit/s (median of ${reps}) | TCP 4 streams | 4 ÷ 1 | busiest receiving worker's share (4 streams) |`);
-console.log('|---|---|---|---|---|');
+console.log(`\n| case | TCP 1 stream, Gbit/s (median of ${reps}) | TCP 4 streams | 4 ÷ 1 | TCP 4 streams: retransmits per run | busiest receiving worker's share (4 streams) |`);
+console.log('|---|---|---|---|---|---|');
 for (const c of cases) {
   const mine = rows.filter((r) => r.id === c.id);
   if (mine.length === 0) continue;
   const t1 = median(mine.map((r) => r.tcp1));
   const t4 = median(mine.map((r) => r.tcp4));
-  console.log(`| ${c.id} | ${t1.toFixed(2)} | ${t4.toFixed(2)} | ${(t4 / t1).toFixed(2)} | ${mine.map((r) => (Math.max(...r.shares) * 100).toFixed(0) + ' %').join(', ')} |`);
+  console.log(`| ${c.id} | ${t1.toFixed(2)} | ${t4.toFixed(2)} | ${(t4 / t1).toFixed(2)} | ${mine.map((r) => r.retransmits4).join(', ')} | ${mine.map((r) => (Math.max(...r.shares) * 100).toFixed(0) + ' %').join(', ')} |`);
 }
 console.log(`\nload average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')} (2 cores, shared with other sessions)`);

@@ -12,6 +12,7 @@ import * as libc from './libc.js';
 import { openTunQueues, closeTunQueues, describeOffloads, disableTunQueues, enableTunQueues, inspectTun, unpersistUnlessShared, TUN_F_TSO4, TUN_F_USO4, type TunOrigin } from './tun-device.js';
 import { openWorkerSockets, closeWorkerSockets, type WorkerSockets } from './worker-sockets.js';
 import { bindUdpSocket, queuedBytes, setReceiveSpread, withdrawUdpSocket } from './udp-socket.js';
+import { receiveSpreadOutcome } from './reuseport-cbpf.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-build.js';
 import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
@@ -200,22 +201,11 @@ export class DataPlane {
    */
   private spreadReceives(): void {
     const { opts } = this;
-    if (opts.backend !== 'udp') {
-      this.receiveSpread = 'kernel-hash (vxlan: peers vary the outer source port per flow)';
-      return;
-    }
-    const mode = opts.workers > 1 ? opts.receiveSpread ?? 'inner-flow' : 'kernel-hash';
-    const ret = setReceiveSpread(this.slots[0].udpFd, mode, opts.workers);
-    if (ret === 0) {
-      this.receiveSpread = mode === 'inner-flow' ? 'inner-flow' : opts.workers > 1 ? 'kernel-hash (--receive-spread kernel-hash)' : 'kernel-hash (one worker)';
-      if (mode === 'inner-flow') opts.log(`UDP port ${opts.port}: each inner flow to one of ${opts.workers} workers (classic BPF on the SO_REUSEPORT group)`);
-      return;
-    }
-    this.receiveSpread = `kernel-hash (the kernel refused the ${mode === 'inner-flow' ? 'program' : 'detach'}: ${libc.strerror(-ret)})`;
-    opts.log(
-      `UDP port ${opts.port}: ${this.receiveSpread}; ` +
-        (mode === 'inner-flow' ? "the kernel's 4-tuple hash gives each peer's traffic to one worker" : "an earlier agent's program may still spread the flows"),
-    );
+    const mode = opts.backend === 'udp' && opts.workers > 1 ? opts.receiveSpread ?? 'inner-flow' : 'kernel-hash';
+    const ret = opts.backend === 'udp' ? setReceiveSpread(this.slots[0].udpFd, mode, opts.workers) : 0;
+    const outcome = receiveSpreadOutcome({ backend: opts.backend, mode, workers: opts.workers, port: opts.port, result: ret });
+    this.receiveSpread = outcome.state;
+    if (outcome.log) opts.log(outcome.log);
   }
 
   private spawn(slot: WorkerSlot): Promise<void> {

@@ -154,3 +154,27 @@ export function innerFlowIndex(payload: Uint8Array, sockets: number, ipOffset = 
   h = (h ^ (h >>> 16)) >>> 0;
   return h % sockets;
 }
+
+/**
+ * What the stats say and the log line, after the agent set its receive
+ * spread: `result` is setReceiveSpread's (0 or -errno). A refusal is never an
+ * error: the kernel's own hash still delivers every datagram, to one worker
+ * per peer.
+ */
+export function receiveSpreadOutcome(o: { backend: 'udp' | 'vxlan'; mode: 'inner-flow' | 'kernel-hash'; workers: number; port: number; result: number }): {
+  state: string;
+  log?: string;
+} {
+  if (o.backend !== 'udp') return { state: 'kernel-hash (vxlan: peers vary the outer source port per flow)' };
+  if (o.result < 0) {
+    const why = `${o.mode === 'inner-flow' ? 'program' : 'detach'}: errno ${-o.result}`;
+    return {
+      state: `kernel-hash (the kernel refused the ${why})`,
+      log:
+        `UDP port ${o.port}: the kernel refused the receive spread's ${why}; ` +
+        (o.mode === 'inner-flow' ? "its own 4-tuple hash gives each peer's traffic to one worker" : "an earlier agent's program may still spread the flows"),
+    };
+  }
+  if (o.mode === 'kernel-hash') return { state: o.workers > 1 ? 'kernel-hash (--receive-spread kernel-hash)' : 'kernel-hash (one worker)' };
+  return { state: 'inner-flow', log: `UDP port ${o.port}: each inner flow to one of ${o.workers} workers (classic BPF on the SO_REUSEPORT group)` };
+}

@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as libc from '../../src/dataplane/libc.js';
 import { openUdpSocket, setReceiveSpread, withdrawUdpSocket, writeSockaddrIn } from '../../src/dataplane/udp-socket.js';
-import { innerFlowIndex, innerFlowProgram, KERNEL_HASH } from '../../src/dataplane/reuseport-cbpf.js';
+import { innerFlowIndex, innerFlowProgram, KERNEL_HASH, receiveSpreadOutcome } from '../../src/dataplane/reuseport-cbpf.js';
 
 const LOOPBACK = 0x7f000001;
 const scratch = new libc.NativeMemory(4096);
@@ -195,6 +195,26 @@ test('hand-over: once the old sockets are connected away, each flow reaches one 
     opened.splice(opened.indexOf(fd), 1);
   }
   assert.equal(flows.map((f) => deliver(from, fresh.fds, f) + 2), withdrawn, 'closing the old sockets moves no flow');
+});
+
+test('a kernel that refuses the program: the kernel hash, said once in the log and in the stats; never an error', () => {
+  const ENOPROTOOPT = 92;
+  const refused = receiveSpreadOutcome({ backend: 'udp', mode: 'inner-flow', workers: 2, port: 8285, result: -ENOPROTOOPT });
+  assert.is(refused.state, 'kernel-hash (the kernel refused the program: errno 92)');
+  assert.match(refused.log!, /refused the receive spread's program: errno 92; its own 4-tuple hash gives each peer's traffic to one worker/);
+  // The real refusal: a socket that is not in a SO_REUSEPORT group (EINVAL), which setReceiveSpread reports, not throws.
+  const fd = libc.socket(libc.AF_INET, libc.SOCK_DGRAM | libc.SOCK_CLOEXEC, 0);
+  opened.push(fd);
+  const result = setReceiveSpread(fd, 'inner-flow', 2);
+  assert.is(result, -22);
+  assert.is(receiveSpreadOutcome({ backend: 'udp', mode: 'inner-flow', workers: 2, port: 8285, result }).state, 'kernel-hash (the kernel refused the program: errno 22)');
+
+  const attached = receiveSpreadOutcome({ backend: 'udp', mode: 'inner-flow', workers: 4, port: 8285, result: 0 });
+  assert.is(attached.state, 'inner-flow');
+  assert.match(attached.log!, /each inner flow to one of 4 workers/);
+  assert.equal(receiveSpreadOutcome({ backend: 'udp', mode: 'kernel-hash', workers: 2, port: 8285, result: 0 }), { state: 'kernel-hash (--receive-spread kernel-hash)' });
+  assert.equal(receiveSpreadOutcome({ backend: 'udp', mode: 'kernel-hash', workers: 1, port: 8285, result: 0 }), { state: 'kernel-hash (one worker)' });
+  assert.match(receiveSpreadOutcome({ backend: 'vxlan', mode: 'kernel-hash', workers: 2, port: 8472, result: 0 }).state, /^kernel-hash \(vxlan/);
 });
 
 test.run();
