@@ -90,6 +90,8 @@ export interface AgentOptions {
   busyPollUs: number;
   /** Warm each worker's forwarding path before it starts (dataplane/rehearsal.ts). */
   rehearsal: boolean;
+  /** --receive-spread: UDP mode's choice of receiving worker (dataplane/data-plane.ts); default inner-flow. */
+  receiveSpread?: 'inner-flow' | 'kernel-hash';
   observe?: import('./observe/options.js').ObserveOptions;
 }
 
@@ -346,6 +348,7 @@ export class Agent {
         ownMask: subnet.mask,
         node: formatSubnetKey(subnet),
         capture: opts.observe?.capture,
+        receiveSpread: opts.receiveSpread,
         log,
       },
       this.snapshot(),
@@ -485,6 +488,7 @@ export class Agent {
       backend: this.opts.backend,
       ready: this.ready,
       workers: this.dataPlane?.statsSnapshot() ?? [],
+      receiveSpread: this.dataPlane?.receiveSpread,
       leases: this.leases.map(describeLease),
       rejectedLeases: [...this.rejectedLeases].map(([key, why]) => `${key}: ${why}`),
       leaseRejections: { ...this.leaseRejections },

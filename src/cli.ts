@@ -88,6 +88,8 @@ async function up(argv: string[]): Promise<void> {
   if (persistTun !== 'on' && persistTun !== 'off') die(`--persist-tun: "${persistTun}" is not on or off`);
   const rehearsal = values.rehearsal ?? 'on';
   if (rehearsal !== 'on' && rehearsal !== 'off') die(`--rehearsal: "${rehearsal}" is not on or off`);
+  const receiveSpread = values['receive-spread'] ?? 'inner-flow';
+  if (receiveSpread !== 'inner-flow' && receiveSpread !== 'kernel-hash') die(`--receive-spread: "${receiveSpread}" is not inner-flow or kernel-hash`);
   const opts: AgentOptions = {
     backend,
     vni: intFlag('vni', values.vni, 1, 0, 0xffffff),
@@ -126,6 +128,7 @@ async function up(argv: string[]): Promise<void> {
     offload: offloadFlag(values.offload),
     busyPollUs: intFlag('busy-poll', values['busy-poll'], 0, 0, 1_000_000),
     rehearsal: rehearsal === 'on',
+    receiveSpread,
     observe: parseObserveFlags(values as ObserveFlagValues, values.tun ?? 'flannel0'),
   };
 

@@ -63,6 +63,8 @@ export const UP_FLAGS: readonly FlagGroup[] = [
         help: 'after traffic, keep polling this many microseconds without sleeping: fewer thread wake-ups on machines with spare cores, a spinning core otherwise (see docs/design.md)' },
       { name: 'rehearsal', type: 'string', value: 'MODE', default: 'on',
         help: 'on: before it starts, each worker forwards a few thousand made-up packets through its own code on private sockets (up to about a second), so the first real packets run optimised code instead of paying for it in latency; off: skip it (see docs/design.md)' },
+      { name: 'receive-spread', type: 'string', value: 'MODE', default: 'inner-flow',
+        help: "udp: which worker receives a datagram. inner-flow: a classic BPF program on the port's SO_REUSEPORT group hashes the pod flow inside it, so one peer's flows spread over the workers (a kernel that refuses it keeps its own hash, logged and shown in stats); kernel-hash: the kernel's hash of the outer addresses and ports, which are the same for all of one peer's traffic: one worker per peer" },
       { name: 'help', type: 'boolean', short: 'h', help: 'this text' },
     ],
   },

@@ -11,7 +11,8 @@ import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
 import { openTunQueues, closeTunQueues, describeOffloads, disableTunQueues, enableTunQueues, inspectTun, unpersistUnlessShared, TUN_F_TSO4, TUN_F_USO4, type TunOrigin } from './tun-device.js';
 import { openWorkerSockets, closeWorkerSockets, type WorkerSockets } from './worker-sockets.js';
-import { bindUdpSocket, queuedBytes, withdrawUdpSocket } from './udp-socket.js';
+import { bindUdpSocket, queuedBytes, setReceiveSpread, withdrawUdpSocket } from './udp-socket.js';
+import { receiveSpreadOutcome } from './reuseport-cbpf.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-build.js';
 import type { WorkerControlMessage, WorkerReport, TraceRequest } from './worker-messages.js';
@@ -53,6 +54,14 @@ export interface DataPlaneOptions {
   node: string;
   /** --capture. */
   capture?: CaptureConfig;
+  /**
+   * UDP mode: which worker receives a datagram. 'inner-flow' (the default): a
+   * classic BPF program on the port's SO_REUSEPORT group hashes the inner
+   * flow (reuseport-cbpf.ts); 'kernel-hash': the kernel's outer 4-tuple hash,
+   * one worker per peer. VXLAN mode always uses the kernel's hash: peers vary
+   * the outer source port per flow.
+   */
+  receiveSpread?: 'inner-flow' | 'kernel-hash';
   log: (line: string) => void;
 }
 
@@ -101,6 +110,8 @@ export class DataPlane {
   private tunUso = false;
   /** How the device was found: made now, kept from an earlier agent, or shared with a running one. */
   tunOrigin: TunOrigin = 'created';
+  /** How the port's sockets share incoming datagrams, as the stats show it: 'inner-flow', or 'kernel-hash' with the reason. */
+  receiveSpread = 'kernel-hash';
 
   constructor(
     private readonly opts: DataPlaneOptions,
@@ -128,6 +139,7 @@ export class DataPlane {
       // flows only now that every worker has rehearsed; until then the old agent forwards everything.
       if (this.tunOrigin === 'handover') {
         for (const slot of this.slots) bindUdpSocket(slot.udpFd, opts.bindAddress, opts.port);
+        this.spreadReceives();
         enableTunQueues(opts.tunName, this.tunFds);
       }
     } catch (err) {
@@ -166,6 +178,7 @@ export class DataPlane {
         recentRestarts: [],
       });
     }
+    if (this.tunOrigin !== 'handover') this.spreadReceives();
     if (opts.offload) {
       const s = this.slots[0];
       opts.log(
@@ -176,6 +189,23 @@ export class DataPlane {
     } else {
       opts.log('offloads: off (--offload off): one packet per TUN read and write');
     }
+  }
+
+  /**
+   * Once our sockets are bound (in a hand-over: in the old agent's group, whose
+   * program ours replaces). Our program's indices cover the first `workers`
+   * sockets of the group: in a hand-over the old agent's, until it withdraws
+   * (connects them away), when the kernel's lookup passes the flows on to ours,
+   * each flow to one socket (docs/design.md, "Receive spread"). A kernel that
+   * refuses the program keeps its own hash: logged once, shown in the stats.
+   */
+  private spreadReceives(): void {
+    const { opts } = this;
+    const mode = opts.backend === 'udp' && opts.workers > 1 ? opts.receiveSpread ?? 'inner-flow' : 'kernel-hash';
+    const ret = opts.backend === 'udp' ? setReceiveSpread(this.slots[0].udpFd, mode, opts.workers) : 0;
+    const outcome = receiveSpreadOutcome({ backend: opts.backend, mode, workers: opts.workers, port: opts.port, result: ret });
+    this.receiveSpread = outcome.state;
+    if (outcome.log) opts.log(outcome.log);
   }
 
   private spawn(slot: WorkerSlot): Promise<void> {

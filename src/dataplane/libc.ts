@@ -30,6 +30,8 @@ export const SO_RCVBUF = 8;
 export const SO_REUSEPORT = 15;
 export const SO_SNDBUFFORCE = 32;
 export const SO_RCVBUFFORCE = 33;
+export const SO_ATTACH_REUSEPORT_CBPF = 51; // a classic BPF program picks the socket of a SO_REUSEPORT group
+export const SO_DETACH_REUSEPORT_BPF = 68;
 export const SOL_UDP = 17;
 export const UDP_SEGMENT = 103; // UDP GSO: one sendmsg, many datagrams of this size
 export const UDP_GRO = 104; // UDP GRO: one recvmsg, many datagrams back to back
@@ -157,6 +159,31 @@ export function setsockopt(fd: number, level: number, name: number, valueAddr: n
 export function trySetsockopt(fd: number, level: number, name: number, valueAddr: number, length: number): number {
   const ret = c_setsockopt(fd, level, name, valueAddr, length) as number;
   return ret < 0 ? -koffi.errno() : ret;
+}
+
+/**
+ * Attaches a classic BPF program (struct sock_filter instructions) to the
+ * SO_REUSEPORT group `fd` is bound in: it picks the receiving socket from then
+ * on, for the whole group; null detaches the group's program (back to the
+ * kernel's hash). Returns -errno instead of throwing, so a kernel without it
+ * (attach before 4.5, detach before 5.8) is a fallback, not a failure.
+ */
+export function trySetReuseportCbpf(fd: number, program: readonly { code: number; jt: number; jf: number; k: number }[] | null): number {
+  if (program === null) {
+    const unused = new NativeMemory(8); // the value is ignored, but setsockopt wants an int's length
+    return trySetsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, unused.address, 4);
+  }
+  // struct sock_fprog { u16 len; struct sock_filter *filter; }, then the filters {u16 code; u8 jt; u8 jf; u32 k}.
+  const mem = new NativeMemory(16 + 8 * program.length);
+  mem.view.setUint16(0, program.length, true);
+  mem.setU64(8, mem.address + 16);
+  program.forEach((insn, i) => {
+    mem.view.setUint16(16 + 8 * i, insn.code, true);
+    mem.view.setUint8(16 + 8 * i + 2, insn.jt);
+    mem.view.setUint8(16 + 8 * i + 3, insn.jf);
+    mem.view.setUint32(16 + 8 * i + 4, insn.k, true);
+  });
+  return trySetsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, mem.address, 16);
 }
 
 export function getsockopt(fd: number, level: number, name: number, valueAddr: number, lengthAddr: number, what: string): void {

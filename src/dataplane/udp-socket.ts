@@ -1,8 +1,10 @@
 // The underlay side: one UDP socket per worker, all bound to the same port
-// with SO_REUSEPORT, so the kernel spreads incoming flows across workers by
-// 4-tuple hash and every worker can send from the well-known port (flannel's
-// peers expect datagrams from port 8285).
+// with SO_REUSEPORT, so every worker can send from the well-known port
+// (flannel's peers expect datagrams from port 8285) and the kernel spreads
+// incoming datagrams across workers: by the outer 4-tuple's hash, or in UDP
+// mode by the inner flow (setReceiveSpread, reuseport-cbpf.ts).
 import * as libc from './libc.js';
+import { innerFlowProgram } from './reuseport-cbpf.js';
 
 export interface UdpSocketOptions {
   bindAddress: number; // uint32, host order; 0 = any
@@ -93,6 +95,20 @@ export function withdrawUdpSocket(fd: number, ownAddress: number): void {
   writeSockaddrIn(addr, 0, ownAddress || 0x7f000001, 9); // discard: nothing sends from there
   libc.connect(fd, addr.address, libc.SIZEOF_SOCKADDR_IN, 'UDP socket (withdrawing it from the port)');
 }
+
+/**
+ * Which worker a datagram reaches, for the whole SO_REUSEPORT group of the
+ * bound socket `fd` (a hand-over's old agent included): 'inner-flow' attaches
+ * the program that hashes the inner IPv4 flow at `ipOffset` into `sockets`
+ * sockets; 'kernel-hash' detaches any program (an earlier agent's too), so
+ * the kernel's outer 4-tuple hash decides. Returns 0 or -errno.
+ */
+export function setReceiveSpread(fd: number, mode: 'inner-flow' | 'kernel-hash', sockets: number, ipOffset = 0): number {
+  if (mode === 'inner-flow') return libc.trySetReuseportCbpf(fd, innerFlowProgram(sockets, ipOffset));
+  const ret = libc.trySetReuseportCbpf(fd, null);
+  return ret === -ENOENT ? 0 : ret; // no program attached: already the kernel's hash
+}
+const ENOENT = 2;
 
 const SIOCINQ = 0x541b;
 /** Bytes waiting in the socket's receive queue. */

@@ -20,6 +20,8 @@ export interface AgentStats {
   /** The data plane is up and the leases are loaded. */
   ready: boolean;
   workers: WorkerStatsSnapshot[];
+  /** How the UDP port's sockets share incoming datagrams: 'inner-flow', or 'kernel-hash (why)' (data-plane.ts). */
+  receiveSpread?: string;
   /** The lease table, one "key -> public IP" per lease (agent.ts describeLease). */
   leases: string[];
   /** Leases the sense checks leave out now (lease-sanity.ts), one "key: reason: detail" each. */
@@ -280,6 +282,10 @@ export function renderMetrics(stats: AgentStats): string {
     f.samples.push(`${f.name}${suffix}${labelText(labels)} ${formatSampleValue(value)}`);
 
   sample(family('flannel_udp_info', 'gauge', 'The agent: its node and backend (always 1).'), '', { node: stats.node, backend: stats.backend }, 1);
+  if (stats.receiveSpread !== undefined) {
+    const inner = stats.receiveSpread === 'inner-flow';
+    sample(family('flannel_udp_receive_spread_inner_flow', 'gauge', "Incoming datagrams go to workers by their inner flow (1), or by the kernel's outer 4-tuple hash (0)."), '', {}, inner ? 1 : 0);
+  }
   sample(family('flannel_udp_ready', 'gauge', 'The data plane is up and the leases are loaded (1) or not (0).'), '', {}, stats.ready ? 1 : 0);
   sample(family('flannel_udp_leases', 'gauge', 'Peer leases in the lease table.'), '', {}, stats.leases.length);
   sample(family('flannel_udp_leases_rejected', 'gauge', 'Leases left out of the lease table by the sense checks now.'), '', {}, stats.rejectedLeases?.length ?? 0);

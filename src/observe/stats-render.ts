@@ -136,7 +136,8 @@ export function renderStats(stats: AgentStats, opts: StatsRenderOptions = {}): s
 
   const out = [
     `${paint('1', 'flannel-udp')}  node ${stats.node}  backend ${stats.backend}  ${stats.ready ? paint('32', 'ready') : paint('31', 'not ready')}  ` +
-      `${workers.length} worker(s)  ${stats.leases.length} lease(s)`,
+      `${workers.length} worker(s)  ${stats.leases.length} lease(s)` +
+      (stats.receiveSpread ? `  receive spread: ${stats.receiveSpread}` : ''),
     '',
     paint('1', line(header)),
     ...table.map((c) => (c[0] !== '' ? paint('1', c[0].padEnd(widths[0])) + line(c).slice(widths[0]) : line(c))),

@@ -251,6 +251,16 @@ test('label values are escaped; a not-ready agent with no workers still exposes 
   assert.is(find(e, 'flannel_udp_workers', {}), 0);
 });
 
+test('the receive spread: 1 for inner-flow, 0 for the kernel hash (a fallback included), absent when the agent has no data plane', () => {
+  const spread = (receiveSpread?: string) =>
+    parseExposition(renderMetrics({ node: 'n', backend: 'udp', ready: true, workers: [], leases: [], receiveSpread })).samples.find(
+      (s) => s.name === 'flannel_udp_receive_spread_inner_flow',
+    )?.value;
+  assert.is(spread('inner-flow'), 1);
+  assert.is(spread('kernel-hash (the kernel refused the program: Invalid argument)'), 0);
+  assert.is(spread(undefined), undefined);
+});
+
 async function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string | null; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`, { method });
   return { status: res.status, type: res.headers.get('content-type'), body: await res.text() };
