@@ -330,7 +330,7 @@ export async function acquireLease(client: EtcdClient, prefix: string, config: N
     // A dual-stack key is two subnets: a node racing us for one of them writes a different key, so the create can not tell.
     if (ipv6 !== undefined && !(await keptAfterRace(client, dir, own, txn.revision))) continue;
     const previousNote = fromPrevious || fromPrevious6 ? ' (the previous subnet, from subnet.env)' : '';
-    log(`etcd: acquired ${described}${previousNote} for ${whose}`);
+    log(`etcd: acquired ${described}${previousNote} for ${config.enableIPv4 ? formatIPv4(opts.publicIp) : whose}`);
     return own;
   }
   throw new EtcdError(`could not acquire a subnet after ${RACE_RETRIES} attempts: other nodes kept taking the chosen ones`, 'rejected');
