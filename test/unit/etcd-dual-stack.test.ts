@@ -242,6 +242,30 @@ manager('the previous IPv6 subnet is read from subnet.env; an IPv6-only network 
   }
 });
 
+manager('vxlan: BackendV6Data carries the IPv6 VTEP MAC (vtepMacV6), or the VTEP MAC when none is given', async () => {
+  const prefix = freshPrefix();
+  await client.put(`${prefix}/config`, JSON.stringify({ ...JSON.parse(DUAL), Backend: { Type: 'vxlan', VNI: 3 } }));
+  const a = newManager(prefix, join(dir, `subnet-${counter++}.env`), { vtepMac: '0e:00:00:00:00:01', vtepMacV6: '0e:00:00:00:06:01' });
+  const b = newManager(prefix, join(dir, `subnet-${counter++}.env`), { publicIp: ip('192.0.2.2'), publicIpv6: undefined, vtepMac: '0e:00:00:00:00:02' });
+  try {
+    const ja = await a.m.start();
+    assert.equal(JSON.parse(ja.lease.value), {
+      PublicIP: '192.0.2.1',
+      PublicIPv6: '2001:db8::1',
+      BackendType: 'vxlan',
+      BackendData: { VNI: 3, VtepMAC: '0e:00:00:00:00:01' },
+      BackendV6Data: { VNI: 3, VtepMAC: '0e:00:00:00:06:01' },
+    });
+    const jb = await b.m.start();
+    assert.equal(JSON.parse(jb.lease.value).BackendV6Data, { VNI: 3, VtepMAC: '0e:00:00:00:00:02' });
+    assert.is(JSON.parse(jb.lease.value).PublicIPv6, null);
+    assert.is(jb.subnetConfig.mtu, 1450);
+  } finally {
+    await a.m.stop();
+    await b.m.stop();
+  }
+});
+
 manager.run();
 
 const source = suite('EtcdLeaseSource dual-stack');
