@@ -14,9 +14,21 @@
 //                          ranges [[{subnet: FLANNEL_SUBNET}]] and the user's routes
 //                          plus {dst: FLANNEL_NETWORK} (must not be set in delegate)
 //
+// Dual-stack (FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET in subnet.env), as
+// flannel's plugin does it: a second range set for the IPv6 subnet, so
+// host-local gives every pod one address of each family, and a route to the
+// IPv6 network beside the IPv4 one:
+//
+//   ranges [[{subnet: 10.244.1.0/24}], [{subnet: fd00:10:244:1::/64}]]
+//   routes [...user's, {dst: 10.244.0.0/16}, {dst: fd00:10:244::/56}]
+//
+// bridge then gives cni0 the first address of each range and, with
+// isGateway, makes it each family's gateway.
+//
 // Everything else in the user's `delegate` block (hairpinMode,
 // isDefaultGateway, ...) is passed through untouched.
 import { formatCidr } from '../control/ipv4-address.js';
+import { formatCidr6, parseCidr6 } from '../control/ipv6-address.js';
 import type { SubnetConfig } from '../control/subnet-file.js';
 import { DEFAULT_SUBNET_FILE } from '../control/subnet-file.js';
 import { CniError, ErrorCode } from './spec.js';
@@ -93,11 +105,25 @@ function delegateIpam(conf: FlannelNetConf, subnet: SubnetConfig): Json {
   if (!('type' in ipam)) ipam.type = 'host-local';
   // FLANNEL_SUBNET in network form (10.244.1.1/24 → 10.244.1.0/24): host-local
   // then makes .1 the gateway and hands out .2 onwards.
-  ipam.ranges = [[{ subnet: formatCidr(subnet.subnet) }]];
+  const ranges: Json[][] = [[{ subnet: formatCidr(subnet.subnet) }]];
   const userRoutes = ipam.routes ?? [];
   if (!Array.isArray(userRoutes) || !userRoutes.every((r) => isObject(r) && typeof r.dst === 'string')) {
     invalid('failed to parse ipam.routes: expected a list of {"dst": "CIDR", "gw": "IP"}');
   }
-  ipam.routes = [...userRoutes, { dst: formatCidr(subnet.network) }];
+  const routes: Json[] = [...userRoutes, { dst: formatCidr(subnet.network) }];
+  // The same FLANNEL_IPV6_SUBNET in network form (fd00:10:244:1::1/64 → fd00:10:244:1::/64), as Go's net.ParseCIDR gives it.
+  const v6 = subnet.ipv6;
+  if (v6.subnet !== undefined) ranges.push([{ subnet: ipv6Cidr(v6.subnet, 'FLANNEL_IPV6_SUBNET') }]);
+  if (v6.network !== undefined) routes.push({ dst: ipv6Cidr(v6.network, 'FLANNEL_IPV6_NETWORK') });
+  ipam.ranges = ranges;
+  ipam.routes = routes;
   return ipam;
+}
+
+function ipv6Cidr(text: string, key: string): string {
+  try {
+    return formatCidr6(parseCidr6(text));
+  } catch (err) {
+    return invalid(`invalid flannel subnet file: ${key}=${text}: ${(err as Error).message}`);
+  }
 }

@@ -17,7 +17,9 @@
 // range is the truth as of R and the watch replays everything after R.
 
 import { type Cidr, cidrEquals, formatIPv4 } from './ipv4-address.js';
-import { type Lease, formatSubnetKey, parseLeaseAttrs } from './lease.js';
+import { type Cidr6, formatIPv6, ipv6Equals } from './ipv6-address.js';
+import { type Lease, formatSubnetKey, parseDualStackSubnetKey, parseLeaseAttrs } from './lease.js';
+import { checkIpv6Leases, type Ipv6LeaseRejectReason } from './ipv6-lease-checks.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { type EtcdClient, EtcdError, type Watch, type WatchEnd, type WatchEvent } from './etcd-client.js';
 import { WakeableSleep } from './wakeable-sleep.js';
@@ -28,8 +30,18 @@ export interface EtcdLeaseSourceOptions {
   prefix: string;
   /** this node's subnet: left out of the snapshots, and watched for revocation */
   ownSubnet?: Cidr;
+  /**
+   * this node's IPv6 subnet (dual-stack, IPv6-only): the own lease is then the
+   * one with both halves of this node's key, and peers' IPv6 halves must not
+   * overlap it
+   */
+  ownIpv6Subnet?: Cidr6;
   /** this node's public IP: its own lease must keep it */
   ownPublicIp?: number;
+  /** this node's PublicIPv6: an IPv6-only node's own lease must keep it */
+  ownPublicIpv6?: Uint8Array;
+  /** IPv6Network of the config (dual-stack): peers' IPv6 halves are checked against it (ipv6-lease-checks.ts) */
+  ipv6Network?: Cidr6;
   /** Called (once) when this node's lease is deleted, expires, or is taken over by another node. */
   onOwnLeaseLost?: (why: string) => void;
   /** for reconnection news; errors go to the handlers' onError */
@@ -61,6 +73,10 @@ export class EtcdLeaseSource implements LeaseSource {
   private downSince: number | undefined;
   /** bad values already reported, so a broken key is not re-reported on every resync */
   private readonly reported = new Set<string>();
+  /** IPv6 rejections of the last snapshot (key + reason), so each is reported once while it lasts */
+  private ipv6Reported = new Set<string>();
+  /** leases left out for their IPv6 half, by reason, since start (for the agent's counters) */
+  readonly ipv6Rejections = new Map<Ipv6LeaseRejectReason, number>();
 
   constructor(
     private readonly client: EtcdClient,
@@ -235,16 +251,38 @@ export class EtcdLeaseSource implements LeaseSource {
     this.checkOwn(subnetKey, lease);
   }
 
+  /** The own lease: the same IPv4 subnet (IPv4-only, as before), or the same key, both halves (dual-stack, IPv6-only). */
+  private isOwn(lease: Lease): boolean {
+    const own = this.opts.ownSubnet;
+    if (own === undefined) return false;
+    if (this.opts.ownIpv6Subnet === undefined) return cidrEquals(lease.subnet, own);
+    return lease.key === formatSubnetKey(own, this.opts.ownIpv6Subnet);
+  }
+
   private checkOwn(subnetKey: string, lease: Lease | undefined): void {
     const own = this.opts.ownSubnet;
     if (own === undefined || this.ownLeaseLost) return;
     if (lease === undefined) {
-      // A delete carries no value: compare keys.
-      if (subnetKey !== formatSubnetKey(own)) return;
+      // A delete carries no value: compare keys (canonically: a hand-written key may spell the IPv6 half otherwise).
+      let canonical = subnetKey;
+      try {
+        const k = parseDualStackSubnetKey(subnetKey);
+        canonical = formatSubnetKey(k.subnet, k.ipv6Subnet);
+      } catch {
+        return; // not a subnet key: never ours
+      }
+      if (canonical !== formatSubnetKey(own, this.opts.ownIpv6Subnet)) return;
       this.loseOwnLease(`this node's lease ${this.subnetsPrefix}${subnetKey} was deleted or expired`);
       return;
     }
-    if (!cidrEquals(lease.subnet, own)) return;
+    if (!this.isOwn(lease)) return;
+    if (lease.ipv6Only) {
+      const mine = this.opts.ownPublicIpv6;
+      if (mine !== undefined && (lease.publicIpv6 === undefined || !ipv6Equals(lease.publicIpv6, mine))) {
+        this.loseOwnLease(`this node's subnet ${subnetKey} is now leased to ${lease.publicIpv6 !== undefined ? formatIPv6(lease.publicIpv6) : 'a lease without PublicIPv6'}`);
+      }
+      return;
+    }
     if (this.opts.ownPublicIp !== undefined && lease.publicIp !== this.opts.ownPublicIp) {
       this.loseOwnLease(`this node's subnet ${subnetKey} is now leased to ${formatIPv4(lease.publicIp)}`);
     }
@@ -262,16 +300,33 @@ export class EtcdLeaseSource implements LeaseSource {
   private emit(): void {
     if (this.stopped || this.handlers === undefined) return;
     const own = this.opts.ownSubnet;
-    const peers = [...this.leases.values()].filter((l) => own === undefined || !cidrEquals(l.subnet, own));
+    let peers = [...this.leases.values()].filter((l) => !this.isOwn(l));
     // After a resync the own key must be there too: missing means it went while we were away.
-    if (own !== undefined && !this.ownLeaseLost && ![...this.leases.values()].some((l) => cidrEquals(l.subnet, own))) {
-      this.loseOwnLease(`this node's lease ${this.subnetsPrefix}${formatSubnetKey(own)} is gone from etcd`);
+    if (own !== undefined && !this.ownLeaseLost && ![...this.leases.values()].some((l) => this.isOwn(l))) {
+      this.loseOwnLease(`this node's lease ${this.subnetsPrefix}${formatSubnetKey(own, this.opts.ownIpv6Subnet)} is gone from etcd`);
     }
+    peers = this.checkIpv6(peers);
     try {
       this.handlers.onLeases(peers);
     } catch (err) {
       this.report(err as Error);
     }
+  }
+
+  /** Leaves out leases whose IPv6 half makes no sense here; each reported once while it lasts, and counted. */
+  private checkIpv6(peers: Lease[]): Lease[] {
+    if (this.opts.ipv6Network === undefined && !peers.some((l) => l.ipv6Only)) return peers;
+    const { accepted, rejected } = checkIpv6Leases(peers, { ipv6Network: this.opts.ipv6Network, ownIpv6Subnet: this.opts.ownIpv6Subnet });
+    const now = new Set<string>();
+    for (const r of rejected) {
+      const id = `${r.key}\n${r.reason}`;
+      now.add(id);
+      if (this.ipv6Reported.has(id)) continue;
+      this.ipv6Rejections.set(r.reason, (this.ipv6Rejections.get(r.reason) ?? 0) + 1);
+      this.report(new Error(`etcd key ${this.subnetsPrefix}${r.key}: ${r.detail}; lease ignored (${r.reason})`));
+    }
+    this.ipv6Reported = now;
+    return accepted;
   }
 
   private markUp(watchFrom: number): void {

@@ -16,7 +16,9 @@
 // event whose node still has the lease it had in the last snapshot ends there.
 
 import { cidrEquals, type Cidr } from './ipv4-address.js';
+import { type Cidr6, cidr6Equals, formatIPv6 } from './ipv6-address.js';
 import type { Lease } from './lease.js';
+import { checkIpv6Leases, type Ipv6LeaseRejectReason } from './ipv6-lease-checks.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { type AnnotationNames, type KubeNode, nodeToLease } from './kube-annotations.js';
 import type { NodeWatch } from './kube-node-watch.js';
@@ -35,7 +37,12 @@ export interface KubeLeaseSourceOptions {
   names: AnnotationNames;
   /** this node: left out of the snapshots */
   ownNode: string;
+  /** this node's IPv4 subnet; the zero 0.0.0.0/0 on an IPv6-only node */
   ownSubnet: Cidr;
+  /** dual-stack / IPv6-only: this node's IPv6 subnet */
+  ownIpv6Subnet?: Cidr6;
+  /** IPv6Network when the config enables IPv6: the nodes' IPv6 pod CIDRs are read and checked against it */
+  ipv6Network?: Cidr6;
   describe: string;
   resyncMs?: number;
 }
@@ -51,6 +58,8 @@ export class KubeLeaseSource implements LeaseSource {
   private readonly evaluated = new WeakMap<KubeNode, Evaluated>();
   /** per node name: the signature of its lease in the last snapshot handed over ('' = none) */
   private signatures = new Map<string, string>();
+  /** leases left out for their IPv6 half, by reason, since start (each counted once while it lasts) */
+  readonly ipv6Rejections = new Map<Ipv6LeaseRejectReason, number>();
 
   constructor(
     private readonly watch: NodeWatch,
@@ -82,15 +91,29 @@ export class KubeLeaseSource implements LeaseSource {
 
   /** The current peers' leases; a node that cannot be one is reported when it first fails so. */
   leases(): Lease[] {
-    const leases: Lease[] = [];
+    let leases: Lease[] = [];
     const problems = new Set<string>();
     const signatures = new Map<string, string>();
+    const nodeOf = new Map<Lease, string>();
     for (const node of this.watch.all()) {
       const e = this.evaluate(node);
       if (e.problem !== undefined) problems.add(e.problem);
       if (e.lease === undefined) continue;
       leases.push(e.lease);
+      nodeOf.set(e.lease, node.metadata?.name ?? '');
       signatures.set(node.metadata?.name ?? '', e.signature);
+    }
+    if (this.opts.ipv6Network !== undefined || leases.some((l) => l.ipv6Only)) {
+      // The IPv6 halves, against IPv6Network, this node's IPv6 subnet and each other (ipv6-lease-checks.ts).
+      const { accepted, rejected } = checkIpv6Leases(leases, { ipv6Network: this.opts.ipv6Network, ownIpv6Subnet: this.opts.ownIpv6Subnet });
+      for (const r of rejected) {
+        const name = nodeOf.get(r.lease) ?? '?';
+        signatures.delete(name);
+        const problem = `node "${name}" (lease ${r.key}): ${r.detail}; its lease is ignored (${r.reason})`;
+        problems.add(problem);
+        if (!this.reported.has(problem)) this.ipv6Rejections.set(r.reason, (this.ipv6Rejections.get(r.reason) ?? 0) + 1);
+      }
+      leases = accepted;
     }
     this.signatures = signatures;
     // Reported once while it lasts, not on every event; again if it comes back after a fix.
@@ -107,11 +130,12 @@ export class KubeLeaseSource implements LeaseSource {
     let e: Evaluated = { signature: '' };
     if (name !== this.opts.ownNode) {
       try {
-        const lease = nodeToLease(node, this.opts.names);
-        if (lease !== undefined && cidrEquals(lease.subnet, this.opts.ownSubnet)) {
+        const lease = nodeToLease(node, this.opts.names, { ipv6: this.opts.ipv6Network !== undefined });
+        if (lease !== undefined && this.claimsOwn(lease)) {
           e = { problem: `node "${name}" claims this node's subnet ${lease.key}; ignored`, signature: '' };
         } else if (lease !== undefined) {
-          e = { lease, signature: JSON.stringify([lease.key, lease.publicIp, lease.backendType, lease.backendData]) };
+          const v6 = lease.ipv6Subnet === undefined ? [] : [lease.publicIpv6 ? formatIPv6(lease.publicIpv6) : null, lease.backendV6Data ?? null];
+          e = { lease, signature: JSON.stringify([lease.key, lease.publicIp, lease.backendType, lease.backendData, ...v6]) };
         }
       } catch (err) {
         e = { problem: `${(err as Error).message}; its lease is ignored`, signature: '' };
@@ -119,6 +143,14 @@ export class KubeLeaseSource implements LeaseSource {
     }
     this.evaluated.set(node, e);
     return e;
+  }
+
+  /** Another node with this node's IPv4 subnet, or with its IPv6 subnet (an IPv6-only node's zero IPv4 half is no claim). */
+  private claimsOwn(lease: Lease): boolean {
+    const own = this.opts.ownSubnet;
+    if (!lease.ipv6Only && !(own.prefixLength === 0 && own.network === 0) && cidrEquals(lease.subnet, own)) return true;
+    const own6 = this.opts.ownIpv6Subnet;
+    return own6 !== undefined && lease.ipv6Subnet !== undefined && cidr6Equals(lease.ipv6Subnet, own6);
   }
 
   private emit(always: boolean, changed?: string): void {

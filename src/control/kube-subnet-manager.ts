@@ -11,16 +11,19 @@
 
 import { readBoundedFile } from './bounded-file.js';
 import { type Cidr, formatCidr, formatIPv4, makeCidr, parseIPv4 } from './ipv4-address.js';
+import { type Cidr6, formatCidr6, formatIPv6, parseIPv6 } from './ipv6-address.js';
 import { type NetworkConfig, NetworkConfigError, parseNetworkConfig } from './network-config.js';
 import { type SubnetConfig, writeSubnetFileAtomic } from './subnet-file.js';
-import { BACKENDS, EtcdSetupError, underlayMtuFor } from './etcd-subnet-manager.js';
+import { BACKENDS, EtcdSetupError, subnetFileIpv6, underlayMtuFor } from './etcd-subnet-manager.js';
 import {
   type AnnotationNames,
   type KubeNode,
+  type PublishedLease,
   annotatedNodePublicIp,
+  annotatedNodePublicIpv6,
   annotationNames,
   annotationPatch,
-  ownSubnet,
+  ownSubnets,
 } from './kube-annotations.js';
 import { KubeApiError, KubeClient, type KubeConnection } from './kube-client.js';
 import { NodeWatch } from './kube-node-watch.js';
@@ -41,6 +44,15 @@ export interface KubeSubnetManagerOptions extends KubeConnection {
   publicIp: number | undefined;
   /** VXLAN: this node's VTEP MAC, given the public IP finally chosen */
   vtepMacFor: (publicIp: number) => string;
+  /**
+   * dual-stack: --public-ipv6 (or the IPv6 address of --iface), resolved by
+   * the agent; the node-public-ipv6 annotation overrides it. Published as the
+   * public-ipv6 annotation; without either, none is published and peers reach
+   * this node's IPv6 pods over IPv4.
+   */
+  publicIpv6?: Uint8Array;
+  /** dual-stack VXLAN: the MAC published in backend-v6-data (flannel-v6.1's); default: vtepMacFor's */
+  vtepMacV6For?: (publicIp: number) => string;
   /** the environment: NODE_NAME, or POD_NAME + POD_NAMESPACE */
   env: NodeJS.ProcessEnv;
   log: (line: string) => void;
@@ -53,7 +65,11 @@ export interface KubeJoinedNetwork {
   config: NetworkConfig;
   nodeName: string;
   subnet: Cidr;
+  /** dual-stack / IPv6-only: the node's IPv6 pod CIDR */
+  ipv6Subnet?: Cidr6;
   publicIp: number;
+  /** the public IPv6 address published (after node-public-ipv6), if any */
+  publicIpv6?: Uint8Array;
   subnetConfig: SubnetConfig;
   port: number | undefined;
 }
@@ -97,13 +113,22 @@ export class KubeSubnetManager {
       throw new KubeSetupError(`${opts.netConfigPath}: Backend.Type "${config.backendType}" is not supported by flannel-udp (supported: ${Object.keys(BACKENDS).join(', ')})`);
     }
     const port = backend.port(config);
+    if (!config.enableIPv4) {
+      // Before anything is published: subnet.env would need FLANNEL_NETWORK/FLANNEL_SUBNET left out (flannel's
+      // WriteSubnetFile does), which subnet-file.ts does not write yet.
+      throw new KubeSetupError(
+        `${opts.netConfigPath}: EnableIPv4 is false (an IPv6-only network): not supported yet by this build ` +
+          `(subnet.env without the IPv4 keys); use a dual-stack network ("EnableIPv6": true beside Network)`,
+      );
+    }
     const nodeName = await this.retrying('finding this node', () => this.nodeName());
-    log(`kube: node "${nodeName}", API server ${this.client.describe()}, net-conf ${opts.netConfigPath}: Network ${formatCidr(config.network)}, backend ${config.backendType}`);
+    const v6Network = config.ipv6 !== undefined ? `, IPv6Network ${formatCidr6(config.ipv6.network)}` : '';
+    log(`kube: node "${nodeName}", API server ${this.client.describe()}, net-conf ${opts.netConfigPath}: Network ${formatCidr(config.network)}${v6Network}, backend ${config.backendType}`);
 
     this.watch = new NodeWatch(this.client, { log, onError: (err) => log(`kube: ${err.message}`) });
     await this.retrying('listing nodes', () => this.watch!.start());
 
-    const subnet = await this.waitForSubnet(nodeName, config);
+    const { subnet, ipv6Subnet } = await this.waitForSubnet(nodeName, config);
     const node = this.watch.get(nodeName)!;
     let publicIp = opts.publicIp;
     const annotated = annotatedNodePublicIp(node, this.names);
@@ -133,22 +158,51 @@ export class KubeSubnetManager {
       throw new KubeSetupError((err as EtcdSetupError).message);
     }
     const backendData = backend.backendData(config, config.backendType === 'vxlan' ? opts.vtepMacFor(publicIp) : undefined);
-    await this.retrying('publishing the lease', () => this.publish(nodeName, { backendType: config.backendType, backendData, publicIp: annotated ?? formatIPv4(publicIp) }));
+    const published: PublishedLease = { backendType: config.backendType, backendData, publicIp: annotated ?? formatIPv4(publicIp) };
+    let publicIpv6 = opts.publicIpv6;
+    if (ipv6Subnet !== undefined) {
+      const annotated6 = annotatedNodePublicIpv6(node, this.names);
+      if (annotated6 !== undefined) {
+        try {
+          publicIpv6 = parseIPv6(annotated6);
+        } catch (err) {
+          throw new KubeSetupError(`node "${nodeName}" annotation ${this.names.nodePublicIpv6}: ${(err as Error).message}`);
+        }
+        log(`kube: public IPv6 ${annotated6} from the node's ${this.names.nodePublicIpv6} annotation`);
+      }
+      if (publicIpv6 !== undefined) published.publicIpv6 = annotated6 ?? formatIPv6(publicIpv6);
+      const pub = publicIp;
+      const v6Data = backend.backendV6Data(config, config.backendType === 'vxlan' ? (opts.vtepMacV6For ?? opts.vtepMacFor)(pub) : undefined);
+      if (v6Data !== undefined) published.backendV6Data = v6Data;
+    } else {
+      publicIpv6 = undefined;
+    }
+    await this.retrying('publishing the lease', () => this.publish(nodeName, published));
 
     const subnetConfig: SubnetConfig = {
       network: config.network,
       subnet: makeCidr(subnet.network + 1, subnet.prefixLength),
       mtu,
       ipMasq: opts.ipMasq,
-      ipv6: { enabled: false },
+      ipv6: subnetFileIpv6(config, ipv6Subnet),
       unsupported: [],
     };
     await writeSubnetFileAtomic(opts.subnetFile, subnetConfig);
+    const v6Keys = subnetConfig.ipv6.enabled ? ` FLANNEL_IPV6_NETWORK=${subnetConfig.ipv6.network} FLANNEL_IPV6_SUBNET=${subnetConfig.ipv6.subnet}` : '';
     log(
-      `wrote ${opts.subnetFile}: FLANNEL_NETWORK=${formatCidr(config.network)} FLANNEL_SUBNET=${formatCidr(subnetConfig.subnet, true)} ` +
+      `wrote ${opts.subnetFile}: FLANNEL_NETWORK=${formatCidr(config.network)} FLANNEL_SUBNET=${formatCidr(subnetConfig.subnet, true)}${v6Keys} ` +
         `FLANNEL_MTU=${mtu} FLANNEL_IPMASQ=${opts.ipMasq}`,
     );
-    this.joined = { config, nodeName, subnet, publicIp, subnetConfig, port };
+    this.joined = {
+      config,
+      nodeName,
+      subnet,
+      ...(ipv6Subnet !== undefined ? { ipv6Subnet } : {}),
+      publicIp,
+      ...(publicIpv6 !== undefined ? { publicIpv6 } : {}),
+      subnetConfig,
+      port,
+    };
     return this.joined;
   }
 
@@ -160,6 +214,8 @@ export class KubeSubnetManager {
       names: this.names,
       ownNode: j.nodeName,
       ownSubnet: j.subnet,
+      ownIpv6Subnet: j.ipv6Subnet,
+      ipv6Network: j.config.ipv6?.network,
       describe: `Kubernetes API ${this.client.describe()} (nodes annotated ${this.names.kubeSubnetManager}=true)`,
     });
     return this.source;
@@ -251,7 +307,7 @@ export class KubeSubnetManager {
   }
 
   /** Waits (watching, no polling) until the node exists with a pod CIDR inside Network. */
-  private waitForSubnet(nodeName: string, config: NetworkConfig): Promise<Cidr> {
+  private waitForSubnet(nodeName: string, config: NetworkConfig): Promise<{ subnet: Cidr; ipv6Subnet?: Cidr6 }> {
     const watch = this.watch!;
     const repeatMs = this.opts.problemRepeatMs ?? 30_000;
     return new Promise((resolve, reject) => {
@@ -261,12 +317,14 @@ export class KubeSubnetManager {
       const check = () => {
         if (this.stopped) return finish(new KubeApiError('stopped while waiting for the node', 0));
         const node = watch.get(nodeName);
-        const result: { subnet: Cidr } | { problem: string } = node
-          ? ownSubnet(node, config.network, this.opts.netConfigPath)
+        const result: ReturnType<typeof ownSubnets> = node
+          ? ownSubnets(node, config, this.opts.netConfigPath)
           : { problem: `node "${nodeName}" does not exist in the API server (is NODE_NAME right?)` };
         if ('subnet' in result) {
-          if (waitingSince !== undefined) this.opts.log(`kube: node "${nodeName}" now has pod CIDR ${formatCidr(result.subnet)}; going on`);
-          return finish(result.subnet);
+          const both = result.ipv6Subnet !== undefined ? `${formatCidr(result.subnet)} and ${formatCidr6(result.ipv6Subnet)}` : formatCidr(result.subnet);
+          if (waitingSince !== undefined) this.opts.log(`kube: node "${nodeName}" now has pod CIDR ${both}; going on`);
+          if (result.warning !== undefined) this.opts.log(`warning: ${result.warning}`);
+          return finish({ subnet: result.subnet, ...(result.ipv6Subnet !== undefined ? { ipv6Subnet: result.ipv6Subnet } : {}) });
         }
         waitingSince ??= Date.now();
         if (result.problem !== lastProblem || Date.now() - lastLogged >= repeatMs) {
@@ -278,7 +336,7 @@ export class KubeSubnetManager {
       const unsubscribe = watch.subscribe(check);
       const repeat = setInterval(check, repeatMs);
       this.wakeWaiter = check;
-      const finish = (r: Cidr | Error) => {
+      const finish = (r: { subnet: Cidr; ipv6Subnet?: Cidr6 } | Error) => {
         unsubscribe();
         clearInterval(repeat);
         this.wakeWaiter = undefined;
@@ -290,7 +348,7 @@ export class KubeSubnetManager {
   }
 
   /** Writes the lease annotations when they differ, re-reading the node after a conflict. */
-  private async publish(nodeName: string, lease: { backendType: string; backendData: unknown; publicIp: string }): Promise<void> {
+  private async publish(nodeName: string, lease: PublishedLease): Promise<void> {
     let node: KubeNode = this.watch!.get(nodeName)!;
     for (let attempt = 1; ; attempt++) {
       const annotations = annotationPatch(node, this.names, lease);

@@ -8,11 +8,19 @@
 //   }
 //
 // Every node can share the same file: the node's own subnet is skipped.
+// Dual-stack keys are flannel's too, "10.244.1.0-24&fd00:10:244:1::-64" with
+// "PublicIPv6" (and "BackendV6Data"); an IPv6-only node's key has the zero
+// IPv4 half "0.0.0.0-0&fd00:10:244:1::-64". With this node's IPv6 subnet
+// given, its own entry is the one with both halves of its key; with
+// IPv6Network given, entries whose IPv6 half makes no sense are left out and
+// reported (ipv6-lease-checks.ts), the rest of the file still in force.
 
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { type Cidr, cidrEquals } from './ipv4-address.js';
-import { type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
+import type { Cidr6 } from './ipv6-address.js';
+import { formatSubnetKey, type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
+import { checkIpv6Leases, type Ipv6LeaseRejectReason } from './ipv6-lease-checks.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { readBoundedFile } from './bounded-file.js';
 
@@ -42,7 +50,7 @@ export interface ParsedLeasesFile {
   skipped: string[];
 }
 
-export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr): ParsedLeasesFile {
+export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr, ownIpv6Subnet?: Cidr6): ParsedLeasesFile {
   // Scan before JSON.parse: V8 reports some syntax errors without a position,
   // and JSON.parse silently keeps the last of two equal keys, which here would
   // drop a lease without a word.
@@ -82,7 +90,9 @@ export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr): P
       if (err instanceof LeaseError) throw new LeasesFileError(path, key, `${at(offsetOfKey(key))}: ${err.message}`);
       throw err;
     }
-    if (ownSubnet !== undefined && cidrEquals(lease.subnet, ownSubnet)) {
+    const own =
+      ownSubnet !== undefined && (ownIpv6Subnet === undefined ? cidrEquals(lease.subnet, ownSubnet) : lease.key === formatSubnetKey(ownSubnet, ownIpv6Subnet));
+    if (own) {
       skipped.push(`${key} (line ${lineAndColumn(text, offsetOfKey(key)).line}): this node's own subnet; skipped`);
       continue;
     }
@@ -248,6 +258,10 @@ function scanJson(text: string): JsonScan {
 export interface LeasesFileSourceOptions {
   /** this node's lease (FLANNEL_SUBNET); left out of the snapshots */
   ownSubnet?: Cidr;
+  /** dual-stack: this node's IPv6 subnet (FLANNEL_IPV6_SUBNET's network): the own entry has both halves; no other may overlap it */
+  ownIpv6Subnet?: Cidr6;
+  /** dual-stack: FLANNEL_IPV6_NETWORK; entries' IPv6 halves are checked against it */
+  ipv6Network?: Cidr6;
   /** quiet time after the last change event before re-reading; editors write in several steps */
   debounceMs?: number;
   /** follow edits with inotify (default); off, only reload() (SIGHUP) re-reads: for filesystems without inotify */
@@ -267,6 +281,10 @@ export interface LeasesFileSourceOptions {
 export class LeasesFileSource implements LeaseSource {
   readonly path: string;
   private readonly ownSubnet: Cidr | undefined;
+  private readonly ownIpv6Subnet: Cidr6 | undefined;
+  private readonly ipv6Network: Cidr6 | undefined;
+  /** entries left out for their IPv6 half, by reason, counted once per file version */
+  readonly ipv6Rejections = new Map<Ipv6LeaseRejectReason, number>();
   private readonly debounceMs: number;
   private readonly watchEdits: boolean;
   private handlers: LeaseSourceHandlers | undefined;
@@ -282,6 +300,8 @@ export class LeasesFileSource implements LeaseSource {
   constructor(path: string, options: LeasesFileSourceOptions = {}) {
     this.path = path;
     this.ownSubnet = options.ownSubnet;
+    this.ownIpv6Subnet = options.ownIpv6Subnet;
+    this.ipv6Network = options.ipv6Network;
     this.debounceMs = options.debounceMs ?? 50;
     this.watchEdits = options.watch ?? true;
   }
@@ -313,10 +333,10 @@ export class LeasesFileSource implements LeaseSource {
 
     try {
       const { seen, text } = await this.load();
-      const { leases } = parseLeasesFile(text, this.path, this.ownSubnet);
+      const { leases } = parseLeasesFile(text, this.path, this.ownSubnet, this.ownIpv6Subnet);
       this.lastSeen = seen;
       this.lastGoodText = text;
-      handlers.onLeases(leases);
+      handlers.onLeases(this.checkIpv6(leases));
     } catch (err) {
       this.closeWatcher();
       this.handlers = undefined;
@@ -377,7 +397,7 @@ export class LeasesFileSource implements LeaseSource {
 
     let leases: Lease[];
     try {
-      ({ leases } = parseLeasesFile(text, this.path, this.ownSubnet));
+      ({ leases } = parseLeasesFile(text, this.path, this.ownSubnet, this.ownIpv6Subnet));
     } catch (err) {
       this.report(err as Error);
       return;
@@ -385,10 +405,21 @@ export class LeasesFileSource implements LeaseSource {
     this.lastGoodText = text;
     if (this.stopped) return;
     try {
-      this.handlers.onLeases(leases);
+      this.handlers.onLeases(this.checkIpv6(leases));
     } catch (err) {
       this.report(err as Error);
     }
+  }
+
+  /** Leaves out entries whose IPv6 half makes no sense here: reported and counted once per file version read. */
+  private checkIpv6(leases: Lease[]): Lease[] {
+    if (this.ipv6Network === undefined && !leases.some((l) => l.ipv6Only)) return leases;
+    const { accepted, rejected } = checkIpv6Leases(leases, { ipv6Network: this.ipv6Network, ownIpv6Subnet: this.ownIpv6Subnet });
+    for (const r of rejected) {
+      this.ipv6Rejections.set(r.reason, (this.ipv6Rejections.get(r.reason) ?? 0) + 1);
+      this.report(new LeasesFileError(this.path, r.key, `${this.path}: lease ${JSON.stringify(r.key)}: ${r.detail}; left out (${r.reason})`));
+    }
+    return accepted;
   }
 
   /** Only a regular file, at most MAX_LEASES_FILE_BYTES, never blocking (bounded-file.ts). */

@@ -512,6 +512,14 @@ export class KubeApiServerStandIn {
     if (now !== undefined && now !== '' && !/^\d+\.\d+\.\d+\.\d+\/\d+$|:/.test(now)) {
       throw new HttpError(422, 'Invalid', `Node "${obj.metadata.name}" is invalid: spec.podCIDR: Invalid value: "${now}"`);
     }
+    // The API server's dual-stack rules (ValidateNode): at most two podCIDRs, one per family, the first one being podCIDR.
+    const list: unknown = obj.spec?.podCIDRs;
+    if (Array.isArray(list) && list.length > 0) {
+      const invalid = (detail: string) => new HttpError(422, 'Invalid', `Node "${obj.metadata.name}" is invalid: spec.podCIDRs: ${detail}`);
+      if (list.length > 2) throw invalid('Too many: must have at most 2 items');
+      if (list.length === 2 && String(list[0]).includes(':') === String(list[1]).includes(':')) throw invalid('Invalid value: may specify no more than one CIDR for each IP family');
+      if (now !== undefined && now !== '' && now !== list[0]) throw invalid(`Invalid value: "${list[0]}": must match spec.podCIDR "${now}"`);
+    }
     const annotations = obj.metadata?.annotations;
     if (annotations !== undefined && annotations !== null) {
       for (const [k, v] of Object.entries(annotations)) {

@@ -34,6 +34,21 @@ test('kube-flannel.yml configuration: bridge cni0 with host-local over FLANNEL_S
   });
 });
 
+test("dual-stack subnet.env: host-local gets a range per family and routes to both networks, as flannel's plugin builds them", () => {
+  const dual = parseSubnetFile(
+    'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n',
+  );
+  const d = buildDelegateConf(conf({ ...KUBE_FLANNEL, ipam: { routes: [{ dst: '192.168.0.0/16' }] } }), dual);
+  assert.equal(d.ipam, {
+    routes: [{ dst: '192.168.0.0/16' }, { dst: '10.244.0.0/16' }, { dst: 'fd00:10:244::/56' }],
+    type: 'host-local',
+    ranges: [[{ subnet: '10.244.1.0/24' }], [{ subnet: 'fd00:10:244:1::/64' }]],
+  });
+  // Broken IPv6 values (the parser keeps them as text): a configuration error naming the key.
+  const broken = { ...dual, ipv6: { enabled: true, network: 'fd00:10:244::/56', subnet: 'fd00:10:244:1::1/129' } };
+  assert.throws(() => buildDelegateConf(conf(KUBE_FLANNEL), broken), (e: Error) => e instanceof CniError && /FLANNEL_IPV6_SUBNET=fd00:10:244:1::1\/129/.test(e.message));
+});
+
 test('defaults: subnetFile and dataDir are flannel\'s', () => {
   const c = conf(KUBE_FLANNEL);
   assert.is(c.subnetFile, '/run/flannel/subnet.env');

@@ -4,14 +4,18 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { formatCidr, parseCidr, parseIPv4 } from '../../src/control/ipv4-address.js';
+import { formatCidr6, formatIPv6 } from '../../src/control/ipv6-address.js';
 import {
   annotatedNodePublicIp,
+  annotatedNodePublicIpv6,
   annotationNames,
   annotationPatch,
   type KubeNode,
   nodePodCidr,
+  nodePodCidrs,
   nodeToLease,
   ownSubnet,
+  ownSubnets,
 } from '../../src/control/kube-annotations.js';
 import { BACKENDS } from '../../src/control/etcd-subnet-manager.js';
 import { parseNetworkConfig } from '../../src/control/network-config.js';
@@ -43,7 +47,12 @@ test('annotation names: flannel default prefix and flannel prefix rules', () => 
     publicIp: 'flannel.alpha.coreos.com/public-ip',
     publicIpOverwrite: 'flannel.alpha.coreos.com/public-ip-overwrite',
     nodePublicIp: 'flannel.alpha.coreos.com/node-public-ip',
+    backendV6Data: 'flannel.alpha.coreos.com/backend-v6-data',
+    publicIpv6: 'flannel.alpha.coreos.com/public-ipv6',
+    publicIpv6Overwrite: 'flannel.alpha.coreos.com/public-ipv6-overwrite',
+    nodePublicIpv6: 'flannel.alpha.coreos.com/node-public-ipv6',
   });
+  assert.is(annotationNames('example.com/flannel').publicIpv6Overwrite, 'example.com/flannel-public-ipv6-overwrite');
   assert.is(annotationNames('example.com/flannel').publicIp, 'example.com/flannel-public-ip');
   assert.is(annotationNames('example.com/').backendType, 'example.com/backend-type');
   assert.throws(() => annotationNames('a/b/c'), /at most one slash/);
@@ -152,6 +161,114 @@ test('public-ip-overwrite is what public-ip says; node-public-ip is read', () =>
   assert.is(patch['flannel.alpha.coreos.com/public-ip'], '203.0.113.9');
   assert.is(annotatedNodePublicIp(node, names), '192.0.2.7');
   assert.is(annotatedNodePublicIp(FLANNELD_VXLAN_NODE, names), undefined);
+});
+
+/** A dual-stack node as flanneld (vxlan backend, EnableIPv6) leaves it: both families' annotations. */
+const FLANNELD_DUAL_NODE: KubeNode = {
+  metadata: {
+    name: 'kind-worker',
+    resourceVersion: '977',
+    annotations: {
+      'flannel.alpha.coreos.com/backend-data': '{"VNI":1,"VtepMAC":"3e:6b:3e:1e:c6:06"}',
+      'flannel.alpha.coreos.com/backend-type': 'vxlan',
+      'flannel.alpha.coreos.com/backend-v6-data': '{"VNI":1,"VtepMAC":"ae:f9:c1:1c:7b:6e"}',
+      'flannel.alpha.coreos.com/kube-subnet-manager': 'true',
+      'flannel.alpha.coreos.com/public-ip': '172.18.0.3',
+      'flannel.alpha.coreos.com/public-ipv6': 'fc00:f853:ccd:e793::3',
+    },
+  },
+  spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24', 'fd00:10:244:1::/64'] },
+};
+
+test('dual-stack podCIDRs: one per family, either order; two of one family refused', () => {
+  const both = nodePodCidrs({ metadata: { name: 'n' }, spec: { podCIDRs: ['fd00:10:244:1::5/64', '10.244.1.0/24'] } });
+  assert.is(formatCidr(both.ipv4!), '10.244.1.0/24');
+  assert.is(formatCidr6(both.ipv6!), 'fd00:10:244:1::/64', 'host bits dropped');
+  const only6 = nodePodCidrs({ metadata: { name: 'n' }, spec: { podCIDR: 'fd00:10:244:2::/64' } });
+  assert.is(only6.ipv4, undefined);
+  assert.is(formatCidr6(only6.ipv6!), 'fd00:10:244:2::/64');
+  assert.throws(() => nodePodCidrs({ metadata: { name: 'n' }, spec: { podCIDRs: ['fd00::/64', 'fd01::/64'] } }), /node "n": spec\.podCIDRs .* has two IPv6 CIDRs; one per family/);
+  assert.throws(() => nodePodCidrs({ metadata: { name: 'n' }, spec: { podCIDRs: ['fd00::/640'] } }), /node "n": pod CIDR "fd00::\/640"/);
+});
+
+test("a flanneld dual-stack node is a lease with both subnets, PublicIPv6 and BackendV6Data; IPv4-only readers see its IPv4 half", () => {
+  const lease = nodeToLease(FLANNELD_DUAL_NODE, names, { ipv6: true })!;
+  assert.is(lease.key, '10.244.1.0-24&fd00:10:244:1::-64');
+  assert.is(formatIPv6(lease.publicIpv6!), 'fc00:f853:ccd:e793::3');
+  assert.equal(lease.backendV6Data, { VNI: 1, VtepMAC: 'ae:f9:c1:1c:7b:6e' });
+  assert.equal(lease.backendData, { VNI: 1, VtepMAC: '3e:6b:3e:1e:c6:06' });
+  const v4 = nodeToLease(FLANNELD_DUAL_NODE, names)!;
+  assert.is(v4.key, '10.244.1.0-24');
+  assert.is(v4.ipv6Subnet, undefined);
+  // Without public-ipv6 (our udp nodes without an IPv6 underlay): PublicIPv6 absent, the lease still dual.
+  const a = { ...FLANNELD_DUAL_NODE.metadata!.annotations! };
+  delete a['flannel.alpha.coreos.com/public-ipv6'];
+  const noV6Ip = nodeToLease({ ...FLANNELD_DUAL_NODE, metadata: { name: 'x', annotations: a } }, names, { ipv6: true })!;
+  assert.is(noV6Ip.publicIpv6, undefined);
+  assert.ok(noV6Ip.ipv6Subnet);
+  // An IPv6-only node: the zero IPv4 half, no public-ip needed.
+  const v6only = nodeToLease(
+    {
+      metadata: { name: 'v6', annotations: { 'flannel.alpha.coreos.com/kube-subnet-manager': 'true', 'flannel.alpha.coreos.com/backend-type': 'udp', 'flannel.alpha.coreos.com/backend-data': 'null', 'flannel.alpha.coreos.com/public-ipv6': '2001:db8::6' } },
+      spec: { podCIDRs: ['fd00:10:244:6::/64'] },
+    },
+    names,
+    { ipv6: true },
+  )!;
+  assert.is(v6only.key, '0.0.0.0-0&fd00:10:244:6::-64');
+  assert.is(v6only.ipv6Only, true);
+  // Broken IPv6 annotations name the node and the annotation.
+  const bad = (k: string, v: string) => () =>
+    nodeToLease({ ...FLANNELD_DUAL_NODE, metadata: { name: 'bad', annotations: { ...FLANNELD_DUAL_NODE.metadata!.annotations!, [k]: v } } }, names, { ipv6: true });
+  assert.throws(bad('flannel.alpha.coreos.com/public-ipv6', '10.0.0.1'), /node "bad": .*PublicIPv6: .*not a valid IPv6 address/);
+  assert.throws(bad('flannel.alpha.coreos.com/backend-v6-data', '{VNI'), /node "bad": flannel\.alpha\.coreos\.com\/backend-v6-data is not JSON/);
+});
+
+test("dual-stack own subnets: both inside their networks; a missing IPv6 CIDR is a warning (dual-stack) or the problem (IPv6-only)", () => {
+  const dual = parseNetworkConfig('{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}');
+  const node = (podCIDRs: string[]): KubeNode => ({ metadata: { name: 'w1' }, spec: { podCIDR: podCIDRs[0], podCIDRs } });
+  const ok = ownSubnets(node(['10.244.3.0/24', 'fd00:10:244:3::/64']), dual, 'net-conf.json');
+  assert.ok('subnet' in ok);
+  assert.is(formatCidr(ok.subnet), '10.244.3.0/24');
+  assert.is(formatCidr6(ok.ipv6Subnet!), 'fd00:10:244:3::/64');
+  assert.is(ok.warning, undefined);
+  const v4only = ownSubnets(node(['10.244.3.0/24']), dual, 'net-conf.json');
+  assert.ok('subnet' in v4only && v4only.ipv6Subnet === undefined);
+  assert.match((v4only as { warning: string }).warning, /node "w1" has no IPv6 pod CIDR .*--cluster-cidr=10\.244\.0\.0\/16,fd00:10:244::\/56.*its pods get IPv4 only/);
+  const outside = ownSubnets(node(['10.244.3.0/24', 'fd00:99::/64']), dual, 'net-conf.json');
+  assert.ok('problem' in outside);
+  assert.match(outside.problem, /IPv6 pod CIDR fd00:99::\/64, outside the IPv6Network fd00:10:244::\/56 of net-conf\.json/);
+  assert.ok('problem' in ownSubnets(node(['10.96.0.0/24', 'fd00:10:244:3::/64']), dual, 'net-conf.json'), 'the IPv4 half still checked');
+  const only6 = parseNetworkConfig('{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}');
+  const v6 = ownSubnets(node(['fd00:10:244:4::/64']), only6, 'net-conf.json');
+  assert.ok('subnet' in v6 && v6.subnet.prefixLength === 0 && formatCidr6(v6.ipv6Subnet!) === 'fd00:10:244:4::/64');
+  const missing = ownSubnets(node(['10.244.3.0/24']), only6, 'net-conf.json');
+  assert.ok('problem' in missing);
+  assert.match(missing.problem, /no IPv6 pod CIDR .* IPv6-only \(EnableIPv4 false\)/);
+});
+
+test('the IPv6 annotations written are flanneld\'s; public-ipv6-overwrite wins; node-public-ipv6 is read', () => {
+  const config = parseNetworkConfig('{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56", "Backend": {"Type": "vxlan"}}');
+  const lease = {
+    backendType: 'vxlan',
+    backendData: BACKENDS.vxlan.backendData(config, '3e:6b:3e:1e:c6:06'),
+    publicIp: '172.18.0.3',
+    publicIpv6: 'fc00:f853:ccd:e793::3',
+    backendV6Data: BACKENDS.vxlan.backendV6Data(config, 'ae:f9:c1:1c:7b:6e'),
+  };
+  const fresh: KubeNode = { metadata: { name: 'kind-worker', annotations: {} } };
+  assert.equal(annotationPatch(fresh, names, lease), FLANNELD_DUAL_NODE.metadata!.annotations, "byte for byte flanneld's values");
+  assert.is(annotationPatch(FLANNELD_DUAL_NODE, names, lease), undefined, 'nothing to do');
+  // udp: no backend-v6-data (flannel's udp has none), public-ipv6 when known.
+  const udp = annotationPatch(fresh, names, { backendType: 'udp', backendData: null, publicIp: '192.0.2.1', publicIpv6: '2001:db8::1', backendV6Data: BACKENDS.udp.backendV6Data(config, undefined) })!;
+  assert.is(udp['flannel.alpha.coreos.com/public-ipv6'], '2001:db8::1');
+  assert.not.ok('flannel.alpha.coreos.com/backend-v6-data' in udp);
+  const nat: KubeNode = {
+    metadata: { name: 'nat', annotations: { 'flannel.alpha.coreos.com/public-ipv6-overwrite': '2001:db8:ffff::9', 'flannel.alpha.coreos.com/node-public-ipv6': '2001:db8::7' } },
+  };
+  assert.is(annotationPatch(nat, names, { ...lease, publicIpv6: '2001:db8::7' })!['flannel.alpha.coreos.com/public-ipv6'], '2001:db8:ffff::9');
+  assert.is(annotatedNodePublicIpv6(nat, names), '2001:db8::7');
+  assert.is(annotatedNodePublicIpv6(FLANNELD_DUAL_NODE, names), undefined);
 });
 
 test.run();
