@@ -119,7 +119,7 @@ export function kubeRequest(base: KubeRequestBase, call: KubeCall, limits: { tim
         }
         chunks.push(chunk);
       });
-      res.on('error', (err) => fail(networkError(call.what, call.method, url, err)));
+      res.on('error', (err) => fail(res.complete ? networkError(call.what, call.method, url, err) : new KubeApiError(`${call.what}: the connection closed in the middle of the answer (HTTP ${status}, ${err.message})`, 0)));
       res.on('close', () => {
         if (!res.complete) fail(new KubeApiError(`${call.what}: the connection closed in the middle of the answer (HTTP ${status})`, 0));
       });
@@ -267,7 +267,7 @@ export function kubeStream(
       }
       if (problem !== undefined) end(new KubeApiError(`${call.what}: ${problem}`, 0));
     });
-    res.on('error', (err) => end(networkError(call.what, call.method, url, err)));
+    res.on('error', (err) => end(res.complete ? networkError(call.what, call.method, url, err) : new KubeApiError(`${call.what}: the connection closed in the middle of the stream (${err.message})`, 0)));
     // 'close' without 'end': the connection went away inside the stream (the server died, a proxy cut it).
     res.on('close', () => {
       if (!res.complete) end(new KubeApiError(`${call.what}: the connection closed in the middle of the stream`, 0));

@@ -1,4 +1,4 @@
-// Kube mode's control plane (the real @kubernetes/client-node code, no test
+// Kube mode's control plane (our own client, kube-client.ts, no test
 // hooks) against the kube-apiserver stand-in on loopback, over TLS with an
 // openssl CA and bearer tokens, with the RBAC of deploy/kube-flannel-udp.yml
 // enforced. No root needed.
