@@ -1,5 +1,5 @@
-// The few Kubernetes API calls the agent makes, through the maintained client
-// (@kubernetes/client-node), with its errors turned into one KubeApiError
+// The few Kubernetes API calls the agent makes, over node:https with our own
+// small client (kube-http.ts, kube-config.ts), every error one KubeApiError
 // carrying the HTTP status. Thin on purpose: the protocol logic (list+watch,
 // retries) lives in kube-lease-source.ts and kube-subnet-manager.ts.
 //
@@ -12,20 +12,14 @@
 // Connection settings as flanneld (clientcmd.BuildConfigFromFlags): a
 // kubeconfig file, whose server --kube-api-url replaces; --kube-api-url
 // alone (no credentials); or, with neither, the pod's service account.
+// Why not @kubernetes/client-node, which this used before: docs/design.md.
 
-import { CoreV1Api, KubeConfig, PatchStrategy, Watch, setHeaderOptions } from '@kubernetes/client-node';
+import { readBoundedFile } from './bounded-file.js';
+import { loadKubeSettings, MAX_CREDENTIAL_FILE_BYTES, type KubeSettings, type Material } from './kube-config.js';
+import { KubeApiError, kubeRequest, kubeStream, type KubeCall, type KubeRequestBase } from './kube-http.js';
 import type { KubeNode } from './kube-annotations.js';
 
-export class KubeApiError extends Error {
-  override name = 'KubeApiError';
-  constructor(
-    message: string,
-    /** HTTP status, 0 when the server was not reached */
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
+export { KubeApiError } from './kube-http.js';
 
 export interface KubeConnection {
   kubeconfigFile?: string;
@@ -47,141 +41,146 @@ export interface NodeWatchHandlers {
   onEnd(err: KubeApiError | undefined): void;
 }
 
-function loadConfig(conn: KubeConnection): KubeConfig {
-  const kc = new KubeConfig();
-  if (conn.kubeconfigFile) {
-    kc.loadFromFile(conn.kubeconfigFile);
-    if (conn.apiUrl) {
-      const current = kc.getCurrentContext();
-      const clusterName = kc.getContextObject(current)?.cluster;
-      kc.loadFromOptions({
-        clusters: kc.clusters.map((c) => (c.name === clusterName ? { ...c, server: conn.apiUrl } : c)),
-        users: kc.users,
-        contexts: kc.contexts,
-        currentContext: current,
-      });
-    }
-  } else if (conn.apiUrl) {
-    kc.loadFromOptions({
-      clusters: [{ name: 'api', server: conn.apiUrl, skipTLSVerify: false }],
-      users: [{ name: 'none' }],
-      contexts: [{ name: 'api', cluster: 'api', user: 'none' }],
-      currentContext: 'api',
-    });
-  } else {
-    if (!process.env.KUBERNETES_SERVICE_HOST) {
-      throw new KubeApiError(
-        'not running in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set): give --kubeconfig-file or --kube-api-url',
-        0,
-      );
-    }
-    kc.loadFromCluster();
-  }
-  if (!kc.getCurrentCluster()) throw new KubeApiError(`${conn.kubeconfigFile ?? 'kubeconfig'}: no current cluster`, 0);
-  return kc;
+/** A request, answer included, that takes longer than this has failed (the callers retry with backoff). */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** The answer to a watch (its status line) within this; the stream itself is as long as timeoutSeconds. */
+const WATCH_CONNECT_TIMEOUT_MS = 30_000;
+/**
+ * One object: etcd refuses values over 1.5 MiB (its default --max-request-bytes),
+ * so a Node, and a watch event wrapping one, fits in 4 MiB with room to spare.
+ */
+const MAX_OBJECT_BYTES = 4 << 20;
+/**
+ * A list of every node, unpaginated (as flanneld's informer asks for it):
+ * about 5-20 KiB a node, so 5 000 nodes fit; over this the agent says so.
+ */
+const MAX_LIST_BYTES = 256 << 20;
+const WATCH_EVENT_TYPES = new Set<string>(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);
+
+/** Any error as a KubeApiError; ours pass through, anything else is "not reached" (0). */
+export function toKubeApiError(err: unknown, what: string): KubeApiError {
+  if (err instanceof KubeApiError) return err;
+  return new KubeApiError(`${what}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`, 0);
 }
 
-/** Any error of the client as a KubeApiError, with the API server's own message when it sent a Status. */
-export function toKubeApiError(err: unknown, what: string): KubeApiError {
-  const e = err as { code?: unknown; statusCode?: unknown; body?: unknown; message?: string };
-  const status = typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : 0;
-  let detail = e.message ?? String(err);
-  if (status !== 0) {
-    let body: unknown = e.body;
-    if (typeof body === 'string') {
-      try {
-        body = JSON.parse(body);
-      } catch {
-        /* not a Status */
-      }
-    }
-    const message = (body as { message?: unknown } | undefined)?.message;
-    detail = typeof message === 'string' ? message : `HTTP ${status}`;
-  } else {
-    detail = detail.split('\n')[0];
+async function readMaterial(m: Material, what: string): Promise<Buffer> {
+  if ('data' in m) return m.data;
+  try {
+    return Buffer.from((await readBoundedFile(m.file, MAX_CREDENTIAL_FILE_BYTES, m.what)).text);
+  } catch (err) {
+    throw new KubeApiError(`${what}: ${(err as Error).message}`, 0);
   }
-  return new KubeApiError(`${what}: ${status !== 0 ? `${status} ` : ''}${detail}`, status);
 }
 
 export class KubeClient {
-  private readonly kc: KubeConfig;
-  private readonly core: CoreV1Api;
-  private readonly watcher: Watch;
+  private readonly settings: KubeSettings;
 
   constructor(conn: KubeConnection) {
-    this.kc = loadConfig(conn);
-    this.core = this.kc.makeApiClient(CoreV1Api);
-    this.watcher = new Watch(this.kc);
+    this.settings = loadKubeSettings(conn);
   }
 
   describe(): string {
-    return this.kc.getCurrentCluster()?.server ?? '?';
+    return this.settings.server;
+  }
+
+  /** TLS material and headers for one request, the files among them read now (tokens and certificates rotate). */
+  private async base(what: string): Promise<KubeRequestBase> {
+    const s = this.settings;
+    const headers: Record<string, string> = { 'User-Agent': 'flannel-udp' };
+    const auth = s.auth;
+    if (auth.kind === 'token') {
+      const token = (await readMaterial(auth.token, what)).toString('utf8').trim();
+      if (token === '') throw new KubeApiError(`${what}: ${'file' in auth.token ? `${auth.token.what} ${auth.token.file}` : 'the token'} is empty`, 0);
+      headers.Authorization = `Bearer ${token}`;
+    } else if (auth.kind === 'basic') {
+      headers.Authorization = `Basic ${Buffer.from(`${auth.username}:${auth.password}`).toString('base64')}`;
+    }
+    if (s.impersonate) headers['Impersonate-User'] = s.impersonate;
+    return {
+      server: s.server,
+      headers,
+      tls: {
+        ...(s.ca ? { ca: await readMaterial(s.ca, what) } : {}),
+        ...(s.cert && s.key ? { cert: await readMaterial(s.cert, what), key: await readMaterial(s.key, what) } : {}),
+        rejectUnauthorized: !s.insecureSkipTlsVerify,
+        ...(s.tlsServerName ? { servername: s.tlsServerName } : {}),
+      },
+    };
+  }
+
+  private async call(call: KubeCall, maxBodyBytes = MAX_OBJECT_BYTES): Promise<unknown> {
+    const base = await this.base(call.what);
+    const body = await kubeRequest(base, call, { timeoutMs: REQUEST_TIMEOUT_MS, maxBodyBytes });
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new KubeApiError(`${call.what}: the answer is not a JSON object`, 200);
+    return body;
   }
 
   async getPodNodeName(namespace: string, name: string): Promise<string> {
-    try {
-      const pod = await this.core.readNamespacedPod({ name, namespace });
-      return pod.spec?.nodeName ?? '';
-    } catch (err) {
-      throw toKubeApiError(err, `reading pod ${namespace}/${name}`);
-    }
+    const what = `reading pod ${namespace}/${name}`;
+    const pod = (await this.call({ method: 'GET', path: `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`, what })) as {
+      spec?: { nodeName?: unknown };
+    };
+    const nodeName = pod.spec?.nodeName;
+    return typeof nodeName === 'string' ? nodeName : '';
   }
 
   async getNode(name: string): Promise<KubeNode> {
-    try {
-      return (await this.core.readNode({ name })) as KubeNode;
-    } catch (err) {
-      throw toKubeApiError(err, `reading node ${name}`);
-    }
+    return (await this.call({ method: 'GET', path: `/api/v1/nodes/${encodeURIComponent(name)}`, what: `reading node ${name}` })) as KubeNode;
   }
 
   async listNodes(): Promise<NodeList> {
-    try {
-      const list = await this.core.listNode({});
-      return { items: list.items as KubeNode[], resourceVersion: list.metadata?.resourceVersion ?? '' };
-    } catch (err) {
-      throw toKubeApiError(err, 'listing nodes');
-    }
+    const what = 'listing nodes';
+    const list = (await this.call({ method: 'GET', path: '/api/v1/nodes', what }, MAX_LIST_BYTES)) as { items?: unknown; metadata?: { resourceVersion?: unknown } };
+    if (!Array.isArray(list.items)) throw new KubeApiError(`${what}: the answer is not a NodeList (no items)`, 200);
+    const rv = list.metadata?.resourceVersion;
+    return { items: list.items as KubeNode[], resourceVersion: typeof rv === 'string' ? rv : '' };
   }
 
   /** A strategic-merge patch of nodes/{name}/status (metadata and status; flanneld's verb). */
   async patchNodeStatus(name: string, patch: unknown): Promise<KubeNode> {
-    try {
-      const node = await this.core.patchNodeStatus(
-        { name, body: patch },
-        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-      );
-      return node as KubeNode;
-    } catch (err) {
-      throw toKubeApiError(err, `patching node ${name} status`);
-    }
+    return (await this.call({
+      method: 'PATCH',
+      path: `/api/v1/nodes/${encodeURIComponent(name)}/status`,
+      body: { text: JSON.stringify(patch), contentType: 'application/strategic-merge-patch+json' },
+      what: `patching node ${name} status`,
+    })) as KubeNode;
   }
 
   /** Starts a watch of all nodes from resourceVersion; returns how to stop it. */
   async watchNodes(resourceVersion: string, timeoutSeconds: number, handlers: NodeWatchHandlers): Promise<() => void> {
-    let ended = false;
-    const end = (err: KubeApiError | undefined) => {
-      if (ended) return;
-      ended = true;
-      handlers.onEnd(err);
-    };
+    const what = 'watching nodes';
+    let base: KubeRequestBase;
     try {
-      const controller = await this.watcher.watch(
-        '/api/v1/nodes',
-        { resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
-        (type: string, object: unknown) => {
-          if (!ended) handlers.onEvent(type as WatchEventType, object as KubeNode);
-        },
-        (err: unknown) => end(err ? toKubeApiError(err, 'watching nodes') : undefined),
-      );
-      if (!ended) handlers.onConnected();
-      return () => {
-        ended = true;
-        controller.abort();
-      };
+      base = await this.base(what);
     } catch (err) {
-      end(toKubeApiError(err, 'watching nodes'));
+      handlers.onEnd(toKubeApiError(err, what));
       return () => undefined;
     }
+    // The query the maintained client sent, in its order.
+    const query = new URLSearchParams({ watch: 'true', resourceVersion, allowWatchBookmarks: 'true', timeoutSeconds: String(timeoutSeconds) });
+    return kubeStream(
+      base,
+      { method: 'GET', path: `/api/v1/nodes?${query}`, what },
+      { connectTimeoutMs: WATCH_CONNECT_TIMEOUT_MS, maxLineBytes: MAX_OBJECT_BYTES, maxErrorBodyBytes: MAX_OBJECT_BYTES },
+      {
+        onConnected: () => handlers.onConnected(),
+        onLine: (line) => {
+          let event: { type?: unknown; object?: unknown };
+          try {
+            event = JSON.parse(line);
+          } catch (err) {
+            // Not skipped: a lost event would be a node whose lease nobody hears of. The watch
+            // ends with the error and is retried from the last resourceVersion, which replays it.
+            throw new KubeApiError(`${what}: an event that is not JSON (${(err as Error).message})`, 0);
+          }
+          const type = event?.type;
+          if (typeof type !== 'string' || !WATCH_EVENT_TYPES.has(type) || typeof event.object !== 'object' || event.object === null) {
+            throw new KubeApiError(`${what}: not a watch event (type ${JSON.stringify(type)}, object ${event?.object === null ? 'null' : typeof event?.object})`, 0);
+          }
+          handlers.onEvent(type as WatchEventType, event.object as KubeNode);
+        },
+        onEnd: (err) => handlers.onEnd(err),
+      },
+    );
   }
 }

@@ -27,6 +27,7 @@
 //   DELETE /api/v1/nodes/{name}
 //   GET    /api/v1/namespaces/{ns}/pods/{name}, POST /api/v1/namespaces/{ns}/pods
 //   Anything else: 404; bad JSON: 400; a body with the wrong Content-Type: 415;
+//   an Accept that excludes JSON: 406; a watch parameter that does not parse: 400;
 //   a method the path does not have: 405. Errors are metav1.Status objects.
 //
 // Not implemented (the agent does not use them, and they are refused rather
@@ -332,6 +333,11 @@ export class KubeApiServerStandIn {
       id = m ? this.opts.tokens[m[1]] : undefined;
       if (id === undefined) throw new HttpError(401, 'Unauthorized', 'Unauthorized');
 
+      // JSON only (the real server also speaks protobuf and YAML, which nothing here reads): anything else is 406.
+      const accept = req.headers.accept;
+      if (accept !== undefined && !accept.split(',').some((t) => ['application/json', 'application/*', '*/*'].includes(t.split(';')[0].trim()))) {
+        throw new HttpError(406, 'NotAcceptable', `only the following media types are accepted: application/json (stand-in), not ${accept}`);
+      }
       const route = this.route(req.method ?? 'GET', url);
       ({ verb, resource, name, namespace } = route);
       const rules = id.groups.includes('system:masters') ? [{ apiGroups: ['*'], resources: ['*'], verbs: ['*'] }] : this.rulesFor(id);
@@ -385,6 +391,11 @@ export class KubeApiServerStandIn {
     for (const p of ['labelSelector', 'fieldSelector', 'limit', 'continue']) {
       if (url.searchParams.get(p)) throw new HttpError(400, 'BadRequest', `stand-in: ${p} is not implemented`);
     }
+    // As the real server's query decoding: a watch parameter that does not parse is a 400, not a default.
+    const timeoutSeconds = url.searchParams.get('timeoutSeconds');
+    if (timeoutSeconds !== null && !/^\d+$/.test(timeoutSeconds)) throw new HttpError(400, 'BadRequest', `invalid value for timeoutSeconds: "${timeoutSeconds}"`);
+    const bookmarks = url.searchParams.get('allowWatchBookmarks');
+    if (bookmarks !== null && !['true', 'false', '1', '0'].includes(bookmarks)) throw new HttpError(400, 'BadRequest', `invalid value for allowWatchBookmarks: "${bookmarks}"`);
     let verb: string;
     const collection = name === '';
     switch (method) {

@@ -1,4 +1,4 @@
-// Kube mode's control plane (the real @kubernetes/client-node code, no test
+// Kube mode's control plane (our own client, kube-client.ts, no test
 // hooks) against the kube-apiserver stand-in on loopback, over TLS with an
 // openssl CA and bearer tokens, with the RBAC of deploy/kube-flannel-udp.yml
 // enforced. No root needed.
@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import https from 'node:https';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
 import { KubeSubnetManager, type KubeSubnetManagerOptions } from '../../src/control/kube-subnet-manager.js';
 import { KubeClient } from '../../src/control/kube-client.js';
@@ -116,6 +117,17 @@ kube('the stand-in is strict: 401 without a token, 403 outside the RBAC, 404, 40
   assert.is((await admin.request('GET', '/apis/apps/v1/daemonsets')).status, 404);
   assert.is((await admin.request('PUT', '/api/v1/nodes/n2', {})).status, 405);
   assert.is((await admin.request('GET', '/api/v1/nodes?labelSelector=a%3Db')).status, 400, 'selectors are refused, not ignored');
+  assert.is((await admin.request('GET', '/api/v1/nodes?watch=true&timeoutSeconds=5m')).status, 400, 'a watch parameter that does not parse');
+  assert.is((await admin.request('GET', '/api/v1/nodes?watch=true&allowWatchBookmarks=yes')).status, 400, 'a watch parameter that does not parse');
+  const protobuf = await new Promise<number>((resolve, reject) =>
+    https
+      .get(new URL('/api/v1/nodes', api.url), { ca: pki.ca, headers: { Authorization: `Bearer ${tokens.admin}`, Accept: 'application/vnd.kubernetes.protobuf' }, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+      .on('error', reject),
+  );
+  assert.is(protobuf, 406, 'an Accept without JSON');
   assert.is((await admin.request('PATCH', '/api/v1/nodes/n2/status', { metadata: {} }, 'application/json')).status, 415);
   assert.is((await admin.request('PATCH', '/api/v1/nodes/n2/status', { metadata: {} }, 'application/json-patch+json')).status, 415);
   assert.is((await admin.request('PATCH', '/api/v1/nodes/n2/status', '{"metadata": ', 'application/strategic-merge-patch+json')).status, 400);
