@@ -15,6 +15,7 @@ import { freemem, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { describeMachine } from './e2e/machine.js';
 import { percentiles, rates, sampleProcess, type ProcSample } from './scale/proc-stats.js';
 import { ScaleCluster, type ControlCounters, type PropagationResult, type Source } from './scale/scale-cluster.js';
@@ -28,6 +29,7 @@ const HELP = `npm run bench:scale -- [options]
   --transfer-mib M  the transfer between pods 1 and 2; default 128
   --out DIR         default bench/results
   --log-dir DIR     keep the agents' logs there (default: removed with the testbed)
+  --agent-node PATH the Node.js binary the agents run on (default: this one; e.g. the image's Node 24)
 `;
 
 const { values } = parseArgs({
@@ -39,6 +41,7 @@ const { values } = parseArgs({
     'transfer-mib': { type: 'string', default: '128' },
     out: { type: 'string' },
     'log-dir': { type: 'string' },
+    'agent-node': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -64,8 +67,10 @@ say(`scale: ${nodes} nodes + 1 joining, source ${source}, ${workers} worker(s) p
 const buildStart = Date.now();
 const logDir = values['log-dir'];
 if (logDir) mkdirSync(logDir, { recursive: true });
-const s = await ScaleCluster.create({ nodes, source, workers, log: say, logDir });
-const result: Record<string, unknown> = { machine, options: { nodes, source, workers, idleSeconds, transferMiB } };
+const agentNode = values['agent-node'];
+if (agentNode) say(`agents on ${agentNode} (${execFileSync(agentNode, ['--version'], { encoding: 'utf8' }).trim()})`);
+const s = await ScaleCluster.create({ nodes, source, workers, log: say, logDir, agentNode });
+const result: Record<string, unknown> = { machine, options: { nodes, source, workers, idleSeconds, transferMiB, agentNode } };
 try {
   result.testbedSeconds = (Date.now() - buildStart) / 1000;
   say(`testbed: ${nodes + 1} nodes and pods in ${result.testbedSeconds} s`);

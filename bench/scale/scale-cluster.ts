@@ -38,6 +38,8 @@ export interface ScaleOptions {
   workers?: number;
   /** extra agent arguments */
   agentArgs?: string[];
+  /** the Node.js binary the agents run on; default this one (e.g. the image's Node 24) */
+  agentNode?: string;
   log?: (line: string) => void;
   /** where agent logs go; default the cluster's temp dir (removed at the end) */
   logDir?: string;
@@ -178,8 +180,8 @@ export class ScaleCluster {
   private agentCommand(i: number): string[] {
     const node = this.cluster.node(i);
     const common = ['--subnet-file', node.subnetFile, '--public-ip', node.underlayIp, '--ip-masq', '--workers', String(this.workers), ...(this.opts.agentArgs ?? [])];
-    if (this.opts.source === 'etcd') return [process.execPath, agentCliPath, 'up', '--etcd-endpoints', this.etcd!.url, ...common];
-    return ['env', `NODE_NAME=${nodeName(i)}`, process.execPath, agentCliPath, 'up', '--kube-subnet-mgr', '--kubeconfig-file', this.kubeconfig,
+    if (this.opts.source === 'etcd') return [this.opts.agentNode ?? process.execPath, agentCliPath, 'up', '--etcd-endpoints', this.etcd!.url, ...common];
+    return ['env', `NODE_NAME=${nodeName(i)}`, this.opts.agentNode ?? process.execPath, agentCliPath, 'up', '--kube-subnet-mgr', '--kubeconfig-file', this.kubeconfig,
       '--net-config-path', this.netConf, ...common];
   }
 
