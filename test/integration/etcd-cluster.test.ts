@@ -92,7 +92,7 @@ etcdMode('a fourth node joins while traffic runs: reachable without restarting a
   let wanted = 40;
   while (taken.has(wanted)) wanted--;
   writeFileSync(cluster.node(4).subnetFile, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${wanted}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
-  await new Promise((r) => setTimeout(r, 300)); // the transfer is under way
+  await transfer.underway;
   const agent4 = await startEtcdAgent(cluster, 4, etcd);
   agents.set(4, agent4);
   const key4 = keyOf(cluster.node(4).subnetFile);
@@ -114,7 +114,7 @@ etcdMode('a fourth node joins while traffic runs: reachable without restarting a
     assert.is((await ping(cluster, pods.get(i)!.ns, pods.get(4)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod${i} → pod4`);
     assert.is((await ping(cluster, pods.get(4)!.ns, pods.get(i)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod4 → pod${i}`);
   }
-  const r = await transfer;
+  const r = await transfer.result;
   assert.is(r.received.bytes, 192 * 1024 * 1024);
   assert.is(r.received.sha256, r.sent.sha256, 'the flow between pod1 and pod2 was not disturbed');
   assert.equal([1, 2, 3].map((i) => agents.get(i)!.pid), pids, 'nobody restarted');
@@ -140,14 +140,15 @@ etcdMode('etcd stopped for a while: a running TCP transfer completes intact; age
   const live = [1, 2, 4];
   const bytes = 256 * 1024 * 1024;
   const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(4)!, bytes);
-  await new Promise((r) => setTimeout(r, 300));
+  await transfer.underway;
   await etcd.stop();
   for (const i of live) await waitForLine(agents.get(i)!, /etcd is unreachable .*forwarding continues with the \d+ lease\(s\) last seen/, 15_000);
   // A ping across the cluster while etcd is down: the leases in force still route.
   assert.is((await ping(cluster, pods.get(2)!.ns, pods.get(4)!.ip, { count: 3, intervalS: 0.2 })).received, 3);
+  // A fixed interval on purpose: the outage lasting a while, with traffic, is what this test is about.
   await new Promise((r) => setTimeout(r, 2000));
   await etcd.start();
-  const r = await transfer;
+  const r = await transfer.result;
   assert.is(r.received.bytes, bytes);
   assert.is(r.received.sha256, r.sent.sha256);
   for (const i of live) {

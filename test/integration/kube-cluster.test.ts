@@ -145,7 +145,7 @@ kube('a fourth node without podCIDR: the clear error, alive but not ready; once 
 
   // kube-controller-manager allocates the CIDR, while a transfer runs between pods 1 and 2.
   const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(2)!, 192 * 1024 * 1024);
-  await new Promise((r) => setTimeout(r, 300)); // the transfer is under way
+  await transfer.underway;
   await api.admin.patchNode(nodeName(4), { spec: { podCIDR: '10.244.4.0/24', podCIDRs: ['10.244.4.0/24'] } });
   await waitForLine(agent4, /flannel-udp agent ready/, 30_000);
   assert.ok(agent4.log.snapshot().some((l) => /now has pod CIDR 10\.244\.4\.0\/24; going on/.test(l)));
@@ -158,7 +158,7 @@ kube('a fourth node without podCIDR: the clear error, alive but not ready; once 
     assert.is((await ping(cluster, pods.get(i)!.ns, pods.get(4)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod${i} → pod4`);
     assert.is((await ping(cluster, pods.get(4)!.ns, pods.get(i)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod4 → pod${i}`);
   }
-  const r = await transfer;
+  const r = await transfer.result;
   assert.is(r.received.bytes, 192 * 1024 * 1024);
   assert.is(r.received.sha256, r.sent.sha256, 'the flow between pod1 and pod2 was not disturbed');
   assert.equal([1, 2, 3].map((i) => agents.get(i)!.pid), pids, 'nobody restarted');
@@ -183,13 +183,13 @@ kube('the API server killed mid-transfer: forwarding continues; restarted, the w
   const live = [1, 2, 4];
   const bytes = 256 * 1024 * 1024;
   const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(4)!, bytes);
-  await new Promise((r) => setTimeout(r, 300));
+  await transfer.underway;
   await api.kill();
   for (const i of live) await waitForLine(agents.get(i)!, /the Kubernetes API server is unreachable .*forwarding continues/, 20_000);
   assert.is((await ping(cluster, pods.get(2)!.ns, pods.get(4)!.ip, { count: 3, intervalS: 0.2 })).received, 3, 'the leases in force still route');
   await api.start();
   for (const i of live) await waitForLine(agents.get(i)!, /kube: API server reachable again after/, 30_000);
-  const r = await transfer;
+  const r = await transfer.result;
   assert.is(r.received.bytes, bytes);
   assert.is(r.received.sha256, r.sent.sha256);
   // The resumed watches deliver what happens now: a flannel node joins and leaves.

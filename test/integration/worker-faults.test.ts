@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { waitForLine } from '../../src/testbed/exec.js';
 import { requestStatsLine } from '../../src/testbed/agent-signal.js';
-import { tcpTransfer } from '../support/pod-traffic.js';
+import { startTcpTransfer, tcpTransfer } from '../support/pod-traffic.js';
 
 /** The agent's counters: it prints them as one JSON line on stderr for SIGUSR1. */
 async function agentStats(cluster: Cluster, i: number): Promise<{ workers: Array<{ counters: Record<string, number>; drops: Record<string, number> }> }> {
@@ -29,12 +29,12 @@ crash.after(async () => {
 
 crash('killing the only worker during a 96 MiB transfer: it is restarted and the transfer completes intact', async () => {
   const bytes = 96 * 1024 * 1024;
-  const transfer = tcpTransfer(cluster, cluster.pod(1), cluster.pod(2), bytes, 120_000);
-  await new Promise((r) => setTimeout(r, 300));
+  const transfer = startTcpTransfer(cluster, cluster.pod(1), cluster.pod(2), bytes, 120_000);
+  await transfer.underway;
   const agent = cluster.agent(1)!;
   agent.kill('SIGUSR2');
   await waitForLine(agent, /worker 0 exited .*restarting/, 5000);
-  const r = await transfer;
+  const r = await transfer.result;
   assert.is(r.received.bytes, bytes);
   assert.is(r.received.sha256, r.sent.sha256);
   assert.is(total(await agentStats(cluster, 1), 'Restarts'), 1, 'one restart recorded');

@@ -5,7 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import type { Cluster, PodInfo } from '../../src/testbed/cluster.js';
-import { runInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { isRunning, runInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
 import type { TransferResult } from './pod-traffic.js';
 import type { InjectPlan, InjectResult } from './udp-inject.js';
 
@@ -56,6 +56,8 @@ export async function startStreamingTransfer(cluster: Cluster, from: PodInfo, to
 }
 
 export interface MarkerListener {
+  /** Resolves true once `count` datagrams carrying `marker` have arrived, false if `timeoutMs` passes first. */
+  waitFor(marker: string, count: number, timeoutMs: number): Promise<boolean>;
   /** Ends the listener and returns how many UDP datagrams carrying each marker reached the pod's kernel. */
   stop(): Promise<{ seen: Record<string, number>; udp: number }>;
   child: CapturedChild;
@@ -64,9 +66,21 @@ export interface MarkerListener {
 /** A raw UDP listener in `pod` (test/support/marker-listener.ts). */
 export async function startMarkerListener(cluster: Cluster, pod: PodInfo, markers: string[]): Promise<MarkerListener> {
   const child = cluster.spawn(pod.ns, process.execPath, [join(supportDir, 'marker-listener.js'), ...markers]);
+  const arrived = new Map<string, number>();
+  child.log.on('line', (line: string) => {
+    if (line.startsWith('+')) arrived.set(line.slice(1), (arrived.get(line.slice(1)) ?? 0) + 1);
+  });
   await waitForLine(child, /^listening$/, 10_000);
   return {
     child,
+    waitFor: async (marker, count, timeoutMs) => {
+      const deadline = Date.now() + timeoutMs;
+      while ((arrived.get(marker) ?? 0) < count) {
+        if (Date.now() > deadline || !isRunning(child)) return false;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return true;
+    },
     stop: async () => {
       child.kill('SIGTERM');
       const line = await waitForLine(child, /^\{"seen"/, 10_000);
