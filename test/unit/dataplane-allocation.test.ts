@@ -113,12 +113,12 @@ function garbage(rounds) {
 const result = {};
 for (const [name, loop] of [['outbound', outbound], ['inbound', inbound], ['control', garbage]]) {
   loop(2000); // optimised by now
-  await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 20)); // GC entries of the warm-up delivered before t0 (no condition: there may be none)
   const before = { sent: c[Counter.UdpSentPackets], written: c[Counter.TunWrittenPackets] };
   const t0 = performance.now();
   loop(${rounds});
   const t1 = performance.now();
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 50)); // the observer's entries for [t0, t1]: none may be due, so no condition to wait for
   result[name] = {
     packets: ${rounds} * B,
     forwarded: name === 'outbound' ? c[Counter.UdpSentPackets] - before.sent : name === 'inbound' ? c[Counter.TunWrittenPackets] - before.written : ${rounds} * B,
@@ -218,7 +218,7 @@ const ring = new Array(64).fill(null);
 const c0 = performance.now();
 for (let i = 0; i < 2 * d.packets; i++) ring[i & 63] = i + 0.5;
 const c1 = performance.now();
-await new Promise((r) => setTimeout(r, 100));
+await new Promise((r) => setTimeout(r, 100)); // the observer's entries delivered (none may be due: no condition to wait for)
 const controlScavenges = gcs.filter((e) => e.startTime >= c0 && e.startTime <= c1).length;
 const w = new Float64Array(d.window);
 const inWindow = gcs.filter((e) => performance.timeOrigin + e.startTime >= w[0] && performance.timeOrigin + e.startTime <= w[1]);

@@ -84,7 +84,9 @@ parentPort.postMessage({ ready: true });
 loop.run(0);
 const runStatus = %GetOptimizationStatus(WorkerLoop.prototype.run);
 forwarder.close();
-// GC entries are delivered on the event loop, which the loop kept waiting.
+// GC entries are delivered on the event loop, which the loop kept waiting. No
+// condition says they have all arrived (there may be none: that is the test),
+// so the event loop gets a fixed 200 ms.
 await new Promise((r) => setTimeout(r, 200));
 const w = new Float64Array(window);
 const inWindow = gcs.filter((e) => performance.timeOrigin + e.startTime >= w[0] && performance.timeOrigin + e.startTime <= w[1]);
