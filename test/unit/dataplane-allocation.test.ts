@@ -152,11 +152,12 @@ for (const vnet of [false, true]) {
   test(`defect 6: no garbage per packet on the kernel path, both directions, offloads ${vnet ? 'on' : 'off'}`, async () => {
     const rounds = 3000; // 192 000 packets per direction: 16 bytes each are three scavenges (the control)
     const { result, drops } = await measure(vnet, rounds);
-    const perPacket = (r: { packets: number; scavenges: number }) => ((r.scavenges * 1048576) / r.packets).toFixed(1);
+    // n scavenges of the 1 MB young generation bound the garbage to under (n + 1) MB over the packets.
+    const perPacket = (r: { packets: number; scavenges: number }) => (((r.scavenges + 1) * 1048576) / r.packets).toFixed(1);
     console.log(
       `    offloads ${vnet ? 'on' : 'off'}: ` +
         Object.entries(result)
-          .map(([name, r]) => `${name} ${r.forwarded}/${r.packets} packets, ${r.scavenges} scavenges (≤ ${perPacket(r)} B/packet), ${r.ms} ms`)
+          .map(([name, r]) => `${name} ${r.forwarded}/${r.packets} packets, ${r.scavenges} scavenges (< ${perPacket(r)} B/packet), ${r.ms} ms`)
           .join('; '),
     );
     assert.equal(drops, [], 'nothing dropped');
@@ -165,7 +166,7 @@ for (const vnet of [false, true]) {
     for (const [name, r] of Object.entries(paths)) {
       assert.is(r.forwarded, r.packets, `${name}: every packet forwarded`);
       // 192 000 packets at 11 bytes each would be two scavenges of the 1 MB young generation.
-      assert.ok(r.scavenges <= 1, `${name}: ${r.scavenges} scavenges in ${r.packets} packets (≈ ${perPacket(r)} bytes of garbage per packet)`);
+      assert.ok(r.scavenges <= 1, `${name}: ${r.scavenges} scavenges in ${r.packets} packets (≈ ${((r.scavenges * 1048576) / r.packets).toFixed(1)} bytes of garbage per packet)`);
     }
   });
 }
