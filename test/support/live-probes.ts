@@ -15,6 +15,8 @@ let nextPort = 16000;
 export interface StreamingTransfer {
   /** Resolves once the source has sent at least `mib` MiB. */
   progress(mib: number, timeoutMs?: number): Promise<void>;
+  /** MiB sent so far, in steps of 8 (0 before the first 8). */
+  sentMiB(): number;
   /** Tells the source to finish (after at least its minimum) and resolves with both ends' hashes. */
   finish(timeoutMs?: number): Promise<TransferResult>;
   /** Stops both ends without waiting for a result (cleanup). */
@@ -42,6 +44,10 @@ export async function startStreamingTransfer(cluster: Cluster, from: PodInfo, to
     progress: async (mib, timeoutMs = 60_000) => {
       // The source prints "sent N" at every multiple of 8 MiB.
       await waitForLine(src, new RegExp(`^sent ${Math.max(8, Math.ceil(mib / 8) * 8)}$`), timeoutMs);
+    },
+    sentMiB: () => {
+      const last = src.log.snapshot().filter((l) => /^sent \d+$/.test(l)).pop();
+      return last === undefined ? 0 : Number(last.slice(5));
     },
     finish: async (timeoutMs = 120_000) => {
       src.kill('SIGUSR2');

@@ -17,36 +17,15 @@ export interface TransferResult {
 
 /** Sends `bytes` from one pod to another over TCP; returns what each end hashed. */
 export async function tcpTransfer(cluster: Cluster, from: PodInfo, to: PodInfo, bytes: number, timeoutMs = 120_000): Promise<TransferResult> {
-  return startTcpTransfer(cluster, from, to, bytes, timeoutMs).result;
-}
-
-export interface RunningTransfer {
-  /** Resolves once the sink has received its first bytes; rejects (with the sink's output) if that takes over 30 s. */
-  underway: Promise<void>;
-  result: Promise<TransferResult>;
-}
-
-/** Starts a transfer without waiting for it (to change things while it runs): wait for `underway`, then for `result`. */
-export function startTcpTransfer(cluster: Cluster, from: PodInfo, to: PodInfo, bytes: number, timeoutMs = 180_000): RunningTransfer {
   const port = nextPort++;
   const sink = cluster.spawn(to.ns, process.execPath, [join(supportDir, 'tcp-sink.js'), to.ip, String(port)]);
-  const listening = waitForLine(sink, /^listening$/, 10_000);
-  const result = (async () => {
-    await listening;
-    const started = Date.now();
-    const source = await cluster.exec(from.ns, process.execPath, [join(supportDir, 'tcp-source.js'), to.ip, String(port), String(bytes)], {
-      timeoutMs,
-    });
-    const receivedLine = await waitForLine(sink, /^\{.*sha256/, 10_000);
-    return { sent: JSON.parse(source.stdout.trim().split('\n').pop()!), received: JSON.parse(receivedLine), seconds: (Date.now() - started) / 1000 };
-  })();
-  const underway = listening.then(async () => {
-    await waitForLine(sink, /^receiving$/, 30_000);
+  await waitForLine(sink, /^listening$/, 10_000);
+  const started = Date.now();
+  const source = await cluster.exec(from.ns, process.execPath, [join(supportDir, 'tcp-source.js'), to.ip, String(port), String(bytes)], {
+    timeoutMs,
   });
-  // Either may fail while the caller awaits the other: handled here, still rejected to whoever awaits it.
-  result.catch(() => undefined);
-  underway.catch(() => undefined);
-  return { underway, result };
+  const receivedLine = await waitForLine(sink, /^\{.*sha256/, 10_000);
+  return { sent: JSON.parse(source.stdout.trim().split('\n').pop()!), received: JSON.parse(receivedLine), seconds: (Date.now() - started) / 1000 };
 }
 
 export interface IcmpProbeResult {

@@ -1,6 +1,5 @@
 // Runs inside a pod namespace: accepts one TCP connection, hashes everything
-// it receives, prints "receiving" at the first bytes (a test can wait for a
-// transfer to be under way) and {"bytes": N, "sha256": "…"} when the sender closes.
+// it receives, and prints {"bytes": N, "sha256": "…"} when the sender closes.
 import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
 
@@ -9,7 +8,6 @@ const server = createServer((socket) => {
   const hash = createHash('sha256');
   let bytes = 0;
   socket.on('data', (chunk) => {
-    if (bytes === 0) process.stdout.write('receiving\n');
     bytes += chunk.length;
     hash.update(chunk);
   });
