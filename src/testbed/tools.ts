@@ -59,13 +59,13 @@ function executable(path: string): boolean {
   }
 }
 
-/** True when `tool` (a name looked up on PATH, or a path) can be executed; positive answers are cached. */
+/** True when `tool` (a name looked up on PATH, or a path) can be executed; positive answers are cached per PATH. */
 export function hasTool(tool: string): boolean {
-  if (found.has(tool)) return true;
-  const ok = tool.includes('/')
-    ? executable(tool)
-    : (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(delimiter).some((d) => d !== '' && executable(join(d, tool)));
-  if (ok) found.add(tool);
+  const path = process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+  const key = tool.includes('/') ? tool : `${path}\0${tool}`;
+  if (found.has(key)) return true;
+  const ok = tool.includes('/') ? executable(tool) : path.split(delimiter).some((d) => d !== '' && executable(join(d, tool)));
+  if (ok) found.add(key);
   return ok;
 }
 

@@ -43,7 +43,9 @@ test('a missing program is refused by name and Debian package, before anything r
   // A known program missing from PATH: its package is named.
   const empty = mkdtempSync(join(tmpdir(), 'tools-'));
   try {
+    assert.ok(hasTool('sh'), 'sh is found on the real PATH (and cached)');
     withPath(empty, () => {
+      assert.not.ok(hasTool('sh'), 'the cache is per PATH');
       assert.not.ok(hasTool('sockperf'));
       assert.throws(() => requireTools('sockperf'), /^this needs sockperf \(Debian package sockperf; scripts\/setup\.sh installs it\)$/);
     });
