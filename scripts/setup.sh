@@ -7,7 +7,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # g++, make and python3: node-gyp builds raw-socket (a test-only dependency) during npm ci.
 # podman buildah mmdebstrap runc: the image (npm run image) and the integration test that runs it.
-packages=(iproute2 iperf3 sockperf iputils-ping procps ethtool tcpdump containernetworking-plugins iptables etcd-server etcd-client openssl g++ make python3 podman buildah mmdebstrap runc)
+# linux-perf: the ip-masq test traces the agent's forks with perf trace (and bench/profile.ts samples with it).
+packages=(iproute2 iperf3 sockperf iputils-ping procps ethtool tcpdump linux-perf containernetworking-plugins iptables etcd-server etcd-client openssl g++ make python3 podman buildah mmdebstrap runc)
 
 say() { printf 'setup: %s\n' "$*"; }
 

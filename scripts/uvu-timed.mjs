@@ -9,6 +9,7 @@ const { suites } = await parse(dir, pattern);
 globalThis.UVU_DEFER = 1;
 const uvu = await import('uvu');
 const seconds = new Map();
+const hookFailures = [];
 let idx = 0;
 for (const suite of suites) {
   globalThis.UVU_INDEX = idx++;
@@ -23,7 +24,12 @@ for (const suite of suites) {
     group[i] = async () => {
       const start = performance.now();
       try {
-        return await run();
+        const result = await run();
+        // uvu's runner returns from a `finally`, so a before/after hook that throws is swallowed:
+        // no error printed, the suite's tests just not run, and exit code 0. Said here instead.
+        const [errors, passed, skipped, total] = result;
+        if (errors === true && passed + skipped < total) hookFailures.push(`${suite.name}: ${total - passed - skipped} of ${total} tests did not run`);
+        return result;
       } finally {
         seconds.set(suite.name, seconds.get(suite.name) + (performance.now() - start) / 1000);
       }
@@ -31,6 +37,11 @@ for (const suite of suites) {
   }
 }
 await uvu.exec(false);
+if (hookFailures.length > 0) {
+  process.stdout.write(`\n  A before/after hook threw (uvu does not print its error; run the file alone with the hook's body in a try/catch to see it):\n`);
+  for (const line of hookFailures) process.stdout.write(`    ✘ ${line}\n`);
+  process.exitCode = 1;
+}
 
 const rows = [...seconds].sort((a, b) => b[1] - a[1]);
 process.stdout.write('  Per-file wall time (s), slowest first:\n');

@@ -145,11 +145,15 @@ function usesAgent(args: { dataplane: Dataplane; backend: string }): boolean {
 /** The life of one ping, as each node's agent saw it (docs/guide.md explains every stage). */
 async function traceOnePing(cluster: Awaited<ReturnType<typeof createCluster>>): Promise<void> {
   const [pod1, pod2] = [cluster.pod(1), cluster.pod(2)];
+  let ended = 0;
   const traces = cluster.nodes().map((n) =>
-    cluster.exec(n.ns, process.execPath, [agentCliPath, 'trace', '--filter', `icmp and host ${pod2.ip}`, '--limit', '2'], { timeoutMs: 20_000 }),
+    cluster
+      .exec(n.ns, process.execPath, [agentCliPath, 'trace', '--filter', `icmp and host ${pod2.ip}`, '--limit', '2'], { timeoutMs: 20_000 })
+      .finally(() => ended++),
   );
-  await new Promise((r) => setTimeout(r, 1500));
-  await cluster.exec(pod1.ns, 'ping', ['-c', '1', pod2.ip]);
+  for (const t of traces) t.catch(() => undefined); // rejections are awaited below, after the pings
+  // One ping at a time until every trace client has seen its two packets: no guess at how long they take to attach.
+  while (ended < traces.length) await cluster.exec(pod1.ns, 'ping', ['-c', '1', '-W', '1', pod2.ip], { allowFailure: true });
   const outputs = await Promise.all(traces);
   outputs.forEach((t, i) => console.log(`\ntrace on node ${i + 1} (flannel-udp trace --filter 'icmp and host ${pod2.ip}'):\n${t.stdout.trimEnd()}`));
 }

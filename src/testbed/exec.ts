@@ -4,6 +4,7 @@
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { EventEmitter } from 'node:events';
+import { requireTools } from './tools.js';
 
 export interface RunOptions {
   timeoutMs?: number;
@@ -26,7 +27,13 @@ export function formatCommand(cmd: string, args: readonly string[]): string {
   return [cmd, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
+/** Runs cmd; a program that is not installed rejects with its name and Debian package (src/testbed/tools.ts). */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  try {
+    requireTools(cmd);
+  } catch (err) {
+    return Promise.reject(err);
+  }
   return new Promise((resolve, reject) => {
     const child = execFile(
       cmd,
@@ -46,6 +53,12 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
 }
 
 export function runInNetns(ns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  // Checked here: inside the namespace a missing program is only `ip`'s exit 255.
+  try {
+    requireTools(cmd);
+  } catch (err) {
+    return Promise.reject(err);
+  }
   return run('ip', ['netns', 'exec', ns, cmd, ...args], opts);
 }
 
@@ -125,6 +138,7 @@ export interface SpawnCaptureOptions {
  * racing it) and captures its output.
  */
 export function spawnCaptured(cmd: string, args: readonly string[], opts: SpawnCaptureOptions = {}): CapturedChild {
+  requireTools(cmd); // thrown here, by name and package, rather than a 'spawn failed: ENOENT' line in the log
   const spawnOpts: SpawnOptions = { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: opts.env };
   const child = spawn(cmd, args, spawnOpts);
   const log = new OutputLog(opts.logLines, opts.logFile);
@@ -147,6 +161,7 @@ export function spawnCaptured(cmd: string, args: readonly string[], opts: SpawnC
 
 export function spawnInNetns(ns: string, cmd: string, args: readonly string[], opts: SpawnCaptureOptions = {}): CapturedChild {
   // `ip netns exec` execs the command after setns, so the pid is the command's own.
+  requireTools(cmd);
   return spawnCaptured('ip', ['netns', 'exec', ns, cmd, ...args], opts);
 }
 

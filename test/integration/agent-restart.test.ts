@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
 import { measureRestartGap, type RestartKind } from '../../src/testbed/restart-gap.js';
+import { ping } from '../../src/testbed/measure.js';
+import { eventually } from '../support/pod-traffic.js';
 
 const supportDir = join(dirname(fileURLToPath(import.meta.url)), '../support');
 const restart = suite('agent restarts keep traffic');
@@ -27,14 +29,24 @@ let echoes = 1;
 let localPort = '';
 
 restart.before(async () => {
-  cluster = await createCluster({ nodes: 2, dataplane: 'agent', workers: 2 });
-  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
-  const port = 18000 + Math.floor(Math.random() * 1000);
-  server = cluster.spawn(p2.ns, process.execPath, [join(supportDir, 'tcp-echo.js'), 'server', p2.ip, String(port)]);
-  await waitForLine(server, /^listening$/, 20_000);
-  client = cluster.spawn(p1.ns, process.execPath, [join(supportDir, 'tcp-echo.js'), 'client', p2.ip, String(port)]);
-  const first = await waitForLine(client, /^echo 1 /, 30_000);
-  localPort = /from port (\d+)/.exec(first)![1];
+  try {
+    cluster = await createCluster({ nodes: 2, dataplane: 'agent', workers: 2 });
+    const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+    // The path first (waited for: on a loaded machine a fresh agent's first packets can be late), so the
+    // one TCP connection the tests follow is not opened into a path that is not there yet.
+    const reachable = await eventually(async () => (await ping(cluster, p1.ns, p2.ip, { count: 1 })).received === 1, 30_000, 200);
+    if (!reachable) throw new Error(`pod 1 did not reach pod 2 within 30 s:\n${cluster.agent(1)?.log.tail(20)}`);
+    const port = 18000 + Math.floor(Math.random() * 1000);
+    server = cluster.spawn(p2.ns, process.execPath, [join(supportDir, 'tcp-echo.js'), 'server', p2.ip, String(port)]);
+    await waitForLine(server, /^listening$/, 20_000);
+    client = cluster.spawn(p1.ns, process.execPath, [join(supportDir, 'tcp-echo.js'), 'client', p2.ip, String(port)]);
+    const first = await waitForLine(client, /^echo 1 /, 30_000);
+    localPort = /from port (\d+)/.exec(first)![1];
+  } catch (err) {
+    // uvu swallows a before hook's error (its tests are only counted as not run): print it.
+    console.error(`agent restarts: setup failed: ${(err as Error).stack ?? err}`);
+    throw err;
+  }
 });
 restart.after(async () => {
   if (client) await stopChild(client, 'SIGKILL', 1000);

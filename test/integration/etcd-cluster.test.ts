@@ -9,7 +9,8 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { agentCliPath, createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
 import { ping } from '../../src/testbed/measure.js';
 import { type CapturedChild, isRunning, waitForLine } from '../../src/testbed/exec.js';
-import { eventually, startTcpTransfer, udpIcmpProbe } from '../support/pod-traffic.js';
+import { eventually, udpIcmpProbe } from '../support/pod-traffic.js';
+import { startStreamingTransfer } from '../support/live-probes.js';
 import type { EtcdServer } from '../support/etcd-server.js';
 import {
   adoptSubnet,
@@ -23,6 +24,7 @@ import {
   storedLeases,
 } from '../support/etcd-nodes.js';
 
+const MiB = 1024 * 1024;
 const etcdMode = suite('etcd mode: leases, subnet.env and live peers');
 let cluster: Cluster;
 let etcd: EtcdServer;
@@ -86,38 +88,44 @@ etcdMode('every pod pings every other pod', async () => {
 
 etcdMode('a fourth node joins while traffic runs: reachable without restarting anyone, its lease applied by every agent', async () => {
   const pids = [1, 2, 3].map((i) => agents.get(i)!.pid);
-  const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(2)!, 192 * 1024 * 1024);
-  // Node 4 left a subnet.env from an earlier life: its agent asks for that subnet first.
-  const taken = new Set([...keys.values()].map((k) => Number(k.split('.')[2])));
-  let wanted = 40;
-  while (taken.has(wanted)) wanted--;
-  writeFileSync(cluster.node(4).subnetFile, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${wanted}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
-  await new Promise((r) => setTimeout(r, 300)); // the transfer is under way
-  const agent4 = await startEtcdAgent(cluster, 4, etcd);
-  agents.set(4, agent4);
-  const key4 = keyOf(cluster.node(4).subnetFile);
-  keys.set(4, key4);
-  assert.is(key4, `10.244.${wanted}.0-24`, 'the previous subnet from subnet.env');
+  // Open-ended: it runs until told to finish, after the join, whatever the machine's speed.
+  const transfer = await startStreamingTransfer(cluster, pods.get(1)!, pods.get(2)!, 16 * MiB);
+  try {
+    // Node 4 left a subnet.env from an earlier life: its agent asks for that subnet first.
+    const taken = new Set([...keys.values()].map((k) => Number(k.split('.')[2])));
+    let wanted = 40;
+    while (taken.has(wanted)) wanted--;
+    writeFileSync(cluster.node(4).subnetFile, `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${wanted}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
+    await transfer.progress(8); // under way
+    const agent4 = await startEtcdAgent(cluster, 4, etcd);
+    agents.set(4, agent4);
+    const key4 = keyOf(cluster.node(4).subnetFile);
+    keys.set(4, key4);
+    assert.is(key4, `10.244.${wanted}.0-24`, 'the previous subnet from subnet.env');
 
-  // Each running agent applies node 4's lease from its watch (how long it took is printed, not asserted).
-  const acquiredAt = logTime(agent4, /etcd: acquired /)!;
-  assert.ok(acquiredAt, agent4.log.tail());
-  for (const i of [1, 2, 3]) {
-    await waitForLine(agents.get(i)!, new RegExp(`lease added: ${key4.replace(/\./g, '\\.')} -> 192\\.0\\.2\\.4`), 5000);
-    const addedAt = logTime(agents.get(i)!, new RegExp(`lease added: ${key4.replace(/\./g, '\\.')}`))!;
-    // (node 4 logs "acquired" after its transaction returned, so a watcher can be a few ms earlier)
-    console.log(`    node ${i} applied node 4's lease ${addedAt - acquiredAt} ms after node 4 logged acquiring it`);
-  }
+    // Each running agent applies node 4's lease from its watch (how long it took is printed, not asserted).
+    const acquiredAt = logTime(agent4, /etcd: acquired /)!;
+    assert.ok(acquiredAt, agent4.log.tail());
+    for (const i of [1, 2, 3]) {
+      await waitForLine(agents.get(i)!, new RegExp(`lease added: ${key4.replace(/\./g, '\\.')} -> 192\\.0\\.2\\.4`), 5000);
+      const addedAt = logTime(agents.get(i)!, new RegExp(`lease added: ${key4.replace(/\./g, '\\.')}`))!;
+      // (node 4 logs "acquired" after its transaction returned, so a watcher can be a few ms earlier)
+      console.log(`    node ${i} applied node 4's lease ${addedAt - acquiredAt} ms after node 4 logged acquiring it`);
+    }
 
-  pods.set(4, await adoptSubnet(cluster, 4));
-  for (const i of [1, 2, 3]) {
-    assert.is((await ping(cluster, pods.get(i)!.ns, pods.get(4)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod${i} → pod4`);
-    assert.is((await ping(cluster, pods.get(4)!.ns, pods.get(i)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod4 → pod${i}`);
+    pods.set(4, await adoptSubnet(cluster, 4));
+    for (const i of [1, 2, 3]) {
+      assert.is((await ping(cluster, pods.get(i)!.ns, pods.get(4)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod${i} → pod4`);
+      assert.is((await ping(cluster, pods.get(4)!.ns, pods.get(i)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod4 → pod${i}`);
+    }
+    const r = await transfer.finish();
+    assert.ok(r.sent.bytes >= 16 * MiB, `${r.sent.bytes} bytes sent`);
+    assert.is(r.received.bytes, r.sent.bytes);
+    assert.is(r.received.sha256, r.sent.sha256, 'the flow between pod1 and pod2 was not disturbed');
+    assert.equal([1, 2, 3].map((i) => agents.get(i)!.pid), pids, 'nobody restarted');
+  } finally {
+    await transfer.stop();
   }
-  const r = await transfer;
-  assert.is(r.received.bytes, 192 * 1024 * 1024);
-  assert.is(r.received.sha256, r.sent.sha256, 'the flow between pod1 and pod2 was not disturbed');
-  assert.equal([1, 2, 3].map((i) => agents.get(i)!.pid), pids, 'nobody restarted');
 });
 
 etcdMode('deleting a lease key makes that subnet unreachable with ICMP net unreachable; flows to the others go on', async () => {
@@ -138,18 +146,23 @@ etcdMode('deleting a lease key makes that subnet unreachable with ICMP net unrea
 
 etcdMode('etcd stopped for a while: a running TCP transfer completes intact; agents report it once and resync when it is back', async () => {
   const live = [1, 2, 4];
-  const bytes = 256 * 1024 * 1024;
-  const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(4)!, bytes);
-  await new Promise((r) => setTimeout(r, 300));
-  await etcd.stop();
-  for (const i of live) await waitForLine(agents.get(i)!, /etcd is unreachable .*forwarding continues with the \d+ lease\(s\) last seen/, 15_000);
-  // A ping across the cluster while etcd is down: the leases in force still route.
-  assert.is((await ping(cluster, pods.get(2)!.ns, pods.get(4)!.ip, { count: 3, intervalS: 0.2 })).received, 3);
-  await new Promise((r) => setTimeout(r, 2000));
-  await etcd.start();
-  const r = await transfer;
-  assert.is(r.received.bytes, bytes);
-  assert.is(r.received.sha256, r.sent.sha256);
+  // Open-ended: it runs until told to finish, so it spans the outage whatever the machine's speed.
+  const transfer = await startStreamingTransfer(cluster, pods.get(1)!, pods.get(4)!, 16 * MiB);
+  try {
+    await transfer.progress(8); // under way
+    await etcd.stop();
+    for (const i of live) await waitForLine(agents.get(i)!, /etcd is unreachable .*forwarding continues with the \d+ lease\(s\) last seen/, 15_000);
+    // A ping across the cluster while etcd is down: the leases in force still route.
+    assert.is((await ping(cluster, pods.get(2)!.ns, pods.get(4)!.ip, { count: 3, intervalS: 0.2 })).received, 3);
+    // The outage lasts until the transfer has moved 16 MiB more with etcd down (a condition, not a time).
+    await transfer.progress(transfer.sentMiB() + 16, 60_000);
+    await etcd.start();
+    const r = await transfer.finish();
+    assert.is(r.received.bytes, r.sent.bytes);
+    assert.is(r.received.sha256, r.sent.sha256);
+  } finally {
+    await transfer.stop();
+  }
   for (const i of live) {
     await waitForLine(agents.get(i)!, /etcd: reachable again after .* resynced \d+ lease\(s\)/, 20_000);
     const downLines = agents.get(i)!.log.snapshot().filter((l) => /etcd is unreachable/.test(l));

@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { readdirSync, readFileSync } from 'node:fs';
 import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
 import { ping } from '../../src/testbed/measure.js';
-import { run, runInNetns, spawnInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { isRunning, run, runInNetns, spawnInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
 import { eventually } from '../support/pod-traffic.js';
 
 const supportDir = join(dirname(fileURLToPath(import.meta.url)), '../support');
@@ -93,17 +93,21 @@ masq('a deleted rule is put back within the resync period', async () => {
   assert.ok(cluster.agent(1)!.log.snapshot().some((l) => /ip-masq: rule missing/.test(l)));
 });
 
-/** Process-creating clone/fork calls of `pid` over `seconds` (perf trace; a new thread is not one: it shares the memory). */
-async function forksOf(pid: number, seconds: number): Promise<{ forks: string[]; threads: number }> {
+const isForkCall = (l: string) => /\b(clone3?|v?fork)\(/.test(l) && !/continued/.test(l);
+const isThread = (l: string) => /THREAD/.test(l) && /\bVM\b|CLONE_VM/.test(l);
+
+/** Traces the process-creating clone/fork calls of `pid` (perf trace; a new thread is not one: it shares the memory). */
+function traceForks(pid: number) {
   const perf = spawnInNetns(cluster.underlayNs, 'perf', ['trace', '-e', 'clone,clone3,fork,vfork', '-p', String(pid)]);
-  try {
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-  } finally {
-    await stopChild(perf, 'SIGINT', 10_000);
-  }
-  const calls = perf.log.snapshot().filter((l) => /\b(clone3?|v?fork)\(/.test(l) && !/continued/.test(l));
-  const isThread = (l: string) => /THREAD/.test(l) && /\bVM\b|CLONE_VM/.test(l);
-  return { forks: calls.filter((l) => !isThread(l)), threads: calls.filter(isThread).length };
+  const calls = () => perf.log.snapshot().filter(isForkCall);
+  return {
+    perf,
+    forks: () => calls().filter((l) => !isThread(l)),
+    stop: async () => {
+      await stopChild(perf, 'SIGINT', 10_000);
+      return { forks: calls().filter((l) => !isThread(l)), threads: calls().filter(isThread).length };
+    },
+  };
 }
 
 masq('no fork from the agent after its workers started: every resync\'s iptables runs in the command helper, which forks instead', async () => {
@@ -111,10 +115,20 @@ masq('no fork from the agent after its workers started: every resync\'s iptables
   const children = readdirSync(`/proc/${agent}/task`).flatMap((t) => readFileSync(`/proc/${agent}/task/${t}/children`, 'utf8').trim().split(/\s+/)).filter(Boolean).map(Number);
   const helpers = children.filter((c) => readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('command-helper.js'));
   assert.is(helpers.length, 1, `expected one command helper among the agent's children ${children.join(',')}`);
-  // Both traced at once, over four resync periods of 1 s: the agent's calls, and the helper's as the control (the tracer sees forks).
-  const [own, helper] = await Promise.all([forksOf(agent, 4.5), forksOf(helpers[0], 4.5)]);
-  console.log(`    over 4.5 s: agent ${own.forks.length} forks (${own.threads} new threads), its command helper ${helper.forks.length} forks`);
-  assert.ok(helper.forks.length >= 2 * 7, `the helper forked ${helper.forks.length} times: expected the resync's 7 iptables -C at least twice`);
+  // Both traced at once until the helper has run two resyncs (its 7 iptables -C twice: the control, which
+  // shows the tracer sees forks): the agent's calls meanwhile must be none.
+  const ownTrace = traceForks(agent);
+  const helperTrace = traceForks(helpers[0]);
+  const started = Date.now();
+  let own: { forks: string[]; threads: number };
+  let helper: { forks: string[]; threads: number };
+  try {
+    while (helperTrace.forks().length < 2 * 7 && Date.now() - started < 30_000 && isRunning(helperTrace.perf)) await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    [own, helper] = await Promise.all([ownTrace.stop(), helperTrace.stop()]);
+  }
+  console.log(`    over ${((Date.now() - started) / 1000).toFixed(1)} s: agent ${own.forks.length} forks (${own.threads} new threads), its command helper ${helper.forks.length} forks`);
+  assert.ok(helper.forks.length >= 2 * 7, `the helper forked ${helper.forks.length} times in 30 s: expected the resync's 7 iptables -C at least twice:\n${helperTrace.perf.log.tail()}`);
   assert.equal(own.forks, [], 'the agent forked after its workers started');
 });
 

@@ -13,12 +13,14 @@ import { join } from 'node:path';
 import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
 import { ping } from '../../src/testbed/measure.js';
 import { type CapturedChild, isRunning, waitForLine } from '../../src/testbed/exec.js';
-import { eventually, startTcpTransfer, tcpTransfer, udpIcmpProbe } from '../support/pod-traffic.js';
+import { eventually, tcpTransfer, udpIcmpProbe } from '../support/pod-traffic.js';
+import { startStreamingTransfer } from '../support/live-probes.js';
 import { readAgentStats, residentBytes } from '../support/agent-stats.js';
 import { kubeletNode } from '../support/kube-standin-kit.js';
 import { serviceAccount } from '../support/kube-apiserver-standin.js';
 import { healthGet, StandInProcess, startKubeAgent } from '../support/kube-nodes.js';
 
+const MiB = 1024 * 1024;
 const P = 'flannel.alpha.coreos.com';
 const HEALTHZ_PORT = 8081;
 const kube = suite('kube mode: podCIDR subnets, annotations, live peers through the API server');
@@ -143,25 +145,31 @@ kube('a fourth node without podCIDR: the clear error, alive but not ready; once 
   assert.ok(isRunning(agent4));
   assert.not.ok(readFileSyncOrUndefined(cluster.node(4).subnetFile), 'no subnet.env yet');
 
-  // kube-controller-manager allocates the CIDR, while a transfer runs between pods 1 and 2.
-  const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(2)!, 192 * 1024 * 1024);
-  await new Promise((r) => setTimeout(r, 300)); // the transfer is under way
-  await api.admin.patchNode(nodeName(4), { spec: { podCIDR: '10.244.4.0/24', podCIDRs: ['10.244.4.0/24'] } });
-  await waitForLine(agent4, /flannel-udp agent ready/, 30_000);
-  assert.ok(agent4.log.snapshot().some((l) => /now has pod CIDR 10\.244\.4\.0\/24; going on/.test(l)));
-  assert.ok(agent4.log.snapshot().some((l) => /public IP 192\.0\.2\.4 of eth0, the default route's interface/.test(l)), agent4.log.tail());
-  for (const i of [1, 2, 3]) await waitForLine(agents.get(i)!, /lease added: 10\.244\.4\.0-24 -> 192\.0\.2\.4/, 10_000);
-  assert.equal(await healthGet(cluster, cluster.node(4).ns, HEALTHZ_PORT, '/readyz'), { status: 200, body: 'ready\n' });
+  // kube-controller-manager allocates the CIDR, while a transfer runs between pods 1 and 2
+  // (open-ended: it runs until told to finish, after the join, whatever the machine's speed).
+  const transfer = await startStreamingTransfer(cluster, pods.get(1)!, pods.get(2)!, 16 * MiB);
+  try {
+    await transfer.progress(8); // under way
+    await api.admin.patchNode(nodeName(4), { spec: { podCIDR: '10.244.4.0/24', podCIDRs: ['10.244.4.0/24'] } });
+    await waitForLine(agent4, /flannel-udp agent ready/, 30_000);
+    assert.ok(agent4.log.snapshot().some((l) => /now has pod CIDR 10\.244\.4\.0\/24; going on/.test(l)));
+    assert.ok(agent4.log.snapshot().some((l) => /public IP 192\.0\.2\.4 of eth0, the default route's interface/.test(l)), agent4.log.tail());
+    for (const i of [1, 2, 3]) await waitForLine(agents.get(i)!, /lease added: 10\.244\.4\.0-24 -> 192\.0\.2\.4/, 10_000);
+    assert.equal(await healthGet(cluster, cluster.node(4).ns, HEALTHZ_PORT, '/readyz'), { status: 200, body: 'ready\n' });
 
-  pods.set(4, await cluster.addPod(4));
-  for (const i of [1, 2, 3]) {
-    assert.is((await ping(cluster, pods.get(i)!.ns, pods.get(4)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod${i} → pod4`);
-    assert.is((await ping(cluster, pods.get(4)!.ns, pods.get(i)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod4 → pod${i}`);
+    pods.set(4, await cluster.addPod(4));
+    for (const i of [1, 2, 3]) {
+      assert.is((await ping(cluster, pods.get(i)!.ns, pods.get(4)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod${i} → pod4`);
+      assert.is((await ping(cluster, pods.get(4)!.ns, pods.get(i)!.ip, { count: 2, intervalS: 0.2 })).received, 2, `pod4 → pod${i}`);
+    }
+    const r = await transfer.finish();
+    assert.ok(r.sent.bytes >= 16 * MiB, `${r.sent.bytes} bytes sent`);
+    assert.is(r.received.bytes, r.sent.bytes);
+    assert.is(r.received.sha256, r.sent.sha256, 'the flow between pod1 and pod2 was not disturbed');
+    assert.equal([1, 2, 3].map((i) => agents.get(i)!.pid), pids, 'nobody restarted');
+  } finally {
+    await transfer.stop();
   }
-  const r = await transfer;
-  assert.is(r.received.bytes, 192 * 1024 * 1024);
-  assert.is(r.received.sha256, r.sent.sha256, 'the flow between pod1 and pod2 was not disturbed');
-  assert.equal([1, 2, 3].map((i) => agents.get(i)!.pid), pids, 'nobody restarted');
 });
 
 kube('a node deleted from the API server disappears from every lease table; its subnet answers net unreachable', async () => {
@@ -181,17 +189,23 @@ kube('a node deleted from the API server disappears from every lease table; its 
 
 kube('the API server killed mid-transfer: forwarding continues; restarted, the watches resume and see new nodes', async () => {
   const live = [1, 2, 4];
-  const bytes = 256 * 1024 * 1024;
-  const transfer = startTcpTransfer(cluster, pods.get(1)!, pods.get(4)!, bytes);
-  await new Promise((r) => setTimeout(r, 300));
-  await api.kill();
-  for (const i of live) await waitForLine(agents.get(i)!, /the Kubernetes API server is unreachable .*forwarding continues/, 20_000);
-  assert.is((await ping(cluster, pods.get(2)!.ns, pods.get(4)!.ip, { count: 3, intervalS: 0.2 })).received, 3, 'the leases in force still route');
-  await api.start();
-  for (const i of live) await waitForLine(agents.get(i)!, /kube: API server reachable again after/, 30_000);
-  const r = await transfer;
-  assert.is(r.received.bytes, bytes);
-  assert.is(r.received.sha256, r.sent.sha256);
+  // Open-ended: it runs until told to finish, so it spans the outage whatever the machine's speed.
+  const transfer = await startStreamingTransfer(cluster, pods.get(1)!, pods.get(4)!, 16 * MiB);
+  try {
+    await transfer.progress(8); // under way
+    await api.kill();
+    for (const i of live) await waitForLine(agents.get(i)!, /the Kubernetes API server is unreachable .*forwarding continues/, 20_000);
+    assert.is((await ping(cluster, pods.get(2)!.ns, pods.get(4)!.ip, { count: 3, intervalS: 0.2 })).received, 3, 'the leases in force still route');
+    // Forwarding continues: 16 MiB more of the transfer with the API server down.
+    await transfer.progress(transfer.sentMiB() + 16, 60_000);
+    await api.start();
+    for (const i of live) await waitForLine(agents.get(i)!, /kube: API server reachable again after/, 30_000);
+    const r = await transfer.finish();
+    assert.is(r.received.bytes, r.sent.bytes);
+    assert.is(r.received.sha256, r.sent.sha256);
+  } finally {
+    await transfer.stop();
+  }
   // The resumed watches deliver what happens now: a flannel node joins and leaves.
   await api.admin.createNode({
     ...kubeletNode('node-99', '192.0.2.99', '10.244.200.0/24'),

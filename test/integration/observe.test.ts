@@ -12,7 +12,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { agentCliPath, createCluster, type Cluster } from '../../src/testbed/cluster.js';
-import { stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { isRunning, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
 import { ping } from '../../src/testbed/measure.js';
 import { udpIcmpProbe } from '../support/pod-traffic.js';
 import { traceEventFromJson, type TraceEvent, type TraceStage } from '../../src/observe/trace-event.js';
@@ -98,12 +98,18 @@ live('a traced ping shows every stage on both nodes, with the right field values
   const json = cluster.spawn(n1.ns, process.execPath, [agentCliPath, ...args, '--json']);
   const drawn = cluster.spawn(n2.ns, process.execPath, [agentCliPath, ...args]);
   try {
-    await new Promise((r) => setTimeout(r, 1000)); // both clients attached
-    const result = await ping(cluster, p1.ns, p2.ip, { count: 1 });
-    assert.is(result.received, 1, 'the ping went through');
-    const timeout = (child: CapturedChild) =>
-      Promise.race([child.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`${child.commandLine} did not end:\n${child.log.tail()}`)), 15_000))]);
-    await Promise.all([timeout(json), timeout(drawn)]);
+    // No fixed wait for the clients to attach: one ping at a time until each
+    // client has traced its two packets and ended. A client that attached
+    // between a request and its reply traces that reply and the next request,
+    // which the checks below accept (one packet each way, every stage).
+    const deadline = Date.now() + 15_000;
+    let replies = 0;
+    while (isRunning(json) || isRunning(drawn)) {
+      assert.ok(Date.now() < deadline, `the trace clients did not end within 15 s of pinging (${replies} replies):\n${json.log.tail()}\n${drawn.log.tail()}`);
+      replies += (await ping(cluster, p1.ns, p2.ip, { count: 1 })).received;
+    }
+    await Promise.all([json.exited, drawn.exited]);
+    assert.ok(replies >= 1, 'the pings went through');
     assert.is(json.exitCode, 0, json.log.tail());
     assert.is(drawn.exitCode, 0, drawn.log.tail());
 

@@ -181,7 +181,10 @@ hostile('inner destinations outside the receiving node\'s subnet are dropped (no
     const controls = (await inject(cluster, sender.ns, plan(control, p2.ip, 5))).datagrams;
     const after = await settle(cluster, 2, before, strays + controls);
     const kernelDropped = counterDelta(kernelBefore, await snmpCounters(cluster, cluster.node(2).ns), 'Udp.InErrors');
-    await new Promise((r) => setTimeout(r, 300));
+    // The controls were sent last: once they are at pod 2, node 2 has handled every stray (the drop
+    // counters are the proof; pod 3's listener a second look). If some controls were lost, the
+    // deadline ends the wait; the assertion below needs only one.
+    await atPod2.waitFor(control, controls, 5000);
     const seen3 = await atPod3.stop();
     const seen2 = await atPod2.stop();
     const drops = dropDelta(before, after);
@@ -235,7 +238,9 @@ async function sendAndWatch(opts: { ns: string; src: string; innerSrcs: string[]
     const controls = (await inject(gate, gate.node(1).ns, controlPlan)).datagrams;
     const after = await settle(gate, 2, before, attacks + controls);
     const kernelDropped = counterDelta(kernelBefore, await snmpCounters(gate, gate.node(2).ns), 'Udp.InErrors');
-    await new Promise((r) => setTimeout(r, 300));
+    // The controls were sent last: once they are at pod 2, so is any attack datagram node 2 let through.
+    // (If some were lost, the deadline ends the wait; the callers need only one.)
+    await listener.waitFor(control, controls, 5000);
     const { seen } = await listener.stop();
     return { attacks, controls, seenAttack: seen[attack], seenControl: seen[control], drops: dropDelta(before, after), kernelDropped };
   } finally {
@@ -384,7 +389,7 @@ load('≈ 10 s of iperf3 UDP (64-byte datagrams, -b 0) plus raw-socket floods: m
     const samples: Array<{ stats: AgentStats[]; rss: number[] }> = [];
     let leaseEdit: { removedAt: number; effectiveAfterMs: number } | undefined;
     while (flooding) {
-      await new Promise((r) => setTimeout(r, 1000));
+      await new Promise((r) => setTimeout(r, 1000)); // a sampling period, not a wait for anything
       samples.push({ stats: await Promise.all(agents.map((a) => readAgentStats(a))), rss: agents.map((a) => residentBytes(a.pid!)) });
       if (samples.length === 3 && !leaseEdit) {
         const leases = JSON.parse(original) as Record<string, unknown>;

@@ -112,7 +112,11 @@ function startClusterOwner(withSleeper: boolean) {
     import { createCluster } from ${JSON.stringify(clusterModuleUrl)};
     const c = await createCluster({ dataplane: 'none', nodes: 1 });
     const sleeper = ${withSleeper} ? c.spawn(c.pod(1).ns, 'sleep', ['600']) : { pid: 0 };
-    await new Promise((r) => setTimeout(r, 100));
+    // Reported once the sleeper runs in the pod (ip netns exec has exec'd it), not after a guessed time.
+    for (let i = 0; ${withSleeper} && (await import('node:fs')).readFileSync('/proc/' + sleeper.pid + '/comm', 'utf8').trim() !== 'sleep'; i++) {
+      if (i === 500) throw new Error('the sleeper did not start within 5 s');
+      await new Promise((r) => setTimeout(r, 10));
+    }
     console.log('OWNER ' + JSON.stringify({ namespaces: c.namespaces, sleeper: sleeper.pid, tempDir: c.tempDir }));
     setInterval(() => {}, 1000);
   `;

@@ -69,7 +69,19 @@ export class Rng {
     return items[this.int(items.length)];
   }
 
+  /**
+   * Random bytes. A run of 64 or more (up to 192 KiB) is copied from a fixed pool of random
+   * bytes at an offset this generator picks (one draw, a memcpy): payloads are
+   * as random to the code under test, and the fuzzer spent a quarter of its
+   * time drawing them four bytes at a time.
+   */
   fill(buf: Uint8Array, off: number, len: number): void {
+    const pool = randomPool();
+    if (len >= 64 && len <= pool.length) {
+      const from = this.int(pool.length - len + 1);
+      buf.set(pool.subarray(from, from + len), off);
+      return;
+    }
     let i = off;
     const end = off + len;
     for (; i + 4 <= end; i += 4) {
@@ -81,6 +93,23 @@ export class Rng {
     }
     for (; i < end; i++) buf[i] = this.u32();
   }
+}
+
+let pool: Uint8Array | undefined;
+
+/** 192 KiB of random bytes from a fixed seed, made once: larger than any IPv4 packet, so any run fits at many offsets. */
+function randomPool(): Uint8Array {
+  if (pool) return pool;
+  pool = new Uint8Array(192 * 1024);
+  const rng = new Rng(0x9001);
+  for (let i = 0; i < pool.length; i += 4) {
+    const x = rng.u32();
+    pool[i] = x;
+    pool[i + 1] = x >>> 8;
+    pool[i + 2] = x >>> 16;
+    pool[i + 3] = x >>> 24;
+  }
+  return pool;
 }
 
 /** Seeded floats in [0, 1) (Math.random's shape) from Rng, for property tests that want reproducible draws. */

@@ -5,7 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import type { Cluster, PodInfo } from '../../src/testbed/cluster.js';
-import { runInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { isRunning, runInNetns, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
 import type { TransferResult } from './pod-traffic.js';
 import type { InjectPlan, InjectResult } from './udp-inject.js';
 
@@ -15,6 +15,8 @@ let nextPort = 16000;
 export interface StreamingTransfer {
   /** Resolves once the source has sent at least `mib` MiB. */
   progress(mib: number, timeoutMs?: number): Promise<void>;
+  /** MiB sent so far, in steps of 8 (0 before the first 8). */
+  sentMiB(): number;
   /** Tells the source to finish (after at least its minimum) and resolves with both ends' hashes. */
   finish(timeoutMs?: number): Promise<TransferResult>;
   /** Stops both ends without waiting for a result (cleanup). */
@@ -43,6 +45,10 @@ export async function startStreamingTransfer(cluster: Cluster, from: PodInfo, to
       // The source prints "sent N" at every multiple of 8 MiB.
       await waitForLine(src, new RegExp(`^sent ${Math.max(8, Math.ceil(mib / 8) * 8)}$`), timeoutMs);
     },
+    sentMiB: () => {
+      const last = src.log.snapshot().filter((l) => /^sent \d+$/.test(l)).pop();
+      return last === undefined ? 0 : Number(last.slice(5));
+    },
     finish: async (timeoutMs = 120_000) => {
       src.kill('SIGUSR2');
       const sentLine = await waitForLine(src, /^\{.*sha256/, timeoutMs);
@@ -56,6 +62,8 @@ export async function startStreamingTransfer(cluster: Cluster, from: PodInfo, to
 }
 
 export interface MarkerListener {
+  /** Resolves true once `count` datagrams carrying `marker` have arrived, false if `timeoutMs` passes first. */
+  waitFor(marker: string, count: number, timeoutMs: number): Promise<boolean>;
   /** Ends the listener and returns how many UDP datagrams carrying each marker reached the pod's kernel. */
   stop(): Promise<{ seen: Record<string, number>; udp: number }>;
   child: CapturedChild;
@@ -64,9 +72,21 @@ export interface MarkerListener {
 /** A raw UDP listener in `pod` (test/support/marker-listener.ts). */
 export async function startMarkerListener(cluster: Cluster, pod: PodInfo, markers: string[]): Promise<MarkerListener> {
   const child = cluster.spawn(pod.ns, process.execPath, [join(supportDir, 'marker-listener.js'), ...markers]);
+  const arrived = new Map<string, number>();
+  child.log.on('line', (line: string) => {
+    if (line.startsWith('+')) arrived.set(line.slice(1), (arrived.get(line.slice(1)) ?? 0) + 1);
+  });
   await waitForLine(child, /^listening$/, 10_000);
   return {
     child,
+    waitFor: async (marker, count, timeoutMs) => {
+      const deadline = Date.now() + timeoutMs;
+      while ((arrived.get(marker) ?? 0) < count) {
+        if (Date.now() > deadline || !isRunning(child)) return false;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return true;
+    },
     stop: async () => {
       child.kill('SIGTERM');
       const line = await waitForLine(child, /^\{"seen"/, 10_000);

@@ -1,7 +1,8 @@
 // Runs inside a pod namespace: watches every UDP datagram that reaches the
 // pod's kernel (a raw IPPROTO_UDP socket sees them all, whatever the port)
 // and counts those whose payload starts with one of the markers given.
-// Prints "listening", then on SIGTERM or SIGINT one JSON line:
+// Prints "listening", "+<marker>" for every datagram with a marker (so a test
+// can wait for the ones it expects), then on SIGTERM or SIGINT one JSON line:
 // {"seen": {"<marker>": count, …}, "udp": total datagrams seen}.
 import { createRequire } from 'node:module';
 
@@ -28,7 +29,10 @@ socket.on('message', (buf) => {
   const ihl = (buf[0] & 0x0f) * 4;
   const payload = buf.subarray(ihl + 8);
   needles.forEach((needle, i) => {
-    if (payload.length >= needle.length && payload.subarray(0, needle.length).equals(needle)) seen[markers[i]]++;
+    if (payload.length >= needle.length && payload.subarray(0, needle.length).equals(needle)) {
+      seen[markers[i]]++;
+      process.stdout.write(`+${markers[i]}\n`);
+    }
   });
 });
 

@@ -28,11 +28,6 @@ export async function tcpTransfer(cluster: Cluster, from: PodInfo, to: PodInfo, 
   return { sent: JSON.parse(source.stdout.trim().split('\n').pop()!), received: JSON.parse(receivedLine), seconds: (Date.now() - started) / 1000 };
 }
 
-/** Starts a transfer and returns its promise without waiting (to change things while it runs). */
-export function startTcpTransfer(cluster: Cluster, from: PodInfo, to: PodInfo, bytes: number, timeoutMs = 180_000): Promise<TransferResult> {
-  return tcpTransfer(cluster, from, to, bytes, timeoutMs);
-}
-
 export interface IcmpProbeResult {
   received: boolean;
   type?: number;

@@ -113,12 +113,12 @@ function garbage(rounds) {
 const result = {};
 for (const [name, loop] of [['outbound', outbound], ['inbound', inbound], ['control', garbage]]) {
   loop(2000); // optimised by now
-  await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 20)); // GC entries of the warm-up delivered before t0 (no condition: there may be none)
   const before = { sent: c[Counter.UdpSentPackets], written: c[Counter.TunWrittenPackets] };
   const t0 = performance.now();
   loop(${rounds});
   const t1 = performance.now();
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 50)); // the observer's entries for [t0, t1]: none may be due, so no condition to wait for
   result[name] = {
     packets: ${rounds} * B,
     forwarded: name === 'outbound' ? c[Counter.UdpSentPackets] - before.sent : name === 'inbound' ? c[Counter.TunWrittenPackets] - before.written : ${rounds} * B,
@@ -152,11 +152,12 @@ for (const vnet of [false, true]) {
   test(`defect 6: no garbage per packet on the kernel path, both directions, offloads ${vnet ? 'on' : 'off'}`, async () => {
     const rounds = 3000; // 192 000 packets per direction: 16 bytes each are three scavenges (the control)
     const { result, drops } = await measure(vnet, rounds);
-    const perPacket = (r: { packets: number; scavenges: number }) => ((r.scavenges * 1048576) / r.packets).toFixed(1);
+    // n scavenges of the 1 MB young generation bound the garbage to under (n + 1) MB over the packets.
+    const perPacket = (r: { packets: number; scavenges: number }) => (((r.scavenges + 1) * 1048576) / r.packets).toFixed(1);
     console.log(
       `    offloads ${vnet ? 'on' : 'off'}: ` +
         Object.entries(result)
-          .map(([name, r]) => `${name} ${r.forwarded}/${r.packets} packets, ${r.scavenges} scavenges (≤ ${perPacket(r)} B/packet), ${r.ms} ms`)
+          .map(([name, r]) => `${name} ${r.forwarded}/${r.packets} packets, ${r.scavenges} scavenges (< ${perPacket(r)} B/packet), ${r.ms} ms`)
           .join('; '),
     );
     assert.equal(drops, [], 'nothing dropped');
@@ -165,7 +166,7 @@ for (const vnet of [false, true]) {
     for (const [name, r] of Object.entries(paths)) {
       assert.is(r.forwarded, r.packets, `${name}: every packet forwarded`);
       // 192 000 packets at 11 bytes each would be two scavenges of the 1 MB young generation.
-      assert.ok(r.scavenges <= 1, `${name}: ${r.scavenges} scavenges in ${r.packets} packets (≈ ${perPacket(r)} bytes of garbage per packet)`);
+      assert.ok(r.scavenges <= 1, `${name}: ${r.scavenges} scavenges in ${r.packets} packets (≈ ${((r.scavenges * 1048576) / r.packets).toFixed(1)} bytes of garbage per packet)`);
     }
   });
 }
@@ -218,7 +219,7 @@ const ring = new Array(64).fill(null);
 const c0 = performance.now();
 for (let i = 0; i < 2 * d.packets; i++) ring[i & 63] = i + 0.5;
 const c1 = performance.now();
-await new Promise((r) => setTimeout(r, 100));
+await new Promise((r) => setTimeout(r, 100)); // the observer's entries delivered (none may be due: no condition to wait for)
 const controlScavenges = gcs.filter((e) => e.startTime >= c0 && e.startTime <= c1).length;
 const w = new Float64Array(d.window);
 const inWindow = gcs.filter((e) => performance.timeOrigin + e.startTime >= w[0] && performance.timeOrigin + e.startTime <= w[1]);

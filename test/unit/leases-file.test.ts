@@ -268,7 +268,7 @@ test('LeasesFileSource: start emits, edits are followed, broken edits keep the o
     await rec.until(() => rec.errors.length === 1);
     assert.instance(rec.errors[0], LeasesFileError);
     assert.match(rec.errors[0].message, /PublicIP: "192\.0\.2\.500" is not a valid IPv4 address/);
-    await sleep(150);
+    await sleep(150); // proving nothing more comes: three debounce periods (50 ms) with no snapshot
     assert.is(rec.snapshots.length, 3);
 
     // SIGHUP reload of a still-broken file: reported again, still no snapshot, no throw.
@@ -287,14 +287,14 @@ test('LeasesFileSource: start emits, edits are followed, broken edits keep the o
 
     // Other files in the directory do not trigger anything.
     await writeFile(join(dir, 'unrelated.txt'), 'x');
-    await sleep(150);
+    await sleep(150); // proving nothing comes: three debounce periods (50 ms) with no event
     assert.is(rec.snapshots.length, 5);
     assert.is(rec.errors.length, 2);
 
     await source.stop();
     await replaceFile(path, `{${lease(6)}}`);
     await writeFile(path, 'not json');
-    await sleep(200);
+    await sleep(200); // proving nothing comes after stop(): four debounce periods
     assert.is(rec.snapshots.length, 5, 'no snapshot after stop()');
     assert.is(rec.errors.length, 2, 'no error after stop()');
   } finally {
@@ -351,7 +351,7 @@ test('LeasesFileSource: a deleted file is reported once and the old table kept',
     await rec.until(() => rec.errors.length === 1);
     assert.match(rec.errors[0].message, /no such file/);
     await writeFile(join(dir, 'leases.json.swp'), 'x'); // unrelated noise
-    await sleep(150);
+    await sleep(150); // proving nothing comes: three debounce periods (50 ms) with no event
     assert.is(rec.errors.length, 1);
     assert.is(rec.snapshots.length, 1);
     await writeFile(path, `{${lease(3)}}`);
