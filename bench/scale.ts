@@ -68,9 +68,10 @@ const buildStart = Date.now();
 const logDir = values['log-dir'];
 if (logDir) mkdirSync(logDir, { recursive: true });
 const agentNode = values['agent-node'];
-if (agentNode) say(`agents on ${agentNode} (${execFileSync(agentNode, ['--version'], { encoding: 'utf8' }).trim()})`);
+const agentNodeVersion = agentNode ? execFileSync(agentNode, ['--version'], { encoding: 'utf8' }).trim().replace(/^v/, '') : undefined;
+if (agentNode) say(`agents on ${agentNode} (Node ${agentNodeVersion})`);
 const s = await ScaleCluster.create({ nodes, source, workers, log: say, logDir, agentNode });
-const result: Record<string, unknown> = { machine, options: { nodes, source, workers, idleSeconds, transferMiB, agentNode } };
+const result: Record<string, unknown> = { machine, agentNodeVersion, options: { nodes, source, workers, idleSeconds, transferMiB, agentNode } };
 try {
   result.testbedSeconds = (Date.now() - buildStart) / 1000;
   say(`testbed: ${nodes + 1} nodes and pods in ${result.testbedSeconds} s`);
@@ -213,9 +214,9 @@ function renderMarkdown(r: Record<string, any>): string {
   const lines = [
     `# Scale: ${r.options.nodes} nodes, ${r.options.source}`,
     '',
-    `\`npm run bench:scale -- --nodes ${r.options.nodes} --source ${r.options.source} --workers ${r.options.workers}\``,
+    `\`npm run bench:scale -- --nodes ${r.options.nodes} --source ${r.options.source} --workers ${r.options.workers}${r.options.agentNode ? ` --agent-node ${r.options.agentNode}` : ''}\``,
     '',
-    `Source ${m.gitDescribe}, ${m.date}; ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, kernel ${m.kernel}, Node ${m.node}. ` +
+    `Source ${m.gitDescribe}, ${m.date}; ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, kernel ${m.kernel}, Node ${m.node}${r.agentNodeVersion ? ` (the agents: Node ${r.agentNodeVersion})` : ''}. ` +
       `Load average ${m.loadAverageAtStart.toFixed(2)} at the start and ${Number(r.loadAfter ?? NaN).toFixed(2)} at the end ` +
       '(the machine is shared with other work: every time below includes waiting for a CPU).',
     '',
