@@ -73,6 +73,8 @@ export interface AgentOptions {
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
   watchLeases: boolean;
   publicIp?: string;
+  /** --public-ipv6: this node's IPv6 underlay address (flanneld's flag) */
+  publicIpv6?: string;
   /** --iface (repeatable: names or addresses), --iface-regex, --iface-can-reach: flanneld's choice of interface */
   iface?: InterfaceChoice;
   port: number;
