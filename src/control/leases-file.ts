@@ -12,6 +12,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { type Cidr, cidrEquals } from './ipv4-address.js';
+import { type Cidr6, cidr6Equals } from './ipv6-address.js';
 import { type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { readBoundedFile } from './bounded-file.js';
@@ -42,7 +43,7 @@ export interface ParsedLeasesFile {
   skipped: string[];
 }
 
-export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr): ParsedLeasesFile {
+export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr, ownIpv6Subnet?: Cidr6): ParsedLeasesFile {
   // Scan before JSON.parse: V8 reports some syntax errors without a position,
   // and JSON.parse silently keeps the last of two equal keys, which here would
   // drop a lease without a word.
@@ -82,7 +83,10 @@ export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr): P
       if (err instanceof LeaseError) throw new LeasesFileError(path, key, `${at(offsetOfKey(key))}: ${err.message}`);
       throw err;
     }
-    if (ownSubnet !== undefined && cidrEquals(lease.subnet, ownSubnet)) {
+    // Either half names this node (an IPv6-only node has no IPv4 subnet; an IPv6-only lease's zero half names nobody).
+    const ownV4 = ownSubnet !== undefined && lease.ipv6Only !== true && cidrEquals(lease.subnet, ownSubnet);
+    const ownV6 = ownIpv6Subnet !== undefined && lease.ipv6Subnet !== undefined && cidr6Equals(lease.ipv6Subnet, ownIpv6Subnet);
+    if (ownV4 || ownV6) {
       skipped.push(`${key} (line ${lineAndColumn(text, offsetOfKey(key)).line}): this node's own subnet; skipped`);
       continue;
     }
@@ -248,6 +252,8 @@ function scanJson(text: string): JsonScan {
 export interface LeasesFileSourceOptions {
   /** this node's lease (FLANNEL_SUBNET); left out of the snapshots */
   ownSubnet?: Cidr;
+  /** dual-stack: this node's IPv6 subnet (FLANNEL_IPV6_SUBNET); a lease holding it is this node's too */
+  ownIpv6Subnet?: Cidr6;
   /** quiet time after the last change event before re-reading; editors write in several steps */
   debounceMs?: number;
   /** follow edits with inotify (default); off, only reload() (SIGHUP) re-reads: for filesystems without inotify */
@@ -267,6 +273,7 @@ export interface LeasesFileSourceOptions {
 export class LeasesFileSource implements LeaseSource {
   readonly path: string;
   private readonly ownSubnet: Cidr | undefined;
+  private readonly ownIpv6Subnet: Cidr6 | undefined;
   private readonly debounceMs: number;
   private readonly watchEdits: boolean;
   private handlers: LeaseSourceHandlers | undefined;
@@ -282,6 +289,7 @@ export class LeasesFileSource implements LeaseSource {
   constructor(path: string, options: LeasesFileSourceOptions = {}) {
     this.path = path;
     this.ownSubnet = options.ownSubnet;
+    this.ownIpv6Subnet = options.ownIpv6Subnet;
     this.debounceMs = options.debounceMs ?? 50;
     this.watchEdits = options.watch ?? true;
   }
@@ -313,7 +321,7 @@ export class LeasesFileSource implements LeaseSource {
 
     try {
       const { seen, text } = await this.load();
-      const { leases } = parseLeasesFile(text, this.path, this.ownSubnet);
+      const { leases } = parseLeasesFile(text, this.path, this.ownSubnet, this.ownIpv6Subnet);
       this.lastSeen = seen;
       this.lastGoodText = text;
       handlers.onLeases(leases);
@@ -377,7 +385,7 @@ export class LeasesFileSource implements LeaseSource {
 
     let leases: Lease[];
     try {
-      ({ leases } = parseLeasesFile(text, this.path, this.ownSubnet));
+      ({ leases } = parseLeasesFile(text, this.path, this.ownSubnet, this.ownIpv6Subnet));
     } catch (err) {
       this.report(err as Error);
       return;

@@ -948,7 +948,7 @@ test('fuzz: parseLeasesFile on mutated leases files (consistent leases, or a Lea
     }
     const { leases } = parsed;
     for (const lease of leases) {
-      check(lease.key === formatSubnetKey(lease.subnet), () => `lease key ${lease.key} is not canonical`);
+      check(lease.key === formatSubnetKey(lease.subnet, lease.ipv6Subnet), () => `lease key ${lease.key} is not canonical`);
       check(Number.isInteger(lease.publicIp) && lease.publicIp >= 0 && lease.publicIp <= 0xffffffff, 'public IP not a uint32');
       check(typeof lease.backendType === 'string' && lease.backendType !== '', 'empty backend type');
       check(own === undefined || !cidrEquals(lease.subnet, own), "the node's own subnet was not skipped");
