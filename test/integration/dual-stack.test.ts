@@ -1,0 +1,104 @@
+// Dual-stack pod networks over the UDP data plane (issue 24): real agents in
+// namespaces, leases-file source with '&' keys, pods with IPv4 and IPv6
+// addresses. IPv6 pod traffic (ping -6, an iperf3 -6 run, a TCP transfer
+// whose sha256 matches on both ends) and IPv4 in the same cluster; then an
+// IPv6-only cluster. Every cluster is destroyed in finally/after.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
+import { iperf3Tcp, ping } from '../../src/testbed/measure.js';
+import { tcpTransfer } from '../support/pod-traffic.js';
+import { requireTools } from '../support/required-tool.js';
+
+/** The pod as tcpTransfer sees it, addressed by its IPv6 address. */
+const over6 = (pod: PodInfo): PodInfo => ({ ...pod, ip: pod.ip6! });
+
+const dual = suite('dual-stack, two nodes, udp mode');
+let cluster: Cluster;
+
+dual.before(async () => {
+  requireTools('ping', 'iperf3');
+  cluster = await createCluster({ nodes: 2, dataplane: 'agent', workers: 2, ipFamilies: 'dual-stack' });
+});
+dual.after(async () => {
+  await cluster?.destroy();
+});
+
+dual('flannel0 carries the IPv6 subnet address with the network prefix, and the IPv6 network route', async () => {
+  const { stdout: addr } = await cluster.exec(cluster.node(1).ns, 'ip', ['-6', '-o', 'addr', 'show', 'dev', 'flannel0']);
+  assert.match(addr, /inet6 fd00:10:244:1::\/48 /);
+  assert.not.match(addr, /fe80::/, 'no link-local address (addrgenmode none)');
+  const { stdout: route } = await cluster.exec(cluster.node(1).ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244::/48']);
+  assert.match(route, /dev flannel0/);
+  const { stdout: v4 } = await cluster.exec(cluster.node(1).ns, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'flannel0']);
+  assert.match(v4, /inet 10\.244\.1\.0\/16 /);
+});
+
+dual('pods ping each other over IPv6 across nodes, both ways', async () => {
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  assert.match(p1.ip6!, /^fd00:10:244:1::/);
+  const there = await ping(cluster, p1.ns, p2.ip6!, { count: 5, intervalS: 0.2 });
+  const back = await ping(cluster, p2.ns, p1.ip6!, { count: 5, intervalS: 0.2 });
+  assert.is(there.received, 5, `pod1 → pod2: ${JSON.stringify(there)}`);
+  assert.is(back.received, 5, `pod2 → pod1: ${JSON.stringify(back)}`);
+});
+
+dual('IPv4 still works in the same cluster', async () => {
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  const there = await ping(cluster, p1.ns, p2.ip, { count: 3, intervalS: 0.2 });
+  assert.is(there.received, 3, JSON.stringify(there));
+  const r = await tcpTransfer(cluster, p2, p1, 16 * 1024 * 1024);
+  assert.is(r.received.sha256, r.sent.sha256);
+  assert.is(r.received.bytes, 16 * 1024 * 1024);
+});
+
+dual('a 64 MiB TCP transfer over IPv6 arrives intact (sha256 matches on both ends), both directions', async () => {
+  const bytes = 64 * 1024 * 1024;
+  for (const [from, to] of [[cluster.pod(1), cluster.pod(2)], [cluster.pod(2), cluster.pod(1)]]) {
+    const r = await tcpTransfer(cluster, over6(from), over6(to), bytes);
+    assert.is(r.sent.bytes, bytes);
+    assert.is(r.received.bytes, bytes);
+    assert.is(r.received.sha256, r.sent.sha256);
+    console.log(`    64 MiB over IPv6 pod${from.node} → pod${to.node} in ${r.seconds.toFixed(1)} s`);
+  }
+});
+
+dual('iperf3 -6 between pods moves data', async () => {
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  const tcp = await iperf3Tcp(cluster, p2.ns, p2.ip6!, p1.ns, { seconds: 3 });
+  console.log(`    iperf3 TCP over IPv6 pod1 → pod2: ${(tcp.bitsPerSecond / 1e9).toFixed(2)} Gbit/s, ${tcp.retransmits} retransmits (noisy shared machine)`);
+  assert.ok(tcp.bitsPerSecond > 0, 'iperf3 -6 moved no data');
+});
+
+dual('a pod IPv6 address without a lease: ping -6 gets destination unreachable (no route) from the agent', async () => {
+  const { stdout } = await cluster.exec(cluster.pod(1).ns, 'ping', ['-n', '-c', '1', '-w', '3', 'fd00:10:244:99::5'], { allowFailure: true, timeoutMs: 15_000 });
+  assert.match(stdout, /From fd00:10:244:99::5.*Destination unreachable: No route/, stdout);
+});
+
+dual.run();
+
+const only = suite('IPv6-only, two nodes, udp mode');
+let cluster6: Cluster;
+
+only.before(async () => {
+  requireTools('ping');
+  cluster6 = await createCluster({ nodes: 2, dataplane: 'agent', ipFamilies: 'ipv6-only' });
+});
+only.after(async () => {
+  await cluster6?.destroy();
+});
+
+only('flannel0 has no IPv4 address or route; pods ping over IPv6 and a TCP transfer arrives intact', async () => {
+  const { stdout: v4 } = await cluster6.exec(cluster6.node(1).ns, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'flannel0']);
+  assert.is(v4.trim(), '', 'an IPv6-only flannel0 has no IPv4 address');
+  const { stdout: routes } = await cluster6.exec(cluster6.node(1).ns, 'ip', ['-4', 'route', 'show']);
+  assert.not.match(routes, /flannel0/);
+  const [p1, p2] = [cluster6.pod(1), cluster6.pod(2)];
+  const there = await ping(cluster6, p1.ns, p2.ip6!, { count: 3, intervalS: 0.2 });
+  assert.is(there.received, 3, JSON.stringify(there));
+  const r = await tcpTransfer(cluster6, over6(p1), over6(p2), 16 * 1024 * 1024);
+  assert.is(r.received.sha256, r.sent.sha256);
+  assert.is(r.received.bytes, 16 * 1024 * 1024);
+});
+
+only.run();
