@@ -75,7 +75,51 @@ dual('a pod IPv6 address without a lease: ping -6 gets destination unreachable (
   assert.match(stdout, /From fd00:10:244:99::5.*Destination unreachable: No route/, stdout);
 });
 
+dual('a restart (SIGTERM, then a new agent) attaches to the kept dual-stack flannel0 as it is, and IPv6 flows again', async () => {
+  const stopped = await cluster.stopAgent(1, 'SIGTERM');
+  assert.is(stopped.code, 0);
+  await cluster.startAgent(1);
+  const log = cluster.agent(1)!.log.text();
+  assert.match(log, /flannel0: kept from the previous agent with its address, MTU and route/, log);
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  const there = await ping(cluster, p1.ns, p2.ip6!, { count: 3, intervalS: 0.2 });
+  assert.is(there.received, 3, JSON.stringify(there));
+});
+
 dual.run();
+
+const mtu = suite('dual-stack, underlay MTU below the pods\' MTU');
+let small: Cluster;
+
+mtu.before(async () => {
+  requireTools('ping');
+  // Pod MTU 1472 over a 1400-byte underlay: 1372 bytes fit one datagram.
+  small = await createCluster({ nodes: 2, dataplane: 'agent', ipFamilies: 'dual-stack', underlayMtu: 1400, podMtu: 1472 });
+});
+mtu.after(async () => {
+  await small?.destroy();
+});
+
+mtu('a packet that does not fit the underlay gets ICMPv6 packet too big with the path MTU: the pod learns 1372 and sends smaller ones', async () => {
+  const [p1, p2] = [small.pod(1), small.pod(2)];
+  const first = await small.exec(p1.ns, 'ping', ['-n', '-c', '3', '-i', '0.3', '-w', '5', '-s', '1400', p2.ip6!], { allowFailure: true, timeoutMs: 20_000 });
+  // The pod's kernel took the agent's packet too big: its route to the peer pod now has the path MTU.
+  const { stdout: route } = await small.exec(p1.ns, 'ip', ['-6', 'route', 'get', p2.ip6!]);
+  assert.match(route, /mtu 1372/, `${route}\n${first.stdout}`);
+  const stats = JSON.parse((await small.exec(small.node(1).ns, process.execPath, [small.agentCli, 'stats', '--json'])).stdout) as {
+    workers: { counters: Record<string, number>; drops: Record<string, number> }[];
+  };
+  assert.ok(stats.workers[0].drops['ipv6-packet-too-big'] >= 1, JSON.stringify(stats.workers[0].drops));
+  assert.ok(stats.workers[0].counters.IcmpSent >= 1);
+  // Fragmented by the pod from then on: big pings and a TCP transfer get through.
+  const again = await small.exec(p1.ns, 'ping', ['-n', '-c', '2', '-i', '0.3', '-w', '4', '-s', '1400', p2.ip6!], { allowFailure: true, timeoutMs: 20_000 });
+  // With -w, ping sends until it has 2 replies: the reply direction learns its path MTU on the way too.
+  assert.match(again.stdout, /, 2 received/, again.stdout);
+  const r = await tcpTransfer(small, over6(p1), over6(p2), 8 * 1024 * 1024);
+  assert.is(r.received.sha256, r.sent.sha256);
+});
+
+mtu.run();
 
 const only = suite('IPv6-only, two nodes, udp mode');
 let cluster6: Cluster;
