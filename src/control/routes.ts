@@ -73,8 +73,11 @@ async function hostIpv6Addresses(): Promise<{ address: Cidr6; dev: string }[]> {
 export async function checkIpv6NetworkFitsHost(a: { tunName: string; ipv6: { subnet: Cidr6; network: Cidr6 } }): Promise<void> {
   const problems: string[] = [];
   const net = formatCidr6(a.ipv6.network);
-  for (const h of await hostIpv6Addresses()) {
-    if (h.dev === a.tunName || h.dev === 'cni0' || cidr6Contains(a.ipv6.subnet, h.address.network)) continue;
+  const addresses = await hostIpv6Addresses();
+  // As for IPv4 (network-guard.ts): a device whose addresses all lie inside the network is pod-side (cni0).
+  const hostSide = new Set(addresses.filter((h) => !cidr6Contains(a.ipv6.network, h.address.network)).map((h) => h.dev));
+  for (const h of addresses) {
+    if (h.dev === a.tunName || !hostSide.has(h.dev) || cidr6Contains(a.ipv6.subnet, h.address.network)) continue;
     if (cidr6Contains(a.ipv6.network, h.address.network)) problems.push(`IPv6 network ${net} contains ${formatIPv6(h.address.network)}, an address of this node (${h.dev})`);
   }
   for (const holder of await ipv6RouteHolders(a.ipv6.network, a.tunName)) {

@@ -465,12 +465,30 @@ class ClusterImpl implements Cluster {
   /** The pod's IPv6 address: the CNI result's, or (a CNI without dual-stack ranges) one added as the bridge plugin would. */
   private async wireIpv6(node: NodeInfo, ns: string, k: number, result: CniResult): Promise<string> {
     const fromCni = result.ips?.find((a) => a.address.includes(':'));
-    if (fromCni) return fromCni.address.split('/')[0]!;
+    if (fromCni) {
+      await this.waitForGateway6(ns, fromCni.gateway ?? node.gateway6);
+      return fromCni.address.split('/')[0]!;
+    }
     const address = this.podAddress6(node, k);
     await this.ensureBridge6(node);
     await this.ip(ns, '-6', 'addr', 'add', `${address}/64`, 'dev', POD_IFNAME, 'nodad');
     await this.ip(ns, '-6', 'route', 'replace', 'default', 'via', node.gateway6, 'dev', POD_IFNAME);
+    await this.waitForGateway6(ns, node.gateway6);
     return address;
+  }
+
+  /**
+   * Until the pod reaches its IPv6 gateway: neighbour discovery through cni0
+   * (its link-local address in DAD, MLD snooping learning the groups) can hold
+   * the first packets for about a second after the pod is wired. A pod counts
+   * as up once it answers, as kubelet's readiness would have it.
+   */
+  private async waitForGateway6(ns: string, gateway6: string): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const r = await this.exec(ns, 'ping', ['-n', '-q', '-c', '1', '-W', '1', gateway6], { allowFailure: true, timeoutMs: 10_000 });
+      if (r.code === 0) return;
+    }
+    throw new Error(`pod ${ns} cannot reach its IPv6 gateway ${gateway6}`);
   }
 
   /** Pod k of node i: fd00:10:244:i::k+2 (::1 is cni0's, as host-local leaves the gateway). */
@@ -505,6 +523,7 @@ class ClusterImpl implements Cluster {
     const address = this.podAddress6(node, k);
     await this.ip(ns, '-6', 'addr', 'add', `${address}/64`, 'dev', POD_IFNAME, 'nodad');
     await this.ip(ns, '-6', 'route', 'replace', 'default', 'via', node.gateway6, 'dev', POD_IFNAME);
+    await this.waitForGateway6(ns, node.gateway6);
     const pod: PodInfo = { node: i, index: k, ns, ip: '', ip6: address, containerId: ns, hostVeth, result: { cniVersion: '' } };
     this.podTable.set(`${i}/${k}`, pod);
     return pod;

@@ -39,14 +39,15 @@ dual('pods ping each other over IPv6 across nodes, both ways', async () => {
   assert.match(p1.ip6!, /^fd00:10:244:1::/);
   const there = await ping(cluster, p1.ns, p2.ip6!, { count: 5, intervalS: 0.2 });
   const back = await ping(cluster, p2.ns, p1.ip6!, { count: 5, intervalS: 0.2 });
-  assert.is(there.received, 5, `pod1 → pod2: ${JSON.stringify(there)}`);
-  assert.is(back.received, 5, `pod2 → pod1: ${JSON.stringify(back)}`);
+  // No loss; ping keeps sending until it has its 5 replies (-w), so a first reply delayed by neighbour discovery may bring a 6th.
+  assert.ok(there.lossPct === 0 && there.received >= 5, `pod1 → pod2: ${JSON.stringify(there)}`);
+  assert.ok(back.lossPct === 0 && back.received >= 5, `pod2 → pod1: ${JSON.stringify(back)}`);
 });
 
 dual('IPv4 still works in the same cluster', async () => {
   const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
   const there = await ping(cluster, p1.ns, p2.ip, { count: 3, intervalS: 0.2 });
-  assert.is(there.received, 3, JSON.stringify(there));
+  assert.ok(there.lossPct === 0 && there.received >= 3, JSON.stringify(there));
   const r = await tcpTransfer(cluster, p2, p1, 16 * 1024 * 1024);
   assert.is(r.received.sha256, r.sent.sha256);
   assert.is(r.received.bytes, 16 * 1024 * 1024);
@@ -83,7 +84,7 @@ dual('a restart (SIGTERM, then a new agent) attaches to the kept dual-stack flan
   assert.match(log, /flannel0: kept from the previous agent with its address, MTU and route/, log);
   const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
   const there = await ping(cluster, p1.ns, p2.ip6!, { count: 3, intervalS: 0.2 });
-  assert.is(there.received, 3, JSON.stringify(there));
+  assert.ok(there.lossPct === 0 && there.received >= 3, JSON.stringify(there));
 });
 
 dual.run();
@@ -139,7 +140,7 @@ only('flannel0 has no IPv4 address or route; pods ping over IPv6 and a TCP trans
   assert.not.match(routes, /flannel0/);
   const [p1, p2] = [cluster6.pod(1), cluster6.pod(2)];
   const there = await ping(cluster6, p1.ns, p2.ip6!, { count: 3, intervalS: 0.2 });
-  assert.is(there.received, 3, JSON.stringify(there));
+  assert.ok(there.lossPct === 0 && there.received >= 3, JSON.stringify(there));
   const r = await tcpTransfer(cluster6, over6(p1), over6(p2), 16 * 1024 * 1024);
   assert.is(r.received.sha256, r.sent.sha256);
   assert.is(r.received.bytes, 16 * 1024 * 1024);

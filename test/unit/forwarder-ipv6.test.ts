@@ -11,6 +11,7 @@ import { parseLeaseAttrs, type Lease } from '../../src/control/lease.js';
 import { formatIPv6, parseIPv6 } from '../../src/control/ipv6-address.js';
 import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../../src/encap/ipv4.js';
 import { VirtioNetHeader, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN } from '../../src/encap/virtio-net-header.js';
+import { SegmentList, splitSuperPacketRange6 } from '../../src/encap/segmentation.js';
 
 const OWN6 = 'fd00:10:244:1::5';
 const PEER6 = 'fd00:10:244:2::7';
@@ -383,15 +384,53 @@ test('a single IPv6 packet read with NEEDS_CSUM leaves with its checksum complet
   });
 });
 
-test('inbound IPv6 with vnet headers is written alone (no GRO merging for IPv6 yet), beside merged IPv4', () => {
+test('inbound TCPv6 segments of one flow are merged into one TSO6 super-packet write (GRO), which cuts back into the segments received', () => {
   withHarness({ vnet: true }, (h) => {
-    h.bind.inject(inbound6({ seq: 1000 }), PEER_PUBLIC, PORT);
-    h.bind.inject(inbound6({ seq: 1100 }), PEER_PUBLIC, PORT);
+    const sent = [0, 1, 2].map((i) => inbound6({ seq: 1000 + i * 100, payload: 100 }));
+    for (const p of sent) h.bind.inject(p, PEER_PUBLIC, PORT);
+    h.bind.inject(inbound6({ kind: 'icmp' }), PEER_PUBLIC, PORT); // not TCP: alone
     h.forwarder.drive(false, true);
-    const written = h.tun.writtenPackets();
-    assert.is(written.length, 2);
-    for (const w of written) assert.ok(upperChecksumOk(w));
-    assert.is(h.tun.written[0].subarray(0, VIRTIO_NET_HDR_LEN).every((b) => b === 0), true, 'a plain virtio header');
+    assert.is(h.tun.written.length, 2);
+    const frame = h.tun.written[0];
+    const vh = new VirtioNetHeader();
+    vh.read(frame, 0);
+    assert.is(vh.gsoType, VIRTIO_NET_HDR_GSO_TCPV6);
+    assert.is(vh.gsoSize, 100);
+    assert.is(vh.csumStart, 40);
+    assert.is(vh.csumOffset, 16);
+    assert.is(vh.hdrLen, 60);
+    const merged = frame.subarray(VIRTIO_NET_HDR_LEN);
+    assert.is((merged[4] << 8) | merged[5], 20 + 300);
+    assert.is(merged[7], 63, 'hop limit − 1');
+    // Cut again as the kernel would: each segment is the one received (hop limit − 1), checksums verify.
+    const seg = new SegmentList(8);
+    const buf = new Uint8Array(merged.length + 8 * 200);
+    buf.set(merged);
+    const n = splitSuperPacketRange6(buf, 0, merged.length, vh, 0, 8, merged.length, 160, 0, seg, 0);
+    assert.is(n, 3);
+    for (let i = 0; i < 3; i++) {
+      const p = new Uint8Array(seg.headerLength[i] + seg.payloadLength[i]);
+      p.set(buf.subarray(seg.headerOffset[i], seg.headerOffset[i] + seg.headerLength[i]));
+      p.set(buf.subarray(seg.payloadOffset[i], seg.payloadOffset[i] + seg.payloadLength[i]), seg.headerLength[i]);
+      assert.ok(upperChecksumOk(p), `segment ${i}`);
+      const expected = sent[i].slice();
+      expected[7] -= 1;
+      assert.equal([...p], [...expected]);
+    }
+    assert.is(h.tun.written[1][VIRTIO_NET_HDR_LEN + 40], 128, 'the ICMPv6 echo, alone');
+    assert.is(h.count('CoalescedWrites'), 1);
+  });
+});
+
+test('TCPv6 segments of different flows, or with another hop limit, are not merged together', () => {
+  withHarness({ vnet: true, leases: [...LEASES, dual('10.244.3.0-24&fd00:10:244:3::-64', '192.0.2.3')] }, (h) => {
+    h.bind.inject(inbound6({ seq: 1000 }), PEER_PUBLIC, PORT);
+    h.bind.inject(inbound6({ seq: 1100, src: 'fd00:10:244:2::8' }), PEER_PUBLIC, PORT); // another flow
+    h.bind.inject(inbound6({ seq: 1100, hops: 30 }), PEER_PUBLIC, PORT); // same flow, other hop limit
+    h.forwarder.drive(false, true);
+    assert.is(h.tun.written.length, 3);
+    for (const w of h.tun.writtenPackets()) assert.ok(upperChecksumOk(w));
+    assert.is(h.count('CoalescedWrites'), 0);
   });
 });
 
