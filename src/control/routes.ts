@@ -40,9 +40,9 @@ export function tunCommands(a: TunAddressing): string[][] {
   const v6 = a.ipv6;
   return [
     ...(a.ipv6Only ? [] : [['addr', 'add', address, 'dev', a.tunName]]),
-    // No link-local address (so no router solicitations into the tunnel) and no
-    // duplicate address detection: the address is this node's by its lease.
-    ...(v6 ? [['link', 'set', 'dev', a.tunName, 'addrgenmode', 'none'], ['-6', 'addr', 'add', ipv6TunAddress(v6), 'dev', a.tunName, 'nodad']] : []),
+    // No duplicate address detection: the address is this node's by its lease.
+    // (addrgenmode none comes first of all, in configureTun: see enableIpv6.)
+    ...(v6 ? [['-6', 'addr', 'add', ipv6TunAddress(v6), 'dev', a.tunName, 'nodad']] : []),
     ['link', 'set', 'dev', a.tunName, 'mtu', String(a.mtu), 'up'],
     // Explicit, like flannel: the kernel adds this route with the address,
     // unless another device already had one for the same prefix. Replaced
@@ -220,11 +220,14 @@ export async function configureTun(a: TunAddressing, log: (line: string) => void
 
 /**
  * Dual-stack: IPv6 on, in case a kept device or the namespace default had it
- * off (the link comes up after addrgenmode none, so no link-local address and
- * no router solicitation is ever sent into the tunnel).
+ * off. addrgenmode none first, while IPv6 is still off: the device never gets
+ * a link-local address, so no router solicitation is ever sent into the
+ * tunnel, even when a kept device is already up.
  */
 async function enableIpv6(tunName: string, log: (line: string) => void): Promise<void> {
   const { writeFile } = await import('node:fs/promises');
+  log(`ip link set dev ${tunName} addrgenmode none`);
+  await ip(['link', 'set', 'dev', tunName, 'addrgenmode', 'none']);
   const path = `/proc/sys/net/ipv6/conf/${tunName}/disable_ipv6`;
   try {
     await writeFile(path, '0');

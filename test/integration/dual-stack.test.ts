@@ -4,6 +4,7 @@
 // whose sha256 matches on both ends) and IPv4 in the same cluster; then an
 // IPv6-only cluster. Every cluster is destroyed in finally/after.
 import { suite } from 'uvu';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as assert from 'uvu/assert';
 import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
 import { iperf3Tcp, ping } from '../../src/testbed/measure.js';
@@ -147,3 +148,31 @@ only('flannel0 has no IPv4 address or route; pods ping over IPv6 and a TCP trans
 });
 
 only.run();
+
+const upgrade = suite('an IPv4-only node restarted as dual-stack');
+let plain: Cluster;
+
+upgrade.before(async () => {
+  plain = await createCluster({ nodes: 2, dataplane: 'agent' });
+});
+upgrade.after(async () => {
+  await plain?.destroy();
+});
+
+upgrade('the kept flannel0 (IPv6 off, up) is configured again: IPv6 address and route, and still no link-local address', async () => {
+  const node = plain.node(1);
+  assert.is((await plain.stopAgent(1, 'SIGTERM')).code, 0);
+  const env = readFileSync(node.subnetFile, 'utf8');
+  writeFileSync(node.subnetFile, env.replace('FLANNEL_MTU=', 'FLANNEL_IPV6_NETWORK=fd00:10:244::/48\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU='));
+  await plain.startAgent(1);
+  const log = plain.agent(1)!.log.text();
+  assert.match(log, /configuration changed \(IPv6 address none \(want fd00:10:244:1::\/48\)/, log);
+  const { stdout } = await plain.exec(node.ns, 'ip', ['-6', '-o', 'addr', 'show', 'dev', 'flannel0']);
+  assert.match(stdout, /inet6 fd00:10:244:1::\/48 /);
+  assert.not.match(stdout, /fe80::/, stdout);
+  // IPv4 keeps working across the change.
+  const there = await ping(plain, plain.pod(1).ns, plain.pod(2).ip, { count: 3, intervalS: 0.2 });
+  assert.ok(there.lossPct === 0 && there.received >= 3, JSON.stringify(there));
+});
+
+upgrade.run();
