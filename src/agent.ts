@@ -537,7 +537,7 @@ export class Agent {
 
   statsSnapshot(): AgentStats {
     return {
-      node: this.subnet ? formatSubnetKey(this.subnet.subnet) : '',
+      node: this.subnet ? formatSubnetKey(this.subnet.subnet, this.ipv6?.subnet) : '',
       backend: this.opts.backend,
       ready: this.ready,
       workers: this.dataPlane?.statsSnapshot() ?? [],

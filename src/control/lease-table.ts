@@ -28,7 +28,9 @@
 // destination straight from the packet. flannel's IPv6SubnetLen is one
 // length too, so it is one region and ~1.5 probes of four word compares. An
 // IPv6-only lease (key "0.0.0.0-0&…") is left out of the IPv4 regions: its
-// zero IPv4 half would otherwise match every IPv4 address.
+// zero IPv4 half would otherwise match every IPv4 address. Memory: 33 bytes
+// per lease more (network, prefix length, PublicIPv6) plus 8 to 16 bytes of
+// IPv6 hash slots.
 
 import type { Lease } from './lease.js';
 import { formatIPv4, prefixMask } from './ipv4-address.js';
