@@ -4,7 +4,8 @@
 // so far is undone before the error is reported.
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import { readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
+import { ipv6PodNetwork, readSubnetFile, type SubnetConfig } from './control/subnet-file.js';
+import { type Cidr6, formatCidr6, formatIPv6, parseIPv6 } from './control/ipv6-address.js';
 import { formatCidr, formatIPv4, makeCidr, parseIPv4 } from './control/ipv4-address.js';
 import type { Lease } from './control/lease.js';
 import type { LeaseSource } from './control/lease-source.js';
@@ -16,8 +17,8 @@ import { IpMasq } from './control/ip-masq.js';
 import { CommandRunner } from './control/command-runner.js';
 import { forwardRulesKeeper } from './control/forward-rules.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
-import { checkLeases, localAddresses, type LeaseRejectReason } from './control/lease-sanity.js';
-import { checkNetworkFitsHost, configureKeptTun, configureTun } from './control/routes.js';
+import { checkLeases, localAddresses, localIpv6Addresses, type LeaseRejectReason } from './control/lease-sanity.js';
+import { checkIpv6NetworkFitsHost, checkNetworkFitsHost, configureKeptTun, configureTun } from './control/routes.js';
 import { DataPlane } from './dataplane/data-plane.js';
 import { TunInUseError, inspectTun, isReusableTun, validateTunName } from './dataplane/tun-device.js';
 import { formatSubnetKey } from './control/lease.js';
@@ -73,6 +74,8 @@ export interface AgentOptions {
   /** Follow edits of the leases file (default); when false only SIGHUP re-reads it. */
   watchLeases: boolean;
   publicIp?: string;
+  /** --public-ipv6: this node's IPv6 underlay address (flanneld's flag) */
+  publicIpv6?: string;
   /** --iface (repeatable: names or addresses), --iface-regex, --iface-can-reach: flanneld's choice of interface */
   iface?: InterfaceChoice;
   port: number;
@@ -133,7 +136,11 @@ export class Agent {
   /** unknown lease attributes already reported: each name is logged once */
   private reportedUnknownFields = new Set<string>();
   subnet!: SubnetConfig;
+  /** Dual-stack: this node's IPv6 subnet and the IPv6 network (from the subnet config). */
+  ipv6: { subnet: Cidr6; network: Cidr6 } | undefined;
   publicIp = 0;
+  /** --public-ipv6, when given (16 bytes). */
+  publicIpv6: Uint8Array | undefined;
   /** VXLAN: this node's VTEP MAC. */
   vtepMac: Uint8Array = new Uint8Array(6);
 
@@ -178,6 +185,7 @@ export class Agent {
         subnetFile: opts.subnetFile,
         ipMasq: opts.ipMasq ?? false,
         publicIp: given,
+        publicIpv6: publicIpv6Flag(opts),
         vtepMacFor: (ip) => {
           this.publicIp = ip;
           return formatMac(this.resolveVtepMac());
@@ -190,6 +198,7 @@ export class Agent {
       if (opts.backend === 'vxlan') opts.vni = backendVni(joined.config);
       this.subnet = joined.subnetConfig;
       this.publicIp = joined.publicIp;
+      this.publicIpv6 = joined.publicIpv6;
       this.port = joined.port ?? (opts.backend === 'vxlan' ? VXLAN_DEFAULT_PORT : opts.port);
     } else if (opts.etcd) {
       // etcd mode writes subnet.env (from the lease it acquires) instead of reading it.
@@ -199,6 +208,7 @@ export class Agent {
       this.etcd = new EtcdSubnetManager({
         ...opts.etcd,
         publicIp: this.publicIp,
+        publicIpv6: publicIpv6Flag(opts),
         vtepMac: formatMac(this.vtepMac),
         subnetFile: opts.subnetFile,
         ipMasq: opts.ipMasq ?? false,
@@ -222,6 +232,7 @@ export class Agent {
       }
     }
     for (const note of this.subnet.unsupported) log(`warning: ${note}`);
+    this.resolveIpv6(opts, log);
     if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
 
@@ -235,14 +246,20 @@ export class Agent {
     }
 
     // Before anything is created: a Network that covers this node's own addresses or routes is refused.
-    await checkNetworkFitsHost({ tunName: opts.tunName, subnet: this.subnet.subnet, network: this.subnet.network, publicIp: this.publicIp });
+    if (!this.subnet.ipv6Only) await checkNetworkFitsHost({ tunName: opts.tunName, subnet: this.subnet.subnet, network: this.subnet.network, publicIp: this.publicIp });
+    if (this.ipv6) await checkIpv6NetworkFitsHost({ tunName: opts.tunName, ipv6: this.ipv6 });
 
     // Leases before the device: a broken leases file must not leave a TUN behind.
     this.leaseSource = this.kube
       ? this.kube.leaseSource()
       : this.etcd
       ? this.etcd.leaseSource()
-      : new LeasesFileSource(opts.leasesFile ?? '', { ownSubnet: this.subnet.subnet, watch: opts.watchLeases });
+      : new LeasesFileSource(opts.leasesFile ?? '', {
+          ownSubnet: this.subnet.ipv6Only ? undefined : this.subnet.subnet,
+          ownIpv6Subnet: this.ipv6?.subnet,
+          ipv6Network: this.ipv6?.network,
+          watch: opts.watchLeases,
+        });
     await this.leaseSource.start({
       onLeases: (leases) => this.setLeases(leases),
       onError: (err) => log(`leases: ${err.message}; keeping the last good leases`),
@@ -273,17 +290,22 @@ export class Agent {
       // rules set, before the workers start.
       const dataPlane = this.dataPlane;
       await dataPlane.start(async () => {
-        const addressing = { tunName: opts.tunName, subnet, network, mtu };
+        const addressing = { tunName: opts.tunName, subnet, network, mtu, ipv6: this.ipv6, ipv6Only: this.subnet.ipv6Only === true };
         if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
         else await configureKeptTun(addressing, log);
         // One command helper runs every later iptables for both rule sets, so the agent never forks again.
-        if (opts.ipMasq || opts.forwardRules) this.commands = new CommandRunner(log);
+        // The rules are IPv4 (iptables): an IPv6-only node has no IPv4 network to write them for.
+        if (this.subnet.ipv6Only && (opts.ipMasq || opts.forwardRules)) {
+          log('IPv6-only: no iptables masquerade or forward rules (ip6tables rules are not written by this version)');
+        }
+        const v4rules = !this.subnet.ipv6Only;
+        if (v4rules && (opts.ipMasq || opts.forwardRules)) this.commands = new CommandRunner(log);
         const runner = this.commands;
-        if (opts.ipMasq) {
+        if (v4rules && opts.ipMasq) {
           this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log, runner });
           await this.ipMasq.start();
         }
-        if (opts.forwardRules) {
+        if (v4rules && opts.forwardRules) {
           this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log, runner });
           await this.forwardRules.start();
         }
@@ -302,9 +324,12 @@ export class Agent {
           `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}}`,
       );
     }
+    const v6 = this.ipv6;
+    const v4node = this.subnet.ipv6Only ? 'IPv6-only node' : `node ${formatCidr(subnet)}`;
+    const v4cluster = this.subnet.ipv6Only ? '' : `cluster ${formatCidr(network)} `;
     log(
-      `node ${formatCidr(subnet)} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${this.port}; ` +
-        `cluster ${formatCidr(network)} mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
+      `${v4node}${v6 ? ` IPv6 ${formatCidr6(v6.subnet)}` : ''} public IP ${formatIPv4(this.publicIp)} ${opts.backend} port ${this.port}; ` +
+        `${v4cluster}${v6 ? `IPv6 cluster ${formatCidr6(v6.network)} ` : ''}mtu ${mtu}; ${this.leases.length} peer lease(s) from ${this.leaseSource.describe()}`,
     );
     const trace = opts.observe?.trace;
     if (trace) {
@@ -346,7 +371,9 @@ export class Agent {
         rehearsal: opts.rehearsal && !this.restartAttach,
         ownNetwork: subnet.network,
         ownMask: subnet.mask,
-        node: formatSubnetKey(subnet),
+        ownNetwork6: this.ipv6?.subnet.network,
+        ownPrefix6: this.ipv6?.subnet.prefixLength,
+        node: formatSubnetKey(subnet, this.ipv6?.subnet),
         capture: opts.observe?.capture,
         receiveSpread: opts.receiveSpread,
         log,
@@ -397,10 +424,15 @@ export class Agent {
         this.log(`lease ${lease.key}: unknown attribute ${JSON.stringify(name)} ignored (from a newer flannel?); not reported again`);
       }
     }
+    const interfaces = networkInterfaces();
     const { accepted, rejected } = checkLeases(all, {
       network: this.subnet.network,
       ownSubnet: this.subnet.subnet,
-      ownAddresses: [this.publicIp, ...localAddresses(networkInterfaces())],
+      ownAddresses: [this.publicIp, ...localAddresses(interfaces)],
+      ipv6Network: this.ipv6?.network,
+      ownIpv6Subnet: this.ipv6?.subnet,
+      ownIpv6Addresses: [...(this.publicIpv6 ? [this.publicIpv6] : []), ...localIpv6Addresses(interfaces)],
+      ipv6Only: this.subnet.ipv6Only === true,
     });
     const rejectedNow = new Map<string, string>();
     for (const r of rejected) {
@@ -434,7 +466,32 @@ export class Agent {
   }
 
   private snapshot() {
-    return buildLeaseTableSnapshot(this.leases, ++this.leaseVersion);
+    // An IPv6-only node routes no IPv4: the leases' IPv4 halves stay out of the table.
+    const leases = this.subnet?.ipv6Only ? this.leases.map((l) => ({ ...l, ipv6Only: true as const })) : this.leases;
+    return buildLeaseTableSnapshot(leases, ++this.leaseVersion);
+  }
+
+  /**
+   * The node's IPv6 side: its IPv6 subnet from the subnet config (dual-stack
+   * or IPv6-only) and --public-ipv6. The underlay stays IPv4 in this version:
+   * IPv6 pod packets travel in UDP datagrams between the PublicIPs.
+   */
+  private resolveIpv6(opts: AgentOptions, log: Log): void {
+    try {
+      this.ipv6 = ipv6PodNetwork(this.subnet);
+    } catch (err) {
+      throw new ConfigError(`${opts.subnetFile}: ${(err as Error).message}`);
+    }
+    if (this.subnet.ipv6Only && this.ipv6 === undefined) throw new ConfigError('an IPv6-only node needs FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET');
+    // Kube mode: the node-public-ipv6 annotation (as flanneld) may have chosen it already.
+    this.publicIpv6 ??= publicIpv6Flag(opts);
+    if (this.publicIpv6 !== undefined) {
+      log(`public IPv6 ${formatIPv6(this.publicIpv6)}: IPv6 pods still travel over the IPv4 underlay (PublicIP ${formatIPv4(this.publicIp)}); an IPv6 underlay is not supported yet`);
+    }
+    if (this.ipv6 && opts.backend === 'vxlan') throw new ConfigError('IPv6 pod networks are supported with the udp backend only in this version (VXLAN IPv6 is not done yet)');
+    if (this.ipv6 && this.subnet.mtu < 1280) {
+      throw new ConfigError(`FLANNEL_MTU ${this.subnet.mtu} is below IPv6's minimum of 1280: the kernel turns IPv6 off on such a device`);
+    }
   }
 
   /** Fault injection (SIGUSR2): worker 0 throws and is restarted, while the others keep forwarding. */
@@ -484,7 +541,7 @@ export class Agent {
 
   statsSnapshot(): AgentStats {
     return {
-      node: this.subnet ? formatSubnetKey(this.subnet.subnet) : '',
+      node: this.subnet ? formatSubnetKey(this.subnet.subnet, this.ipv6?.subnet) : '',
       backend: this.opts.backend,
       ready: this.ready,
       workers: this.dataPlane?.statsSnapshot() ?? [],
@@ -532,7 +589,7 @@ export class Agent {
 }
 
 function describeLease(l: Lease): string {
-  return `${l.key} -> ${formatIPv4(l.publicIp)}`;
+  return `${l.key} -> ${formatIPv4(l.publicIp)}${l.publicIpv6 ? ` (PublicIPv6 ${formatIPv6(l.publicIpv6)})` : ''}`;
 }
 
 function underlayMtu(name: string): number {
@@ -560,4 +617,14 @@ async function resolvePublicIp(opts: AgentOptions, log: Log): Promise<number> {
   }
   if (chosen) return parseIPv4(chosen.address);
   throw new ConfigError("either --public-ip or --iface is required: the address peers send this node's packets to");
+}
+
+/** --public-ipv6, parsed: the node's IPv6 address its leases publish as PublicIPv6. */
+function publicIpv6Flag(opts: AgentOptions): Uint8Array | undefined {
+  if (opts.publicIpv6 === undefined) return undefined;
+  try {
+    return parseIPv6(opts.publicIpv6);
+  } catch (err) {
+    throw new ConfigError(`--public-ipv6: ${(err as Error).message}`);
+  }
 }

@@ -115,6 +115,7 @@ async function up(argv: string[]): Promise<void> {
     iptablesResyncMs: intFlag('iptables-resync', values['iptables-resync'], 5, 1, 86400) * 1000,
     watchLeases: !values['no-leases-watch'],
     publicIp: values['public-ip'],
+    publicIpv6: values['public-ipv6'],
     iface:
       ifaces !== undefined || ifaceRegexes !== undefined || values['iface-can-reach'] !== undefined
         ? { ifaces: (ifaces as string[] | undefined) ?? [], regexes: (ifaceRegexes as string[] | undefined) ?? [], canReach: values['iface-can-reach'] }

@@ -105,12 +105,15 @@ function delegateIpam(conf: FlannelNetConf, subnet: SubnetConfig): Json {
   if (!('type' in ipam)) ipam.type = 'host-local';
   // FLANNEL_SUBNET in network form (10.244.1.1/24 → 10.244.1.0/24): host-local
   // then makes .1 the gateway and hands out .2 onwards.
-  const ranges: Json[][] = [[{ subnet: formatCidr(subnet.subnet) }]];
+  // An IPv6-only subnet.env (no FLANNEL_SUBNET) gives no IPv4 range, as flannel's plugin: its
+  // parsed IPv4 fields are the zero 0.0.0.0/0, which must never reach host-local.
+  const ipv4 = subnet.ipv6Only !== true;
+  const ranges: Json[][] = ipv4 ? [[{ subnet: formatCidr(subnet.subnet) }]] : [];
   const userRoutes = ipam.routes ?? [];
   if (!Array.isArray(userRoutes) || !userRoutes.every((r) => isObject(r) && typeof r.dst === 'string')) {
     invalid('failed to parse ipam.routes: expected a list of {"dst": "CIDR", "gw": "IP"}');
   }
-  const routes: Json[] = [...userRoutes, { dst: formatCidr(subnet.network) }];
+  const routes: Json[] = [...userRoutes, ...(ipv4 ? [{ dst: formatCidr(subnet.network) }] : [])];
   // The same FLANNEL_IPV6_SUBNET in network form (fd00:10:244:1::1/64 → fd00:10:244:1::/64), as Go's net.ParseCIDR gives it.
   const v6 = subnet.ipv6;
   if (v6.subnet !== undefined) ranges.push([{ subnet: ipv6Cidr(v6.subnet, 'FLANNEL_IPV6_SUBNET') }]);

@@ -22,9 +22,19 @@
 //
 // Index i of the table is leases[i] of the array it was built from, so the
 // main thread can map an index back to the full Lease (backend data, key).
+//
+// IPv6 (dual-stack leases, issue 24): a second set of regions of the same
+// kind, keyed by the 128-bit network as four int32 words; lookup6() reads the
+// destination straight from the packet. flannel's IPv6SubnetLen is one
+// length too, so it is one region and ~1.5 probes of four word compares. An
+// IPv6-only lease (key "0.0.0.0-0&…") is left out of the IPv4 regions: its
+// zero IPv4 half would otherwise match every IPv4 address. Memory: 33 bytes
+// per lease more (network, prefix length, PublicIPv6) plus 8 to 16 bytes of
+// IPv6 hash slots.
 
 import type { Lease } from './lease.js';
 import { formatIPv4, prefixMask } from './ipv4-address.js';
+import { formatIPv6 } from './ipv6-address.js';
 
 export interface LeaseTableSnapshot {
   /** increases with every snapshot, so workers and logs can tell which table is in force */
@@ -58,12 +68,43 @@ export interface LeaseTableSnapshot {
   publicIpHashShift: number;
   publicIpSlotMask: number;
   publicIpSlots: Int32Array;
+
+  // IPv6, per lease: the network as 4 big-endian int32 words, its prefix
+  // length (NO_IPV6 when the lease has no IPv6 subnet), PublicIPv6 (16 bytes,
+  // all zero when absent).
+  networks6: Int32Array;
+  prefixLengths6: Uint8Array;
+  publicIpv6s: Uint8Array;
+  // Per distinct IPv6 prefix length, longest first: 4 mask words each, and the region as above.
+  length6Count: number;
+  length6Masks: Int32Array;
+  length6HashShifts: Uint8Array;
+  length6SlotMasks: Uint32Array;
+  length6SlotOffsets: Uint32Array;
+  prefix6Slots: Int32Array;
 }
+
+/** prefixLengths6 of a lease without an IPv6 subnet. */
+export const NO_IPV6 = 255;
 
 // Fibonacci hashing (Knuth): multiply by 2^32/φ and keep the top bits. The top
 // bits depend on every key bit, which matters because subnet networks differ
 // only in their middle bits (10.244.X.0).
 const HASH_MULTIPLIER = 0x9e3779b1;
+
+/** The 128-bit key's hash: every word mixed in, the top bits kept (as the IPv4 one). */
+function hash6(w0: number, w1: number, w2: number, w3: number, shift: number): number {
+  let h = Math.imul(w0, HASH_MULTIPLIER) ^ w1;
+  h = Math.imul(h, HASH_MULTIPLIER) ^ w2;
+  h = Math.imul(h, HASH_MULTIPLIER) ^ w3;
+  return Math.imul(h ^ (h >>> 16), HASH_MULTIPLIER) >>> shift;
+}
+
+/** Word w (0..3) of a /len mask, as int32. */
+function maskWord6(len: number, w: number): number {
+  const bits = Math.min(32, Math.max(0, len - 32 * w));
+  return bits === 0 ? 0 : (0xffffffff << (32 - bits)) | 0;
+}
 
 function regionBits(entries: number): number {
   let bits = 1; // at least 2 slots: a shift of 32 would be a shift of 0 in JS
@@ -94,7 +135,7 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     publicIps[i] = publicIp >>> 0;
     const mac = vtepMacOf(leases[i].backendData);
     if (mac) vtepMacs.set(mac, 6 * i);
-    countByLength[subnet.prefixLength]++;
+    if (leases[i].ipv6Only !== true) countByLength[subnet.prefixLength]++;
   }
 
   const lengths: number[] = [];
@@ -118,6 +159,7 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
 
   const prefixSlots = new Int32Array(totalSlots).fill(-1);
   for (let i = 0; i < leaseCount; i++) {
+    if (leases[i].ipv6Only === true) continue;
     const r = regionOfLength[prefixLengths[i]];
     const base = lengthSlotOffsets[r];
     const slotMask = lengthSlotMasks[r];
@@ -150,7 +192,10 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     if (!taken) publicIpSlots[slot] = i;
   }
 
+  const v6 = buildIpv6Regions(leases);
+
   return {
+    ...v6,
     version,
     leaseCount,
     networks,
@@ -166,6 +211,75 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     publicIpHashShift,
     publicIpSlotMask,
     publicIpSlots,
+  };
+}
+
+function buildIpv6Regions(leases: readonly Lease[]) {
+  const leaseCount = leases.length;
+  const networks6 = new Int32Array(4 * leaseCount);
+  const prefixLengths6 = new Uint8Array(leaseCount).fill(NO_IPV6);
+  const publicIpv6s = new Uint8Array(16 * leaseCount);
+  const countByLength = new Array<number>(129).fill(0);
+  for (let i = 0; i < leaseCount; i++) {
+    const { ipv6Subnet, publicIpv6 } = leases[i];
+    if (publicIpv6 !== undefined) publicIpv6s.set(publicIpv6, 16 * i);
+    if (ipv6Subnet === undefined) continue;
+    const len = ipv6Subnet.prefixLength;
+    if (!Number.isInteger(len) || len < 0 || len > 128) throw new Error(`IPv6 prefix length ${len} is out of range (0..128)`);
+    const n = ipv6Subnet.network;
+    for (let w = 0; w < 4; w++) {
+      const word = (n[4 * w] << 24) | (n[4 * w + 1] << 16) | (n[4 * w + 2] << 8) | n[4 * w + 3];
+      networks6[4 * i + w] = word & maskWord6(len, w);
+    }
+    prefixLengths6[i] = len;
+    countByLength[len]++;
+  }
+  const lengths: number[] = [];
+  for (let len = 128; len >= 0; len--) if (countByLength[len] > 0) lengths.push(len);
+  const length6Count = lengths.length;
+  const length6Masks = new Int32Array(4 * length6Count);
+  const length6HashShifts = new Uint8Array(length6Count);
+  const length6SlotMasks = new Uint32Array(length6Count);
+  const length6SlotOffsets = new Uint32Array(length6Count);
+  const regionOfLength = new Array<number>(129).fill(-1);
+  let totalSlots = 0;
+  for (let r = 0; r < length6Count; r++) {
+    const bits = regionBits(countByLength[lengths[r]]);
+    for (let w = 0; w < 4; w++) length6Masks[4 * r + w] = maskWord6(lengths[r], w);
+    length6HashShifts[r] = 32 - bits;
+    length6SlotMasks[r] = (1 << bits) - 1;
+    length6SlotOffsets[r] = totalSlots;
+    regionOfLength[lengths[r]] = r;
+    totalSlots += 1 << bits;
+  }
+  const prefix6Slots = new Int32Array(totalSlots).fill(-1);
+  for (let i = 0; i < leaseCount; i++) {
+    if (prefixLengths6[i] === NO_IPV6) continue;
+    const r = regionOfLength[prefixLengths6[i]];
+    const base = length6SlotOffsets[r];
+    const slotMask = length6SlotMasks[r];
+    const k = 4 * i;
+    let slot = hash6(networks6[k], networks6[k + 1], networks6[k + 2], networks6[k + 3], length6HashShifts[r]);
+    while (prefix6Slots[base + slot] !== -1) {
+      const j = 4 * prefix6Slots[base + slot];
+      if (networks6[j] === networks6[k] && networks6[j + 1] === networks6[k + 1] && networks6[j + 2] === networks6[k + 2] && networks6[j + 3] === networks6[k + 3]) {
+        const subnet = leases[i].ipv6Subnet!;
+        throw new Error(`two leases for IPv6 subnet ${formatIPv6(subnet.network)}/${subnet.prefixLength} (entries ${prefix6Slots[base + slot]} and ${i})`);
+      }
+      slot = (slot + 1) & slotMask;
+    }
+    prefix6Slots[base + slot] = i;
+  }
+  return {
+    networks6,
+    prefixLengths6,
+    publicIpv6s,
+    length6Count,
+    length6Masks,
+    length6HashShifts,
+    length6SlotMasks,
+    length6SlotOffsets,
+    prefix6Slots,
   };
 }
 
@@ -194,6 +308,15 @@ export class LeaseTable {
   private readonly publicIpHashShift: number;
   private readonly publicIpSlotMask: number;
   private readonly publicIpSlots: Int32Array;
+  private readonly networks6: Int32Array;
+  private readonly prefixLengths6: Uint8Array;
+  private readonly publicIpv6s: Uint8Array;
+  private readonly length6Count: number;
+  private readonly length6Masks: Int32Array;
+  private readonly length6HashShifts: Uint8Array;
+  private readonly length6SlotMasks: Uint32Array;
+  private readonly length6SlotOffsets: Uint32Array;
+  private readonly prefix6Slots: Int32Array;
 
   constructor(snapshot: LeaseTableSnapshot) {
     this.version = snapshot.version;
@@ -211,6 +334,80 @@ export class LeaseTable {
     this.publicIpHashShift = snapshot.publicIpHashShift;
     this.publicIpSlotMask = snapshot.publicIpSlotMask;
     this.publicIpSlots = snapshot.publicIpSlots;
+    this.networks6 = snapshot.networks6;
+    this.prefixLengths6 = snapshot.prefixLengths6;
+    this.publicIpv6s = snapshot.publicIpv6s;
+    this.length6Count = snapshot.length6Count;
+    this.length6Masks = snapshot.length6Masks;
+    this.length6HashShifts = snapshot.length6HashShifts;
+    this.length6SlotMasks = snapshot.length6SlotMasks;
+    this.length6SlotOffsets = snapshot.length6SlotOffsets;
+    this.prefix6Slots = snapshot.prefix6Slots;
+  }
+
+  /**
+   * Index of the longest-prefix lease whose IPv6 subnet holds the 16-byte
+   * address at buf[off..], or -1. Reads the packet in place: no allocation.
+   */
+  lookup6(buf: Uint8Array, off: number): number {
+    const a0 = (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
+    const a1 = (buf[off + 4] << 24) | (buf[off + 5] << 16) | (buf[off + 6] << 8) | buf[off + 7];
+    const a2 = (buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8) | buf[off + 11];
+    const a3 = (buf[off + 12] << 24) | (buf[off + 13] << 16) | (buf[off + 14] << 8) | buf[off + 15];
+    const masks = this.length6Masks;
+    const networks = this.networks6;
+    const slots = this.prefix6Slots;
+    for (let r = 0; r < this.length6Count; r++) {
+      const m = 4 * r;
+      const k0 = a0 & masks[m];
+      const k1 = a1 & masks[m + 1];
+      const k2 = a2 & masks[m + 2];
+      const k3 = a3 & masks[m + 3];
+      const base = this.length6SlotOffsets[r];
+      const slotMask = this.length6SlotMasks[r];
+      let slot = hash6(k0, k1, k2, k3, this.length6HashShifts[r]);
+      for (;;) {
+        const index = slots[base + slot];
+        if (index === -1) break;
+        const j = 4 * index;
+        if (networks[j] === k0 && networks[j + 1] === k1 && networks[j + 2] === k2 && networks[j + 3] === k3) return index;
+        slot = (slot + 1) & slotMask;
+      }
+    }
+    return -1;
+  }
+
+  /** Whether the lease at index has an IPv6 subnet. */
+  hasIpv6At(index: number): boolean {
+    return this.prefixLengths6[index] !== NO_IPV6;
+  }
+
+  /** The lease's IPv6 prefix length (NO_IPV6 when it has no IPv6 subnet). */
+  prefixLength6At(index: number): number {
+    return this.prefixLengths6[index];
+  }
+
+  /** The lease's IPv6 network, 16 bytes written to out[off..] (for traces and tests, not the hot path). */
+  subnetNetwork6At(index: number, out: Uint8Array, off = 0): void {
+    for (let w = 0; w < 4; w++) {
+      const word = this.networks6[4 * index + w];
+      out[off + 4 * w] = word >>> 24;
+      out[off + 4 * w + 1] = word >>> 16;
+      out[off + 4 * w + 2] = word >>> 8;
+      out[off + 4 * w + 3] = word;
+    }
+  }
+
+  /** Whether the lease has a PublicIPv6 (an IPv6 underlay address). */
+  hasPublicIpv6At(index: number): boolean {
+    const b = this.publicIpv6s;
+    for (let i = 16 * index; i < 16 * index + 16; i++) if (b[i] !== 0) return true;
+    return false;
+  }
+
+  /** Every lease's PublicIPv6, 16 bytes each (lease i's at 16 * i, all zero when absent). */
+  get publicIpv6Bytes(): Uint8Array {
+    return this.publicIpv6s;
   }
 
   /** Index of the longest-prefix lease containing dstAddr (uint32), or -1. */

@@ -18,8 +18,8 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { type Cidr, cidrEquals } from './ipv4-address.js';
-import type { Cidr6 } from './ipv6-address.js';
-import { formatSubnetKey, type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
+import { type Cidr6, cidr6Equals } from './ipv6-address.js';
+import { type Lease, LeaseError, parseLeaseAttrs } from './lease.js';
 import { checkIpv6Leases, type Ipv6LeaseRejectReason } from './ipv6-lease-checks.js';
 import type { LeaseSource, LeaseSourceHandlers } from './lease-source.js';
 import { readBoundedFile } from './bounded-file.js';
@@ -90,8 +90,12 @@ export function parseLeasesFile(text: string, path: string, ownSubnet?: Cidr, ow
       if (err instanceof LeaseError) throw new LeasesFileError(path, key, `${at(offsetOfKey(key))}: ${err.message}`);
       throw err;
     }
-    const own =
-      ownSubnet !== undefined && (ownIpv6Subnet === undefined ? cidrEquals(lease.subnet, ownSubnet) : lease.key === formatSubnetKey(ownSubnet, ownIpv6Subnet));
+    // This node's own entry: on a dual-stack node the one with both halves of its key (an entry
+    // sharing one half is another node's, and the checks reject the overlap); on a single-family
+    // node the half it has (an IPv6-only lease's zero IPv4 half names nobody).
+    const ownV4 = ownSubnet !== undefined && lease.ipv6Only !== true && cidrEquals(lease.subnet, ownSubnet);
+    const ownV6 = ownIpv6Subnet !== undefined && lease.ipv6Subnet !== undefined && cidr6Equals(lease.ipv6Subnet, ownIpv6Subnet);
+    const own = ownSubnet !== undefined && ownIpv6Subnet !== undefined ? ownV4 && ownV6 : ownV4 || ownV6;
     if (own) {
       skipped.push(`${key} (line ${lineAndColumn(text, offsetOfKey(key)).line}): this node's own subnet; skipped`);
       continue;

@@ -15,12 +15,18 @@
 // '=' are refused with a message saying why, instead of being quietly
 // accepted here and breaking every pod creation on the node later.
 // CRLF line ends are accepted because Go's line scanner drops the '\r' too.
+//
+// Dual-stack: the two IPv6 keys come together or not at all. An IPv6-only
+// node (flannel's EnableIPv4 false) writes no FLANNEL_NETWORK/SUBNET: its
+// SubnetConfig says ipv6Only, with the zero 0.0.0.0/0 for the IPv4 pair (Go's
+// empty IP4Net, as in the lease key "0.0.0.0-0&…"), which nothing may route.
 
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { BoundedFileError, readBoundedFile } from './bounded-file.js';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { type Cidr, cidrCovers, formatCidr, parseCidr } from './ipv4-address.js';
+import { type Cidr, cidrCovers, formatCidr, makeCidr, parseCidr } from './ipv4-address.js';
+import { type Cidr6, cidr6Covers, formatCidr6, parseCidr6 } from './ipv6-address.js';
 
 export interface SubnetConfig {
   /** FLANNEL_NETWORK: the whole pod network */
@@ -29,8 +35,14 @@ export interface SubnetConfig {
   subnet: Cidr;
   mtu: number;
   ipMasq: boolean;
-  /** dual-stack keys, kept as text: flannel-udp carries IPv4 only */
+  /** the dual-stack keys as written (what formatSubnetFile writes back) */
   ipv6: { network?: string; subnet?: string; enabled: boolean };
+  /** FLANNEL_IPV6_NETWORK, parsed: the whole IPv6 pod network */
+  ipv6Network?: Cidr6;
+  /** FLANNEL_IPV6_SUBNET, parsed: first pod IPv6 address with the subnet length (network = this node's IPv6 lease) */
+  ipv6Subnet?: Cidr6;
+  /** no FLANNEL_NETWORK/FLANNEL_SUBNET: network and subnet are the zero 0.0.0.0/0 and route nothing */
+  ipv6Only?: true;
   /** one sentence per key we read but do not act on, for the agent to log */
   unsupported: string[];
 }
@@ -57,7 +69,8 @@ export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 export const MAX_SUBNET_FILE_BYTES = 64 << 10;
 
 const REQUIRED_KEYS = ['FLANNEL_NETWORK', 'FLANNEL_SUBNET', 'FLANNEL_MTU', 'FLANNEL_IPMASQ'] as const;
-const IPV6_KEYS = new Set(['FLANNEL_IPV6_NETWORK', 'FLANNEL_IPV6_SUBNET']);
+const IPV4_KEYS = ['FLANNEL_NETWORK', 'FLANNEL_SUBNET'];
+const IPV6_KEYS = ['FLANNEL_IPV6_NETWORK', 'FLANNEL_IPV6_SUBNET'];
 const KEY_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // 68 is the IPv4 minimum every host must accept (RFC 791); 65535 the largest IPv4 packet.
 const MIN_MTU = 68;
@@ -76,6 +89,8 @@ export function parseSubnetFile(text: string, path = 'subnet.env'): SubnetConfig
   let mtu: number | undefined;
   let ipMasq: boolean | undefined;
   const ipv6: SubnetConfig['ipv6'] = { enabled: false };
+  let ipv6Network: Cidr6 | undefined;
+  let ipv6Subnet: Cidr6 | undefined;
   const unsupported: string[] = [];
 
   const lines = text.split('\n');
@@ -131,13 +146,21 @@ export function parseSubnetFile(text: string, path = 'subnet.env'): SubnetConfig
         if (value !== 'true' && value !== 'false') fail(lineNo, key, `${JSON.stringify(value)} is not true or false`);
         ipMasq = value === 'true';
         break;
+      case 'FLANNEL_IPV6_NETWORK':
+        if (value.includes(',')) {
+          fail(lineNo, key, `${JSON.stringify(value)}: several networks (MultiClusterCIDR) are not supported by flannel-udp`);
+        }
+        ipv6Network = parseCidr6Value(value, lineNo, key, fail);
+        ipv6.enabled = true;
+        ipv6.network = value;
+        break;
+      case 'FLANNEL_IPV6_SUBNET':
+        ipv6Subnet = parseCidr6Value(value, lineNo, key, fail);
+        ipv6.enabled = true;
+        ipv6.subnet = value;
+        break;
       default:
-        if (IPV6_KEYS.has(key)) {
-          ipv6.enabled = true;
-          if (key === 'FLANNEL_IPV6_NETWORK') ipv6.network = value;
-          else ipv6.subnet = value;
-          unsupported.push(`${key}=${value} (line ${lineNo}): IPv6 is not supported by flannel-udp yet; ignored`);
-        } else if (key.startsWith('FLANNEL_')) {
+        if (key.startsWith('FLANNEL_')) {
           unsupported.push(`${key}=${value} (line ${lineNo}): unknown flannel key; ignored`);
         } else {
           unsupported.push(`${key}=${value} (line ${lineNo}): not a flannel key; ignored`);
@@ -145,10 +168,23 @@ export function parseSubnetFile(text: string, path = 'subnet.env'): SubnetConfig
     }
   }
 
-  const missing = REQUIRED_KEYS.filter((k) => !seenAt.has(k));
-  if (missing.length > 0) {
-    const ipv6Only = ipv6.enabled && missing.includes('FLANNEL_NETWORK') ? ' (IPv6-only networks are not supported)' : '';
-    fail(0, missing[0], `missing ${missing.join(', ')}${ipv6Only}`);
+  // One family may be absent as a pair (IPv6-only: no IPv4 keys); half a pair is a mistake.
+  const ipv6Missing = IPV6_KEYS.filter((k) => !seenAt.has(k));
+  if (ipv6Missing.length === 1) fail(0, ipv6Missing[0], `missing ${ipv6Missing[0]} (the IPv6 keys come as a pair)`);
+  const ipv6Only = ipv6Missing.length === 0 && IPV4_KEYS.every((k) => !seenAt.has(k));
+  const missing = REQUIRED_KEYS.filter((k) => !seenAt.has(k) && !(ipv6Only && IPV4_KEYS.includes(k)));
+  if (missing.length > 0) fail(0, missing[0], `missing ${missing.join(', ')}`);
+  if (ipv6Network !== undefined && !cidr6Covers(ipv6Network, ipv6Subnet!)) {
+    fail(
+      seenAt.get('FLANNEL_IPV6_SUBNET')!,
+      'FLANNEL_IPV6_SUBNET',
+      `${formatCidr6(ipv6Subnet!, true)} is not inside FLANNEL_IPV6_NETWORK ${formatCidr6(ipv6Network, true)} (line ${seenAt.get('FLANNEL_IPV6_NETWORK')})`,
+    );
+  }
+  const dualStack = ipv6Network !== undefined ? { ipv6Network, ipv6Subnet: ipv6Subnet! } : {};
+  if (ipv6Only) {
+    const zero = makeCidr(0, 0);
+    return { network: zero, subnet: zero, mtu: mtu!, ipMasq: ipMasq!, ipv6, ...dualStack, ipv6Only: true, unsupported };
   }
   // All four are set past this point; the checks above threw otherwise.
   if (!cidrCovers(network!, subnet!)) {
@@ -158,7 +194,30 @@ export function parseSubnetFile(text: string, path = 'subnet.env'): SubnetConfig
       `${formatCidr(subnet!, true)} is not inside FLANNEL_NETWORK ${formatCidr(network!, true)} (line ${networkLine})`,
     );
   }
-  return { network: network!, subnet: subnet!, mtu: mtu!, ipMasq: ipMasq!, ipv6, unsupported };
+  return { network: network!, subnet: subnet!, mtu: mtu!, ipMasq: ipMasq!, ipv6, ...dualStack, unsupported };
+}
+
+function parseCidr6Value(
+  value: string,
+  line: number,
+  key: string,
+  fail: (line: number, key: string, detail: string) => never,
+): Cidr6 {
+  try {
+    return parseCidr6(value);
+  } catch {
+    return fail(line, key, `${JSON.stringify(value)} is not a valid IPv6 CIDR`);
+  }
+}
+
+/**
+ * This node's IPv6 pod network and subnet, when the config has them: the
+ * parsed fields, or (a config built elsewhere with only the text) the text.
+ */
+export function ipv6PodNetwork(cfg: SubnetConfig): { network: Cidr6; subnet: Cidr6 } | undefined {
+  if (cfg.ipv6Network !== undefined && cfg.ipv6Subnet !== undefined) return { network: cfg.ipv6Network, subnet: cfg.ipv6Subnet };
+  if (!cfg.ipv6.enabled || cfg.ipv6.network === undefined || cfg.ipv6.subnet === undefined) return undefined;
+  return { network: parseCidr6(cfg.ipv6.network), subnet: parseCidr6(cfg.ipv6.subnet) };
 }
 
 function parseCidrValue(
@@ -179,11 +238,15 @@ export function formatSubnetFile(cfg: SubnetConfig): string {
   if (!Number.isInteger(cfg.mtu) || cfg.mtu < MIN_MTU || cfg.mtu > MAX_MTU) {
     throw new Error(`cannot write FLANNEL_MTU=${cfg.mtu}: not an integer in ${MIN_MTU}..${MAX_MTU}`);
   }
-  const lines = [`FLANNEL_NETWORK=${formatCidr(cfg.network)}`, `FLANNEL_SUBNET=${formatCidr(cfg.subnet, true)}`];
+  // flannel's WriteSubnetFile: the IPv4 pair unless IPv4 is off, the IPv6 pair when on, then MTU and masquerade.
+  const lines = cfg.ipv6Only ? [] : [`FLANNEL_NETWORK=${formatCidr(cfg.network)}`, `FLANNEL_SUBNET=${formatCidr(cfg.subnet, true)}`];
   if (cfg.ipv6.enabled) {
-    if (cfg.ipv6.network !== undefined) lines.push(`FLANNEL_IPV6_NETWORK=${cfg.ipv6.network}`);
-    if (cfg.ipv6.subnet !== undefined) lines.push(`FLANNEL_IPV6_SUBNET=${cfg.ipv6.subnet}`);
+    const network = cfg.ipv6.network ?? (cfg.ipv6Network && formatCidr6(cfg.ipv6Network));
+    const subnet = cfg.ipv6.subnet ?? (cfg.ipv6Subnet && formatCidr6(cfg.ipv6Subnet, true));
+    if (network !== undefined) lines.push(`FLANNEL_IPV6_NETWORK=${network}`);
+    if (subnet !== undefined) lines.push(`FLANNEL_IPV6_SUBNET=${subnet}`);
   }
+  if (cfg.ipv6Only && lines.length < 2) throw new Error('cannot write an IPv6-only subnet file without FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET');
   lines.push(`FLANNEL_MTU=${cfg.mtu}`, `FLANNEL_IPMASQ=${cfg.ipMasq}`);
   return lines.join('\n') + '\n';
 }

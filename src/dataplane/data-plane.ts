@@ -50,6 +50,9 @@ export interface DataPlaneOptions {
   rehearsal: boolean;
   ownNetwork: number;
   ownMask: number;
+  /** Dual-stack: this node's IPv6 subnet (16 bytes) and its prefix length; absent on an IPv4-only node. */
+  ownNetwork6?: Uint8Array;
+  ownPrefix6?: number;
   /** This node's name in trace events: its subnet key. */
   node: string;
   /** --capture. */
@@ -242,6 +245,7 @@ export class DataPlane {
       udpChecksum: this.opts.vxlan?.udpChecksum ?? true,
       ownNetwork: this.opts.ownNetwork,
       ownMask: this.opts.ownMask,
+      ...(this.opts.ownNetwork6 !== undefined ? { ownNetwork6: this.opts.ownNetwork6, ownPrefix6: this.opts.ownPrefix6 } : {}),
     };
     const thread = new Worker(WORKER_URL, {
       workerData: data,

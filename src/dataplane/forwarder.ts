@@ -4,6 +4,12 @@
 //   outbound: TUN batch → checks → lease lookup → path MTU → TTL − 1 → encapsulate → send batch
 //   inbound:  receive batch → from a leased node? → decapsulate → checks → TTL − 1 → TUN batch
 //
+// Dual-stack (a node with an IPv6 subnet): the version nibble picks the
+// family, and IPv6 packets take the same steps with their own header (hop
+// limit, no checksum), lease lookup (lookup6) and ICMPv6 errors. The
+// underlay stays IPv4: the UDP payload is the bare IPv6 packet. A node
+// without an IPv6 subnet treats version 6 exactly as before (not-ipv4).
+//
 // It never makes a syscall: the devices do (kernel-tun.ts, kernel-bind.ts),
 // or stand in for the kernel in tests (memory-tun.ts, memory-bind.ts). Per
 // packet it allocates nothing: batches are typed arrays refilled in place,
@@ -38,6 +44,16 @@ import {
   IPV4_OFFSET_PROTOCOL,
 } from '../encap/ipv4.js';
 import { buildIcmpDestUnreachable, ICMP_NET_UNREACHABLE, ICMP_FRAG_NEEDED } from '../encap/icmp.js';
+import {
+  validateIPv6,
+  ipv6TotalLength,
+  ipv6HopLimit,
+  decrementHopLimit,
+  IPV6_MIN_MTU,
+  IPV6_OFFSET_DESTINATION,
+  IPV6_OFFSET_SOURCE,
+} from '../encap/ipv6.js';
+import { buildIcmpv6Error, ICMPV6_DEST_UNREACH, ICMPV6_NO_ROUTE, ICMPV6_PACKET_TOO_BIG } from '../encap/icmpv6.js';
 import { LeaseTable, type LeaseTableSnapshot } from '../control/lease-table.js';
 
 export interface ForwarderConfig {
@@ -63,6 +79,9 @@ export interface ForwarderConfig {
   /** This node's pod subnet: inbound packets for anything else are not written to the TUN. */
   ownNetwork: number;
   ownMask: number;
+  /** Dual-stack: this node's IPv6 subnet (16 bytes) and prefix length; absent: IPv6 packets are not-ipv4 drops, as before. */
+  ownNetwork6?: Uint8Array;
+  ownPrefix6?: number;
   /** For trace events and captures: this node's name (its subnet key), public IP and the send sockets' ports. */
   node: string;
   publicIp: number;
@@ -100,6 +119,11 @@ export class Forwarder {
   private readonly peerPort: number;
   private readonly ownNetwork: number;
   private readonly ownMask: number;
+  /** -1 on a node without an IPv6 subnet. */
+  private readonly ownPrefix6: number;
+  /** This node's IPv6 subnet, as 4 int32 words masked, and the mask words. */
+  private readonly own6 = new Int32Array(4);
+  private readonly ownMask6 = new Int32Array(4);
   private readonly controlSequence: Int32Array;
   private leaseTable: LeaseTable;
   private lastControlSequence = 0;
@@ -126,6 +150,15 @@ export class Forwarder {
     this.peerPort = cfg.peerPort;
     this.ownNetwork = cfg.ownNetwork;
     this.ownMask = cfg.ownMask;
+    this.ownPrefix6 = cfg.ownPrefix6 ?? -1;
+    if (this.ownPrefix6 >= 0) {
+      const n = cfg.ownNetwork6!;
+      for (let w = 0; w < 4; w++) {
+        const bits = Math.min(32, Math.max(0, this.ownPrefix6 - 32 * w));
+        this.ownMask6[w] = bits === 0 ? 0 : (0xffffffff << (32 - bits)) | 0;
+        this.own6[w] = ((n[4 * w] << 24) | (n[4 * w + 1] << 16) | (n[4 * w + 2] << 8) | n[4 * w + 3]) & this.ownMask6[w];
+      }
+    }
     this.controlSequence = cfg.controlSequence;
     this.vnet = memory.vnetHeader;
     this.icmpOffset = memory.icmpOffset;
@@ -190,6 +223,7 @@ export class Forwarder {
     const segments = batch.segmentCount[p];
     // A later run of a super-packet: its first run was checked, counted and traced.
     const firstRun = batch.segmentFirst[p] === 0;
+    if (this.ownPrefix6 >= 0 && bytes[off] >>> 4 === 6) return this.forwardPacket6(batch, p);
     const reason = validateIPv4(bytes, off, batch.length[p]);
     if (reason !== DropReason.None) return this.drop(reason);
     const length = ipv4TotalLength(bytes, off);
@@ -244,9 +278,72 @@ export class Forwarder {
     return true;
   }
 
+  /**
+   * An IPv6 packet (or super-packet) out to its peer: forwardPacket's steps
+   * for the IPv6 header. No trace events for IPv6 yet (captures see it).
+   */
+  private forwardPacket6(batch: TunReadBatch, p: number): boolean {
+    const bytes = this.bytes;
+    const off = batch.offset[p];
+    const segments = batch.segmentCount[p];
+    const firstRun = batch.segmentFirst[p] === 0;
+    const reason = validateIPv6(bytes, off, batch.length[p]);
+    if (reason !== DropReason.None) return this.drop(reason);
+    const length = ipv6TotalLength(bytes, off);
+    if (segments === 0 && length > this.mtu) return this.drop(DropReason.TooBig);
+    const lease = this.leaseTable.lookup6(bytes, off + IPV6_OFFSET_DESTINATION);
+    if (lease < 0) {
+      if (!firstRun) return false;
+      this.answerIcmp6(off, length, ICMPV6_DEST_UNREACH, ICMPV6_NO_ROUTE, 0);
+      return this.drop(DropReason.NoLease);
+    }
+    if (batch.wireSize[p] > this.pathMtu) {
+      // IPv6 routers never fragment: the sender learns the size that fits (RFC 8201). A path below
+      // IPv6's 1280 cannot be reported (senders would take 1280 anyway): the outer datagram is fragmented instead.
+      if (this.pathMtu >= IPV6_MIN_MTU || segments > 0) {
+        if (!firstRun) return false;
+        this.answerIcmp6(off, length, ICMPV6_PACKET_TOO_BIG, 0, Math.max(this.pathMtu, IPV6_MIN_MTU));
+        return this.drop(DropReason.Ipv6PacketTooBig);
+      }
+      this.c[Counter.OuterFragmented]++;
+    }
+    // As for IPv4: a super-packet's own header is left as read, its segments' are decremented.
+    if (segments === 0 ? !decrementHopLimit(bytes, off) : ipv6HopLimit(bytes, off) <= 1) {
+      if (!firstRun) return false;
+      return this.drop(DropReason.TtlExpired);
+    }
+    const peer = this.leaseTable.publicIpAt(lease);
+    const k = this.senderFor6(off);
+    if (segments > 0) {
+      this.queueSegments(batch, p, lease, peer, k, -1);
+      return true;
+    }
+    const start = this.encap.encapsulate(bytes, off, length, lease);
+    const queue = this.sendBatches[k];
+    queue.begin(peer, this.peerPort, 0, 1);
+    queue.add(start, off + length - start);
+    queue.end();
+    this.observer?.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
+    return true;
+  }
+
+  /** senderFor for an IPv6 header: the addresses' low words (interface identifiers) and the flow label. */
+  private senderFor6(off: number): number {
+    const n = this.sendBatches.length;
+    if (n === 1) return 0;
+    const b = this.bytes;
+    const s = off + IPV6_OFFSET_SOURCE + 12;
+    const d = off + IPV6_OFFSET_DESTINATION + 12;
+    let h = Math.imul((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3], 0x9e3779b1);
+    h = Math.imul(h ^ ((b[d] << 24) | (b[d + 1] << 16) | (b[d + 2] << 8) | b[d + 3]), 0x85ebca6b);
+    h = Math.imul(h ^ (((b[off + 1] & 0x0f) << 16) | (b[off + 2] << 8) | b[off + 3]) ^ (h >>> 15), 0xc2b2ae35);
+    return ((h ^ (h >>> 13)) >>> 0) % n;
+  }
+
   /** The segments the device cut from a super-packet: TTL − 1 each, encapsulated, queued as GSO messages of up to 64. */
   private queueSegments(batch: TunReadBatch, p: number, lease: number, peer: number, k: number, traced: number): void {
     const bytes = this.bytes;
+    const v6 = bytes[batch.offset[p]] >>> 4 === 6;
     const seg = batch.segments;
     const first = batch.segmentStart[p];
     const end = first + batch.segmentCount[p];
@@ -260,7 +357,8 @@ export class Forwarder {
       queue.begin(peer, this.peerPort, last - from > 1 ? datagramSize : 0, last - from);
       for (let i = from; i < last; i++) {
         const header = seg.headerOffset[i];
-        decrementTtl(bytes, header);
+        if (v6) decrementHopLimit(bytes, header);
+        else decrementTtl(bytes, header);
         const start = this.encap.encapsulate(bytes, header, seg.headerLength[i] + seg.payloadLength[i], lease);
         queue.add(start, header + seg.headerLength[i] - start);
         queue.add(seg.payloadOffset[i], seg.payloadLength[i]);
@@ -329,6 +427,26 @@ export class Forwarder {
     if (this.tun.reply(at, n)) this.c[Counter.IcmpSent]++;
   }
 
+  /**
+   * answerIcmp for IPv6: an ICMPv6 error about the packet at off written back
+   * into the TUN, from the packet's destination (the same reasoning), limited
+   * by the same limiter, keyed by a hash of the source address.
+   */
+  private answerIcmp6(off: number, length: number, type: number, code: number, mtu: number): void {
+    const bytes = this.bytes;
+    const at = this.icmpOffset;
+    const n = buildIcmpv6Error(bytes, off, length, bytes, at, bytes, off + IPV6_OFFSET_DESTINATION, type, code, mtu);
+    if (n === 0) return;
+    const s = off + IPV6_OFFSET_SOURCE;
+    let key = 0;
+    for (let i = 0; i < 16; i += 4) key = Math.imul(key ^ ((bytes[s + i] << 24) | (bytes[s + i + 1] << 16) | (bytes[s + i + 2] << 8) | bytes[s + i + 3]), 0x9e3779b1);
+    if (!this.icmpLimiter.allow(key, this.c[Counter.HeartbeatMs], type === ICMPV6_PACKET_TOO_BIG)) {
+      this.c[Counter.IcmpSuppressed]++;
+      return;
+    }
+    if (this.tun.reply(at, n)) this.c[Counter.IcmpSent]++;
+  }
+
   // ---- inbound: bind → checks → decapsulate → TUN ----
 
   /** One receive batch into the TUN. Returns whether the socket is drained. */
@@ -368,6 +486,10 @@ export class Forwarder {
       return;
     }
     const innerLength = length - (inner - off);
+    if (this.ownPrefix6 >= 0 && bytes[inner] >>> 4 === 6) {
+      this.receive6(inner, innerLength, peerIp);
+      return;
+    }
     const reason = validateIPv4(bytes, inner, innerLength);
     if (reason !== DropReason.None) {
       this.drop(reason);
@@ -395,6 +517,36 @@ export class Forwarder {
     const total = ipv4TotalLength(bytes, inner);
     if (traced >= 0) o!.willWrite(traced, inner, total);
     this.tunWrites.add(inner, total);
+  }
+
+  /** receiveDatagram's checks for an IPv6 inner packet. */
+  private receive6(inner: number, innerLength: number, peerIp: number): void {
+    const bytes = this.bytes;
+    const reason = validateIPv6(bytes, inner, innerLength);
+    if (reason !== DropReason.None) {
+      this.drop(reason);
+      return;
+    }
+    const owner = this.leaseTable.lookup6(bytes, inner + IPV6_OFFSET_SOURCE);
+    if (owner < 0 || this.leaseTable.publicIpAt(owner) !== peerIp) {
+      this.drop(DropReason.SpoofedSource);
+      return;
+    }
+    const d = inner + IPV6_OFFSET_DESTINATION;
+    const own = this.own6;
+    const mask = this.ownMask6;
+    for (let w = 0; w < 4; w++) {
+      const word = (bytes[d + 4 * w] << 24) | (bytes[d + 4 * w + 1] << 16) | (bytes[d + 4 * w + 2] << 8) | bytes[d + 4 * w + 3];
+      if ((word & mask[w]) !== own[w]) {
+        this.drop(DropReason.NotForThisNode);
+        return;
+      }
+    }
+    if (!decrementHopLimit(bytes, inner)) {
+      this.drop(DropReason.TtlExpired);
+      return;
+    }
+    this.tunWrites.add(inner, ipv6TotalLength(bytes, inner));
   }
 
   private drop(reason: number): false {
@@ -533,6 +685,8 @@ function normalizeConfig(c: ForwarderConfig): ForwarderConfig {
     pathMtu: c.pathMtu,
     ownNetwork: c.ownNetwork,
     ownMask: c.ownMask,
+    ownNetwork6: c.ownNetwork6 !== undefined ? Uint8Array.from(c.ownNetwork6) : undefined,
+    ownPrefix6: c.ownPrefix6,
     node: c.node,
     publicIp: c.publicIp,
     sendPorts: Array.from(c.sendPorts),

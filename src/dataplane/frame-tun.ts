@@ -27,7 +27,8 @@ import {
   VIRTIO_NET_HDR_GSO_NONE,
   completePartialChecksum,
 } from '../encap/virtio-net-header.js';
-import { splitSuperPacketRange } from '../encap/segmentation.js';
+import { splitSuperPacketRange, splitSuperPacketRange6 } from '../encap/segmentation.js';
+import { validateIPv6, ipv6TotalLength, IPV6_HEADER } from '../encap/ipv6.js';
 import { CoalesceBatch, COALESCE_MAX_TCP_SEGMENTS } from '../encap/coalescing.js';
 
 /** Largest IPv4 packet, and so the largest super-packet or merged write. */
@@ -139,6 +140,12 @@ export abstract class FrameTun implements TunDevice {
             c[DROPS_BASE + DropReason.BadVirtioNetHeader]++;
             continue;
           }
+        } else if ((vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0 && bytes[off] >>> 4 === 6 && validateIPv6(bytes, off, length) === DropReason.None) {
+          // The same for IPv6 (TUN_F_CSUM covers both families).
+          if (!completePartialChecksum(bytes, off, ipv6TotalLength(bytes, off), vh.csumStart, vh.csumOffset)) {
+            c[DROPS_BASE + DropReason.BadVirtioNetHeader]++;
+            continue;
+          }
         }
         batch.addPacket(off, length);
         continue;
@@ -155,17 +162,24 @@ export abstract class FrameTun implements TunDevice {
     const segments = batch.segments;
     const start = segments.count;
     const o = this.opts;
-    const n = splitSuperPacketRange(
-      this.bytes, off, length, this.vh, first, segments.capacity - start,
-      o.txArenaOffset, TX_ARENA_STRIDE, o.segmentHeadroom, segments, start,
-    );
+    // TSO6/USO6 super-packets are cut in userspace too (plain segments on the wire, as for IPv4).
+    const v6 = this.bytes[off] >>> 4 === 6;
+    const n = v6
+      ? splitSuperPacketRange6(
+          this.bytes, off, length, this.vh, first, segments.capacity - start,
+          o.txArenaOffset, TX_ARENA_STRIDE, o.segmentHeadroom, segments, start,
+        )
+      : splitSuperPacketRange(
+          this.bytes, off, length, this.vh, first, segments.capacity - start,
+          o.txArenaOffset, TX_ARENA_STRIDE, o.segmentHeadroom, segments, start,
+        );
     if (n < 0) {
       this.c[DROPS_BASE - n]++;
       return true;
     }
     const b = this.bytes;
-    const ihl = (b[off] & 0x0f) << 2;
-    const l4 = b[off + IPV4_OFFSET_PROTOCOL] === 6 ? (b[off + ihl + 12] >>> 4) << 2 : 8;
+    const ihl = v6 ? IPV6_HEADER : (b[off] & 0x0f) << 2;
+    const l4 = (v6 ? b[off + 6] : b[off + IPV4_OFFSET_PROTOCOL]) === 6 ? (b[off + ihl + 12] >>> 4) << 2 : 8;
     batch.addSuperPacket(off, length, start, first, ihl + l4 + this.vh.gsoSize);
     if (first === 0) this.c[Counter.SuperPacketsSplit]++;
     this.c[Counter.SegmentsFromSplit] += n;

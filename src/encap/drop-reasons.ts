@@ -32,6 +32,9 @@ export const DropReason = {
   UnknownPeer: 23, // the datagram's outer source is not the PublicIP of any current lease
   SpoofedSource: 24, // the inner source is outside the subnet of the lease the datagram came from
   FragmentationNeeded: 25, // too big for the underlay with DF set: answered with ICMP fragmentation needed
+  // IPv6 (ipv6.ts, forwarder.ts). TooShort, TtlExpired (hop limit), NoLease, SpoofedSource and NotForThisNode count IPv6 too.
+  Ipv6BadPayloadLength: 26, // 40 + payload length beyond the bytes received, or 0 without "no next header" (a jumbogram)
+  Ipv6PacketTooBig: 27, // too big for the underlay: answered with ICMPv6 packet too big (IPv6 routers never fragment)
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];

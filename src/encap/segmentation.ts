@@ -27,10 +27,12 @@ import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
   VIRTIO_NET_HDR_GSO_ECN,
   VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_TCPV6,
   VIRTIO_NET_HDR_GSO_UDP_L4,
   type VirtioNetHeader,
 } from './virtio-net-header.js';
 import { read16, read32, write16, write32 } from './bytes.js';
+import { IPV6_HEADER, IPV6_OFFSET_NEXT_HEADER, IPV6_OFFSET_PAYLOAD_LENGTH, IPV6_OFFSET_SOURCE } from './ipv6.js';
 
 // TCP header layout (RFC 9293), shared with coalescing.ts.
 export const TCP_MIN_HEADER = 20;
@@ -295,6 +297,127 @@ export function splitSuperPacketRange(
     headerLengths[j] = headerLength;
     payloadOffsets[j] = segPayloadOff;
     payloadLengths[j] = segPayloadLen;
+  }
+  out.count = outStart + end - first;
+  return end - first;
+}
+
+// The IPv6 counterpart of splitSuperPacketRange (same arguments, arena and
+// result): a TCPV6 or UDP_L4 super-packet whose fixed header is followed
+// directly by the TCP or UDP header. Each segment gets the IPv6 header with
+// its own payload length (IPv6 has no identification or header checksum), TCP
+// seq/flags as for IPv4, and a full TCP/UDP checksum over the IPv6
+// pseudo-header. Extension headers in a super-packet are refused
+// (BadVirtioNetHeader): Linux's TCP does not put any there.
+// Drops: TooShort, Ipv6BadPayloadLength (the IPv6 header), BadVirtioNetHeader.
+export function splitSuperPacketRange6(
+  buf: Uint8Array,
+  pktOff: number,
+  pktLen: number,
+  vnet: VirtioNetHeader,
+  first: number,
+  maxCount: number,
+  arenaOff: number,
+  arenaStride: number,
+  arenaHeadroom: number,
+  out: SegmentList,
+  outStart: number,
+): number {
+  if (arenaStride < arenaHeadroom + SEGMENT_MAX_HEADERS) {
+    throw new RangeError(`arenaStride ${arenaStride} < arenaHeadroom ${arenaHeadroom} + ${SEGMENT_MAX_HEADERS}`);
+  }
+  if (pktLen < IPV6_HEADER) return -DropReason.TooShort;
+  if (buf[pktOff] >>> 4 !== 6) return -DropReason.NotIPv4;
+  const totalLength = IPV6_HEADER + read16(buf, pktOff + IPV6_OFFSET_PAYLOAD_LENGTH);
+  if (totalLength > pktLen) return -DropReason.Ipv6BadPayloadLength;
+
+  const gsoType = vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+  let isTcp: boolean;
+  if (gsoType === VIRTIO_NET_HDR_GSO_TCPV6) isTcp = true;
+  else if (gsoType === VIRTIO_NET_HDR_GSO_UDP_L4) isTcp = false;
+  else return -DropReason.BadVirtioNetHeader;
+  const protocol = isTcp ? IP_PROTOCOL_TCP : IP_PROTOCOL_UDP;
+  const checksumField = isTcp ? TCP_OFFSET_CHECKSUM : UDP_OFFSET_CHECKSUM;
+  if (buf[pktOff + IPV6_OFFSET_NEXT_HEADER] !== protocol) return -DropReason.BadVirtioNetHeader;
+  const mss = vnet.gsoSize;
+  if (mss === 0) return -DropReason.BadVirtioNetHeader;
+  if ((vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+    if (vnet.csumStart !== IPV6_HEADER || vnet.csumOffset !== checksumField) return -DropReason.BadVirtioNetHeader;
+  }
+  if (vnet.hdrLen > totalLength) return -DropReason.BadVirtioNetHeader;
+
+  const l4 = pktOff + IPV6_HEADER;
+  let l4HeaderLength: number;
+  if (isTcp) {
+    if (totalLength < IPV6_HEADER + TCP_MIN_HEADER) return -DropReason.BadVirtioNetHeader;
+    l4HeaderLength = (buf[l4 + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
+    if (l4HeaderLength < TCP_MIN_HEADER || IPV6_HEADER + l4HeaderLength > totalLength) return -DropReason.BadVirtioNetHeader;
+  } else {
+    if (totalLength < IPV6_HEADER + UDP_HEADER_LENGTH) return -DropReason.BadVirtioNetHeader;
+    l4HeaderLength = UDP_HEADER_LENGTH;
+  }
+  const headerLength = IPV6_HEADER + l4HeaderLength;
+  const payloadTotal = totalLength - headerLength;
+  const count = payloadTotal === 0 ? 1 : ((payloadTotal + mss - 1) / mss) | 0;
+  out.total = count;
+  if (first >= count) return 0;
+  const end = Math.min(count, first + maxCount);
+  if (end - first > out.capacity - outStart) return end - first;
+
+  // The pseudo-header's addresses once; its length and protocol per segment.
+  const addressSum = onesComplementSum(buf, pktOff + IPV6_OFFSET_SOURCE, 32);
+  let l4BaseSum: number;
+  let seq0 = 0;
+  let flags0 = 0;
+  let dataOffsetByte = 0;
+  if (isTcp) {
+    seq0 = read32(buf, l4 + TCP_OFFSET_SEQ);
+    dataOffsetByte = buf[l4 + TCP_OFFSET_DATA_OFFSET];
+    flags0 = buf[l4 + TCP_OFFSET_FLAGS];
+    l4BaseSum = fold16(
+      onesComplementSum(buf, l4, l4HeaderLength) +
+        minus16(seq0 >>> 16) +
+        minus16(seq0 & 0xffff) +
+        minus16((dataOffsetByte << 8) | flags0) +
+        minus16(read16(buf, l4 + TCP_OFFSET_CHECKSUM)),
+    );
+  } else {
+    l4BaseSum = fold16(read16(buf, l4) + read16(buf, l4 + 2));
+  }
+
+  const last = count - 1;
+  const payloadStart = pktOff + headerLength;
+  for (let i = first; i < end; i++) {
+    const j = outStart + i - first;
+    const segPayloadOff = payloadStart + i * mss;
+    const segPayloadLen = i === last ? payloadTotal - i * mss : mss;
+    const h = arenaOff + j * arenaStride + arenaHeadroom;
+    buf.copyWithin(h, pktOff, pktOff + headerLength);
+    const l4Length = l4HeaderLength + segPayloadLen;
+    write16(buf, h + IPV6_OFFSET_PAYLOAD_LENGTH, l4Length);
+
+    const segL4 = h + IPV6_HEADER;
+    let sum = addressSum + protocol + l4Length + l4BaseSum + onesComplementSum(buf, segPayloadOff, segPayloadLen);
+    if (isTcp) {
+      const seq = (seq0 + i * mss) >>> 0;
+      let flags = flags0;
+      if (i !== last) flags &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH);
+      if (i !== 0) flags &= ~TCP_FLAG_CWR;
+      write32(buf, segL4 + TCP_OFFSET_SEQ, seq);
+      buf[segL4 + TCP_OFFSET_FLAGS] = flags;
+      sum += (seq >>> 16) + (seq & 0xffff) + ((dataOffsetByte << 8) | flags);
+    } else {
+      write16(buf, segL4 + UDP_OFFSET_LENGTH, l4Length);
+      sum += l4Length;
+    }
+    let checksum = ~fold16(sum) & 0xffff;
+    if (checksum === 0) checksum = 0xffff;
+    write16(buf, segL4 + checksumField, checksum);
+
+    out.headerOffset[j] = h;
+    out.headerLength[j] = headerLength;
+    out.payloadOffset[j] = segPayloadOff;
+    out.payloadLength[j] = segPayloadLen;
   }
   out.count = outStart + end - first;
   return end - first;

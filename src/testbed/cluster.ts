@@ -5,6 +5,15 @@
 //   <id>-n<i>    node i: eth0 = 192.0.2.i, bridge cni0 = 10.244.i.1/24, forwarding on
 //   <id>-p<i>    pod k=0 on node i (k>0: <id>-p<i>-<k>): eth0 = an address of 10.244.i.0/24, via cni0
 //
+// Dual-stack (ipFamilies 'dual-stack'): each node also has fd00:10:244:i::/64
+// of fd00:10:244::/48 in subnet.env and its lease key, and each pod an IPv6
+// address in it with a default IPv6 route via cni0's fd00:10:244:i::1, as
+// flannel's CNI with dual-stack ranges gives them (added here when the CNI
+// result has no IPv6 address). 'ipv6-only': no IPv4 pod network at all;
+// subnet.env has only the IPv6 keys, the leases the zero IPv4 half
+// (0.0.0.0-0&…), and pods are wired the way the bridge plugin wires them
+// (cni0, a veth per pod, the IPv6 address and route), without the CNI chain.
+//
 // and one of several data planes between the nodes. Pods are wired the way
 // kubelet's runtime wires them: each node has flannel's subnet.env and
 // kube-flannel's conflist, and every pod is an ADD through that chain (our
@@ -92,7 +101,11 @@ export interface ClusterOptions {
    * traffic across nodes included.
    */
   ipMasq?: boolean;
+  /** Pod address families: 'ipv4' (default), 'dual-stack', or 'ipv6-only'; agents only. */
+  ipFamilies?: IpFamilies;
 }
+
+export type IpFamilies = 'ipv4' | 'dual-stack' | 'ipv6-only';
 
 export interface NodeInfo {
   index: number;
@@ -102,6 +115,9 @@ export interface NodeInfo {
   subnet: string;
   /** cni0's address, the pods' default gateway. */
   gateway: string;
+  /** Dual-stack or IPv6-only: the node's IPv6 pod subnet (fd00:10:244:i::/64) and cni0's IPv6 address, the pods' IPv6 gateway. */
+  subnet6: string;
+  gateway6: string;
   subnetFile: string;
   /** This node's conflist: kube-flannel's, with subnetFile and both data dirs pointed into the temp dir. */
   confListFile: string;
@@ -115,8 +131,10 @@ export interface PodInfo {
   node: number;
   index: number;
   ns: string;
-  /** The address host-local gave the pod's eth0 (read from the ADD result). */
+  /** The address host-local gave the pod's eth0 (read from the ADD result); '' on an IPv6-only cluster. */
   ip: string;
+  /** Dual-stack or IPv6-only: the pod's IPv6 address; undefined on an IPv4 cluster. */
+  ip6?: string;
   /** CNI_CONTAINERID the pod was added with (the namespace's name). */
   containerId: string;
   /** The host end of the pod's veth, named and attached to cni0 by the bridge plugin. */
@@ -148,6 +166,7 @@ export interface Cluster {
   readonly podsPerNode: number;
   readonly podMtu: number;
   readonly underlayMtu: number;
+  readonly ipFamilies: IpFamilies;
   readonly underlayNs: string;
   readonly tempDir: string;
   readonly leasesFile: string;
@@ -201,6 +220,7 @@ export const TESTBED_PREFIX = 'fut-';
 const NAME_PATTERN = /^fut-([0-9a-z]+)-([0-9a-z]+)-/;
 
 const CLUSTER_NETWORK = '10.244.0.0/16';
+const CLUSTER_NETWORK6 = 'fd00:10:244::/48';
 const UNDERLAY_PREFIX = '192.0.2';
 const VXLAN_VNI = 1;
 const VXLAN_PORT = 8472; // the Linux default, which flannel keeps unless configured
@@ -287,6 +307,7 @@ class ClusterImpl implements Cluster {
   readonly podsPerNode: number;
   readonly podMtu: number;
   readonly underlayMtu: number;
+  readonly ipFamilies: IpFamilies;
   readonly underlayNs: string;
   readonly tempDir: string;
   readonly leasesFile: string;
@@ -320,6 +341,10 @@ class ClusterImpl implements Cluster {
     this.podsPerNode = opts.podsPerNode ?? 1;
     this.underlayMtu = opts.underlayMtu ?? 1500;
     this.podMtu = opts.podMtu ?? this.underlayMtu - overheadFor(this.dataplane);
+    this.ipFamilies = opts.ipFamilies ?? 'ipv4';
+    if (this.ipFamilies !== 'ipv4' && (this.dataplane !== 'agent' || Object.keys(opts.nodeDataplanes ?? {}).length > 0)) {
+      throw new Error(`ipFamilies '${this.ipFamilies}' needs the agent on every node (dataplane 'agent')`);
+    }
     this.workers = opts.workers ?? 1;
     this.agentArgs = opts.agentArgs ?? [];
     this.agentCli = opts.agentCli ?? agentCliPath;
@@ -357,6 +382,8 @@ class ClusterImpl implements Cluster {
       underlayIp: `${UNDERLAY_PREFIX}.${i}`,
       subnet: `10.244.${i}.0/24`,
       gateway: `10.244.${i}.1`,
+      subnet6: `fd00:10:244:${i.toString(16)}::/64`,
+      gateway6: `fd00:10:244:${i.toString(16)}::1`,
       subnetFile: join(this.tempDir, `subnet-n${i}.env`),
       confListFile: join(this.tempDir, 'cni', `n${i}`, 'net.d', CONFLIST_FILE),
       cniDataDir: join(this.tempDir, 'cni', `n${i}`, 'flannel'),
@@ -415,6 +442,7 @@ class ClusterImpl implements Cluster {
 
   async addPod(i: number, opts: AddPodOptions = {}): Promise<PodInfo> {
     if (this.destroying) throw new Error(`cluster ${this.id} is being destroyed`);
+    if (this.ipFamilies === 'ipv6-only') return this.addIpv6OnlyPod(i);
     const { ns, index: k, netnsPath } = await this.addPodNamespace(i);
     const list = opts.cniVersion ? { ...this.confList(i), cniVersion: opts.cniVersion } : this.confList(i);
     const att: Attachment = {
@@ -439,6 +467,74 @@ class ClusterImpl implements Cluster {
       throw new Error(`pod ${ns} got gateway ${address.gateway}, expected cni0's ${node.gateway}`);
     }
     const pod: PodInfo = { node: i, index: k, ns, ip: address.ip, containerId: ns, hostVeth: hostInterface(result, BRIDGE) ?? '', result };
+    if (this.ipFamilies === 'dual-stack') pod.ip6 = await this.wireIpv6(node, ns, k, result);
+    this.podTable.set(`${i}/${k}`, pod);
+    return pod;
+  }
+
+  /** The pod's IPv6 address: the CNI result's, or (a CNI without dual-stack ranges) one added as the bridge plugin would. */
+  private async wireIpv6(node: NodeInfo, ns: string, k: number, result: CniResult): Promise<string> {
+    const fromCni = result.ips?.find((a) => a.address.includes(':'));
+    if (fromCni) {
+      await this.waitForGateway6(ns, fromCni.gateway ?? node.gateway6);
+      return fromCni.address.split('/')[0]!;
+    }
+    const address = this.podAddress6(node, k);
+    await this.ensureBridge6(node);
+    await this.ip(ns, '-6', 'addr', 'add', `${address}/64`, 'dev', POD_IFNAME, 'nodad');
+    await this.ip(ns, '-6', 'route', 'replace', 'default', 'via', node.gateway6, 'dev', POD_IFNAME);
+    await this.waitForGateway6(ns, node.gateway6);
+    return address;
+  }
+
+  /**
+   * Until the pod reaches its IPv6 gateway: neighbour discovery through cni0
+   * (its link-local address in DAD, MLD snooping learning the groups) can hold
+   * the first packets for about a second after the pod is wired. A pod counts
+   * as up once it answers, as kubelet's readiness would have it.
+   */
+  private async waitForGateway6(ns: string, gateway6: string): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const r = await this.exec(ns, 'ping', ['-n', '-q', '-c', '1', '-W', '1', gateway6], { allowFailure: true, timeoutMs: 10_000 });
+      if (r.code === 0) return;
+    }
+    throw new Error(`pod ${ns} cannot reach its IPv6 gateway ${gateway6}`);
+  }
+
+  /** Pod k of node i: fd00:10:244:i::k+2 (::1 is cni0's, as host-local leaves the gateway). */
+  private podAddress6(node: NodeInfo, k: number): string {
+    return `${node.gateway6.slice(0, -1)}${(k + 2).toString(16)}`;
+  }
+
+  /** cni0's IPv6 gateway address, once (nodad: the node's own by its lease). */
+  private async ensureBridge6(node: NodeInfo): Promise<void> {
+    const shown = await this.ip(node.ns, '-6', 'addr', 'show', 'dev', BRIDGE);
+    if (!shown.stdout.includes(`${node.gateway6}/64`)) await this.ip(node.ns, '-6', 'addr', 'add', `${node.gateway6}/64`, 'dev', BRIDGE, 'nodad');
+  }
+
+  /**
+   * An IPv6-only pod, wired as the bridge plugin wires one (there is no IPv4
+   * subnet for the CNI chain to hand out): cni0 (made at the first pod), a
+   * veth with its host end on cni0, the pod's address and default route.
+   */
+  private async addIpv6OnlyPod(i: number): Promise<PodInfo> {
+    const node = this.node(i);
+    const { ns, index: k } = await this.addPodNamespace(i);
+    const hostVeth = `veth${i}p${k}`;
+    const exists = await this.ip(node.ns, 'link', 'show', BRIDGE).then(() => true, () => false);
+    if (!exists) {
+      await this.ip(node.ns, 'link', 'add', BRIDGE, 'mtu', String(this.podMtu), 'type', 'bridge');
+      await this.ip(node.ns, 'link', 'set', BRIDGE, 'up');
+      await this.ensureBridge6(node);
+    }
+    await this.ip(node.ns, 'link', 'add', hostVeth, 'mtu', String(this.podMtu), 'type', 'veth', 'peer', 'name', POD_IFNAME, 'netns', ns);
+    await this.ip(node.ns, 'link', 'set', hostVeth, 'master', BRIDGE, 'up');
+    await this.ip(ns, 'link', 'set', POD_IFNAME, 'up');
+    const address = this.podAddress6(node, k);
+    await this.ip(ns, '-6', 'addr', 'add', `${address}/64`, 'dev', POD_IFNAME, 'nodad');
+    await this.ip(ns, '-6', 'route', 'replace', 'default', 'via', node.gateway6, 'dev', POD_IFNAME);
+    await this.waitForGateway6(ns, node.gateway6);
+    const pod: PodInfo = { node: i, index: k, ns, ip: '', ip6: address, containerId: ns, hostVeth, result: { cniVersion: '' } };
     this.podTable.set(`${i}/${k}`, pod);
     return pod;
   }
@@ -553,10 +649,10 @@ class ClusterImpl implements Cluster {
 
   describe(): string {
     const lines = [
-      `testbed ${this.id}: ${this.nodeCount} node(s), ${this.podsPerNode} pod(s) per node, data plane '${this.dataplane}'${
+      `testbed ${this.id}: ${this.nodeCount} node(s), ${this.podsPerNode} pod(s) per node, ${this.ipFamilies}, data plane '${this.dataplane}'${
         Object.keys(this.nodeDataplanes).length ? ` (per node: ${this.nodes().map((n) => `${n.index}=${this.planeOf(n.index)}`).join(', ')})` : ''
       }`,
-      `  cluster network ${CLUSTER_NETWORK}, pod MTU ${this.podMtu}, underlay MTU ${this.underlayMtu}`,
+      `  cluster network ${this.ipFamilies === 'ipv6-only' ? CLUSTER_NETWORK6 : this.ipFamilies === 'dual-stack' ? `${CLUSTER_NETWORK} and ${CLUSTER_NETWORK6}` : CLUSTER_NETWORK}, pod MTU ${this.podMtu}, underlay MTU ${this.underlayMtu}`,
       `  ${'underlay'.padEnd(10)}${this.underlayNs.padEnd(20)}bridge br0 joining every node's eth0 (${UNDERLAY_PREFIX}.0/24)`,
     ];
     for (const node of this.nodes()) {
@@ -573,11 +669,16 @@ class ClusterImpl implements Cluster {
             : this.dataplane === 'host-gw'
               ? 'host-gw routes via eth0'
               : 'no data plane';
-      lines.push(`  ${`node ${node.index}`.padEnd(10)}${node.ns.padEnd(20)}eth0 ${node.underlayIp}/24, cni0 ${node.gateway}/24, ${plane}`);
+      const cni0 = this.ipFamilies === 'ipv6-only' ? `${node.gateway6}/64` : this.ipFamilies === 'dual-stack' ? `${node.gateway}/24 ${node.gateway6}/64` : `${node.gateway}/24`;
+      lines.push(`  ${`node ${node.index}`.padEnd(10)}${node.ns.padEnd(20)}eth0 ${node.underlayIp}/24, cni0 ${cni0}, ${plane}`);
       for (const pod of this.pods().filter((p) => p.node === node.index)) {
+        if (this.ipFamilies === 'ipv6-only') {
+          lines.push(`    ${`pod ${node.index}.${pod.index}`.padEnd(8)}${pod.ns.padEnd(20)}eth0 ${pod.ip6}/64 via ${node.gateway6}, host side ${pod.hostVeth} on cni0`);
+          continue;
+        }
         const { prefixLength, gateway } = sandboxAddress(pod.result, POD_IFNAME);
         lines.push(
-          `    ${`pod ${node.index}.${pod.index}`.padEnd(8)}${pod.ns.padEnd(20)}eth0 ${pod.ip}/${prefixLength} via ${gateway ?? '-'}, host side ${pod.hostVeth || '?'} on cni0`,
+          `    ${`pod ${node.index}.${pod.index}`.padEnd(8)}${pod.ns.padEnd(20)}eth0 ${pod.ip}/${prefixLength} via ${gateway ?? '-'}${pod.ip6 ? ` and ${pod.ip6}/64 via ${node.gateway6}` : ''}, host side ${pod.hostVeth || '?'} on cni0`,
         );
       }
     }
@@ -623,6 +724,7 @@ class ClusterImpl implements Cluster {
     await this.addNamespace(ns);
     await this.ip(ns, 'link', 'set', 'lo', 'up');
     await this.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    if (this.ipFamilies !== 'ipv4') await this.exec(ns, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
     // The underlay end is named after the node; the node end is plain eth0, as on a real host.
     await this.ip(ul, 'link', 'add', `n${i}`, 'mtu', String(this.underlayMtu), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     await this.ip(ul, 'link', 'set', `n${i}`, 'master', 'br0', 'up');
@@ -663,11 +765,14 @@ class ClusterImpl implements Cluster {
     const backendType = this.dataplane === 'host-gw' ? 'host-gw' : this.dataplane === 'kernel-vxlan' ? 'vxlan' : 'udp';
     const leases: Record<string, object> = {};
     for (const node of this.nodes()) {
-      writeFileSync(
-        node.subnetFile,
-        `FLANNEL_NETWORK=${CLUSTER_NETWORK}\nFLANNEL_SUBNET=${node.gateway}/24\nFLANNEL_MTU=${this.podMtu}\nFLANNEL_IPMASQ=${this.ipMasq}\n`,
-      );
-      leases[node.subnet.replace('/', '-')] = {
+      // flannel's WriteSubnetFile order: the IPv4 pair unless IPv6-only, the IPv6 pair when on.
+      const v4 = this.ipFamilies === 'ipv6-only' ? '' : `FLANNEL_NETWORK=${CLUSTER_NETWORK}\nFLANNEL_SUBNET=${node.gateway}/24\n`;
+      const v6 = this.ipFamilies === 'ipv4' ? '' : `FLANNEL_IPV6_NETWORK=${CLUSTER_NETWORK6}\nFLANNEL_IPV6_SUBNET=${node.gateway6}/64\n`;
+      writeFileSync(node.subnetFile, `${v4}${v6}FLANNEL_MTU=${this.podMtu}\nFLANNEL_IPMASQ=${this.ipMasq}\n`);
+      // MakeSubnetKey: the IPv4 key (the zero 0.0.0.0-0 on an IPv6-only node), '&', the IPv6 subnet.
+      const v4key = this.ipFamilies === 'ipv6-only' ? '0.0.0.0-0' : node.subnet.replace('/', '-');
+      const key = this.ipFamilies === 'ipv4' ? v4key : `${v4key}&${node.subnet6.replace('/', '-')}`;
+      leases[key] = {
         PublicIP: node.underlayIp,
         BackendType: backendType,
         ...(backendType === 'vxlan' ? { BackendData: { VNI: VXLAN_VNI, VtepMAC: vtepMac(node.index) } } : {}),

@@ -8,6 +8,9 @@
 // vxlan setup and puts the agent in place of the kernel on every node, keeping
 // each VTEP MAC). host-gw and kernel-vxlan run the same measurements over the
 // kernel's own data planes, as a reference for what the agent achieves.
+//
+// --dual-stack (udp only): the pods have IPv4 and IPv6 addresses, and ping,
+// ping -6 and iperf3 run over both families through the same agents.
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { agentCliPath, checkPrerequisites, createCluster, type Dataplane } from './cluster.js';
@@ -16,7 +19,7 @@ import { replaceKernelVxlanWithAgent } from './vxlan-agents.js';
 import { iperf3Tcp, ping, type PingResult } from './measure.js';
 
 const BACKENDS: Record<string, Dataplane> = { udp: 'agent', vxlan: 'kernel-vxlan', 'host-gw': 'host-gw', 'kernel-vxlan': 'kernel-vxlan' };
-const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S] [--trace] [--keep]\n  --trace  also follow one ping through both agents (flannel-udp trace on each node)\n  --keep   leave the cluster up until Ctrl-C, to explore it (flannel-udp stats/trace in a node namespace)';
+const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S] [--dual-stack] [--trace] [--keep]\n  --dual-stack  IPv4 and IPv6 pods (udp backend): ping, ping -6 and iperf3 over both families\n  --trace  also follow one ping through both agents (flannel-udp trace on each node)\n  --keep   leave the cluster up until Ctrl-C, to explore it (flannel-udp stats/trace in a node namespace)';
 
 function parseCommandLine() {
   const { values } = parseArgs({
@@ -26,6 +29,7 @@ function parseCommandLine() {
       seconds: { type: 'string', default: '5' },
       trace: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      'dual-stack': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -39,7 +43,9 @@ function parseCommandLine() {
   if (!dataplane) throw new UsageError(`unknown backend '${values.backend}'`);
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError(`--workers must be a positive integer`);
   if (!Number.isFinite(seconds) || seconds < 1) throw new UsageError(`--seconds must be at least 1`);
-  return { backend: values.backend!, dataplane, workers, seconds, trace: values.trace!, keep: values.keep! };
+  const dualStack = values['dual-stack']!;
+  if (dualStack && values.backend !== 'udp') throw new UsageError(`--dual-stack runs with --backend udp only (VXLAN IPv6 is not done yet)`);
+  return { backend: values.backend!, dataplane, workers, seconds, trace: values.trace!, keep: values.keep!, dualStack };
 }
 
 class UsageError extends Error {}
@@ -84,8 +90,8 @@ async function main(): Promise<number> {
     return 2;
   }
 
-  console.log(`building a 2-node cluster with backend '${args.backend}'...`);
-  const cluster = await createCluster({ nodes: 2, dataplane: args.dataplane, workers: args.workers });
+  console.log(`building a 2-node ${args.dualStack ? 'dual-stack ' : ''}cluster with backend '${args.backend}'...`);
+  const cluster = await createCluster({ nodes: 2, dataplane: args.dataplane, workers: args.workers, ...(args.dualStack ? { ipFamilies: 'dual-stack' as const } : {}) });
   const agents = new Map<number, CapturedChild>();
   try {
     if (args.backend === 'vxlan') {
@@ -111,7 +117,24 @@ async function main(): Promise<number> {
       console.log(`  iperf3 TCP pod1 -> pod2 failed: ${(err as Error).message}`);
     }
 
-    const ok = there.lossPct === 0 && back.lossPct === 0 && bitsPerSecond > 0;
+    let ok6 = true;
+    if (args.dualStack) {
+      const there6 = await ping(cluster, pod1.ns, pod2.ip6!, { count: 5, intervalS: 0.2 });
+      console.log(formatPing(`-6 pod1 ${pod1.ip6} -> pod2 ${pod2.ip6}`, there6));
+      const back6 = await ping(cluster, pod2.ns, pod1.ip6!, { count: 5, intervalS: 0.2 });
+      console.log(formatPing(`-6 pod2 ${pod2.ip6} -> pod1 ${pod1.ip6}`, back6));
+      let bps6 = 0;
+      try {
+        const tcp6 = await iperf3Tcp(cluster, pod2.ns, pod2.ip6!, pod1.ns, { seconds: args.seconds, streams: 1 });
+        bps6 = tcp6.bitsPerSecond;
+        console.log(`  iperf3 TCP over IPv6 pod1 -> pod2, ${args.seconds} s: ${(tcp6.bitsPerSecond / 1e9).toFixed(3)} Gbit/s, ${tcp6.retransmits} retransmits`);
+      } catch (err) {
+        console.log(`  iperf3 TCP over IPv6 pod1 -> pod2 failed: ${(err as Error).message}`);
+      }
+      ok6 = there6.lossPct === 0 && back6.lossPct === 0 && bps6 > 0;
+    }
+
+    const ok = there.lossPct === 0 && back.lossPct === 0 && bitsPerSecond > 0 && ok6;
     if (!ok && (args.dataplane === 'agent' || agents.size > 0)) {
       for (const node of cluster.nodes()) {
         const agent = cluster.agent(node.index) ?? agents.get(node.index);
@@ -119,7 +142,8 @@ async function main(): Promise<number> {
       }
     }
     if (args.trace && usesAgent(args)) await traceOnePing(cluster);
-    console.log(ok ? '\nresult: OK (no ping loss, TCP moved data)' : '\nresult: FAILED (ping loss or no TCP data)');
+    const families = args.dualStack ? ' over IPv4 and IPv6' : '';
+    console.log(ok ? `\nresult: OK (no ping loss, TCP moved data${families})` : `\nresult: FAILED (ping loss or no TCP data${families})`);
     if (args.keep) await keepUntilInterrupted(cluster);
     return ok ? 0 : 1;
   } finally {

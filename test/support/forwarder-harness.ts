@@ -14,6 +14,7 @@ import { DropReason } from '../../src/encap/drop-reasons.js';
 import { VXLAN_HEADROOM } from '../../src/encap/vxlan.js';
 import { buildLeaseTableSnapshot, type LeaseTableSnapshot } from '../../src/control/lease-table.js';
 import { parseCidr, parseIPv4 } from '../../src/control/ipv4-address.js';
+import { parseCidr6 } from '../../src/control/ipv6-address.js';
 import { type Lease, formatSubnetKey } from '../../src/control/lease.js';
 import { buildIPv4Header, IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../../src/encap/ipv4.js';
 import { internetChecksum, pseudoHeaderSum } from '../../src/encap/checksum.js';
@@ -47,6 +48,8 @@ export interface HarnessOptions {
   senders?: number;
   mtu?: number;
   pathMtu?: number;
+  /** Dual-stack: this node's IPv6 subnet, e.g. fd00:10:244:1::/64. */
+  ipv6Subnet?: string;
 }
 
 export class Harness {
@@ -94,6 +97,7 @@ export class Harness {
       pathMtu: opts.pathMtu ?? PATH_MTU,
       ownNetwork: ip('10.244.1.0'),
       ownMask: 0xffffff00,
+      ...(opts.ipv6Subnet !== undefined ? { ownNetwork6: parseCidr6(opts.ipv6Subnet).network, ownPrefix6: parseCidr6(opts.ipv6Subnet).prefixLength } : {}),
       node: '10.244.1.0-24',
       publicIp: OWN_PUBLIC,
       sendPorts: [PORT],

@@ -49,6 +49,13 @@ test("dual-stack subnet.env: host-local gets a range per family and routes to bo
   assert.throws(() => buildDelegateConf(conf(KUBE_FLANNEL), broken), (e: Error) => e instanceof CniError && /FLANNEL_IPV6_SUBNET=fd00:10:244:1::1\/129/.test(e.message));
 });
 
+test('IPv6-only subnet.env (no FLANNEL_SUBNET): host-local gets the IPv6 range only, never the zero IPv4 0.0.0.0/0', () => {
+  const v6only = parseSubnetFile('FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n');
+  assert.is(v6only.ipv6Only, true);
+  const d = buildDelegateConf(conf(KUBE_FLANNEL), v6only);
+  assert.equal(d.ipam, { type: 'host-local', ranges: [[{ subnet: 'fd00:10:244:1::/64' }]], routes: [{ dst: 'fd00:10:244::/56' }] });
+});
+
 test('defaults: subnetFile and dataDir are flannel\'s', () => {
   const c = conf(KUBE_FLANNEL);
   assert.is(c.subnetFile, '/run/flannel/subnet.env');

@@ -21,7 +21,7 @@ import { execFile } from 'node:child_process';
 const src = (path: string) => JSON.stringify(new URL(`../../src/${path}`, import.meta.url).href);
 const support = (path: string) => JSON.stringify(new URL(`../support/${path}`, import.meta.url).href);
 
-function child(vnet: boolean, rounds: number): string {
+function child(vnet: boolean, rounds: number, ipv6 = false): string {
   return `
 import { PerformanceObserver } from 'node:perf_hooks';
 import { MessageChannel } from 'node:worker_threads';
@@ -35,8 +35,13 @@ import { openUdpSocket } from ${src('dataplane/udp-socket.js')};
 import { COUNTERS_PER_WORKER, Counter, DROPS_BASE } from ${src('dataplane/worker-stats.js')};
 import { buildLeaseTableSnapshot } from ${src('control/lease-table.js')};
 import { packet, plainFrame, leaseOf, ip } from ${support('forwarder-harness.js')};
+import { buildIcmpv6Echo } from ${src('encap/icmpv6.js')};
+import { parseLeaseAttrs } from ${src('control/lease.js')};
+import { parseIPv6 } from ${src('control/ipv6-address.js')};
 
 const VNET = ${vnet};
+// Dual-stack: the same loops with IPv6 packets (fd00:10:244:1::/64 here, :2:: the driver's).
+const IPV6 = ${ipv6};
 const B = 64;
 const LOOPBACK = 0x7f000001;
 const hl = VNET ? 10 : 0;
@@ -58,11 +63,14 @@ const bind = new KernelBind({
 });
 const channel = new MessageChannel();
 // The peer node is the driver: 10.244.2.0/24 at 127.0.0.1, port = the driver's.
-const leases = [leaseOf('10.244.1.0/24', '127.0.0.9'), leaseOf('10.244.2.0/24', '127.0.0.1')];
+const leases = IPV6
+  ? [parseLeaseAttrs('10.244.1.0-24&fd00:10:244:1::-64', { PublicIP: '127.0.0.9', BackendType: 'udp' }), parseLeaseAttrs('10.244.2.0-24&fd00:10:244:2::-64', { PublicIP: '127.0.0.1', BackendType: 'udp' })]
+  : [leaseOf('10.244.1.0/24', '127.0.0.9'), leaseOf('10.244.2.0/24', '127.0.0.1')];
 const forwarder = new Forwarder({
   workerIndex: 0, leases: buildLeaseTableSnapshot(leases, 1), counters: c, controlPort: channel.port2,
   controlSequence: new Int32Array(new SharedArrayBuffer(4)), backend: 'udp', vni: 0, vtepMac: new Uint8Array(6),
   peerPort: driver.port, mtu: 1472, pathMtu: 1472, ownNetwork: ip('10.244.1.0'), ownMask: 0xffffff00,
+  ...(IPV6 ? { ownNetwork6: parseIPv6('fd00:10:244:1::'), ownPrefix6: 64 } : {}),
   node: 'n', publicIp: LOOPBACK, sendPorts: [agent.port],
 }, tun, bind, memory, () => {});
 
@@ -73,9 +81,10 @@ const dbind = new KernelBind({
   receiveFd: driver.fd, sendFds: [driver.fd], pool: dmem.pool, firstSlot: dmem.firstReceiveSlot, batchSize: B,
   gro: false, gso: false, maxMessages: B, maxPieces: B, counters: dc,
 });
-const outPacket = packet({ src: ip('10.244.1.5'), dst: ip('10.244.2.7'), payload: 64 });
+const echo6 = (src, dst) => { const b = new Uint8Array(112); buildIcmpv6Echo(b, 0, parseIPv6(src), parseIPv6(dst), 128, 1, 1, 64); return b; };
+const outPacket = IPV6 ? echo6('fd00:10:244:1::5', 'fd00:10:244:2::7') : packet({ src: ip('10.244.1.5'), dst: ip('10.244.2.7'), payload: 64 });
 const outFrame = VNET ? plainFrame(outPacket) : outPacket;
-const inPacket = packet({ src: ip('10.244.2.7'), dst: ip('10.244.1.5'), payload: 64 });
+const inPacket = IPV6 ? echo6('fd00:10:244:2::7', 'fd00:10:244:1::5') : packet({ src: ip('10.244.2.7'), dst: ip('10.244.1.5'), payload: 64 });
 const frameOffset = dmem.readSlots[0];
 dmem.pool.bytes.set(outFrame, frameOffset);
 const frameAddress = dmem.pool.memory.address + frameOffset;
@@ -133,11 +142,11 @@ process.exit(0);
 `;
 }
 
-async function measure(vnet: boolean, rounds: number) {
+async function measure(vnet: boolean, rounds: number, ipv6 = false) {
   const out = await new Promise<string>((resolve, reject) =>
     execFile(
       process.execPath,
-      ['--max-semi-space-size=1', '--input-type=module', '-e', child(vnet, rounds)],
+      ['--max-semi-space-size=1', '--input-type=module', '-e', child(vnet, rounds, ipv6)],
       { timeout: 300_000, maxBuffer: 1 << 20 },
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
     ),
@@ -148,14 +157,14 @@ async function measure(vnet: boolean, rounds: number) {
   };
 }
 
-for (const vnet of [false, true]) {
-  test(`defect 6: no garbage per packet on the kernel path, both directions, offloads ${vnet ? 'on' : 'off'}`, async () => {
+for (const [vnet, ipv6] of [[false, false], [true, false], [false, true], [true, true]]) {
+  test(`defect 6: no garbage per packet on the kernel path, both directions, offloads ${vnet ? 'on' : 'off'}${ipv6 ? ', IPv6 (dual-stack node)' : ''}`, async () => {
     const rounds = 3000; // 192 000 packets per direction: 16 bytes each are three scavenges (the control)
-    const { result, drops } = await measure(vnet, rounds);
+    const { result, drops } = await measure(vnet, rounds, ipv6);
     // n scavenges of the 1 MB young generation bound the garbage to under (n + 1) MB over the packets.
     const perPacket = (r: { packets: number; scavenges: number }) => (((r.scavenges + 1) * 1048576) / r.packets).toFixed(1);
     console.log(
-      `    offloads ${vnet ? 'on' : 'off'}: ` +
+      `    offloads ${vnet ? 'on' : 'off'}${ipv6 ? ' IPv6' : ''}: ` +
         Object.entries(result)
           .map(([name, r]) => `${name} ${r.forwarded}/${r.packets} packets, ${r.scavenges} scavenges (< ${perPacket(r)} B/packet), ${r.ms} ms`)
           .join('; '),

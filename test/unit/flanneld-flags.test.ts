@@ -72,13 +72,12 @@ test('every flag from FLANNELD_<FLAG>: upper case, dashes as underscores; the co
 test("flanneld's flags that up does not take are refused with what to use instead, on the command line and from the environment", () => {
   const refused = (argv: string[], env: NodeJS.ProcessEnv, pattern: RegExp) =>
     assert.throws(() => up(argv, env), (e: Error) => e instanceof CommandLineError && pattern.test(e.message), `${argv.join(' ')} ${JSON.stringify(env)}`);
-  refused(['--public-ipv6', '2001:db8::1'], {}, /flanneld's --public-ipv6 is not supported: the pod network is IPv4 only/);
-  refused(['--public-ipv6=2001:db8::1'], {}, /--public-ipv6 is not supported/);
   refused(['-v=2'], {}, /flanneld's --v is not supported: .*flannel-udp stats/);
   refused(['--v', '2'], {}, /--v is not supported/);
   refused(['--version'], {}, /run `flannel-udp --version`/);
   refused(['--kube-config-file=/k'], {}, /the flag is --kubeconfig-file/);
-  refused([], { FLANNELD_PUBLIC_IPV6: '2001:db8::1' }, /FLANNELD_PUBLIC_IPV6 \(flanneld's --public-ipv6\) is not supported/);
+  assert.is(up(['--public-ipv6', '2001:db8::1'])['public-ipv6'], '2001:db8::1');
+  assert.is(up([], { FLANNELD_PUBLIC_IPV6: '2001:db8::1' })['public-ipv6'], '2001:db8::1');
   // Every hint says what to do, and none shadows a flag we take.
   const ours = new Set(UP_FLAGS.flatMap((g) => g.flags.map((f) => f.name)));
   for (const [name, hint] of Object.entries(FLANNELD_UNSUPPORTED)) {

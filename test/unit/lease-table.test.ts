@@ -2,7 +2,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { formatIPv4, makeCidr, parseCidr, parseIPv4 } from '../../src/control/ipv4-address.js';
 import { type Lease, formatSubnetKey } from '../../src/control/lease.js';
-import { buildLeaseTableSnapshot, LeaseTable } from '../../src/control/lease-table.js';
+import { buildLeaseTableSnapshot, LeaseTable, NO_IPV6 } from '../../src/control/lease-table.js';
+import { formatIPv6, parseIPv6 } from '../../src/control/ipv6-address.js';
+import { parseLeaseAttrs } from '../../src/control/lease.js';
 
 function leaseOf(cidr: string, publicIp: string): Lease {
   const subnet = parseCidr(cidr);
@@ -161,6 +163,87 @@ test('public IPs at or above 2^31 are found from either representation and come 
   assert.is(table.publicIpAt(0), uint32 | 0, 'int32: never a heap number on the hot path');
   assert.is(table.publicIpAt(0) >>> 0, uint32);
   assert.is(formatIPv4(table.publicIpAt(0)), '192.0.2.7');
+});
+
+// ---- IPv6 (dual-stack leases) ----
+
+const dual = (key: string, publicIp: string, publicIpv6?: string): Lease =>
+  parseLeaseAttrs(key, { PublicIP: publicIp, BackendType: 'udp', ...(publicIpv6 ? { PublicIPv6: publicIpv6 } : {}) });
+const lookup6 = (table: LeaseTable, text: string): number => {
+  const buf = new Uint8Array(20);
+  buf.set(parseIPv6(text), 3); // at an offset, as in a packet
+  return table.lookup6(buf, 3);
+};
+
+test('IPv6: lookup6 finds the lease whose IPv6 subnet holds the address; the IPv4 half still looks up as before', () => {
+  const table = tableOf([
+    dual('10.244.1.0-24&fd00:10:244:1::-64', '192.0.2.1'),
+    dual('10.244.2.0-24&fd00:10:244:2::-64', '192.0.2.2', 'fd00:192::2'),
+    leaseOf('10.244.3.0/24', '192.0.2.3'),
+  ]);
+  assert.is(lookup6(table, 'fd00:10:244:2::5'), 1);
+  assert.is(lookup6(table, 'fd00:10:244:1:ffff:ffff:ffff:ffff'), 0);
+  assert.is(lookup6(table, 'fd00:10:244:1::'), 0);
+  assert.is(lookup6(table, 'fd00:10:244:3::1'), -1);
+  assert.is(lookup6(table, 'fd00:10:245:1::1'), -1);
+  assert.is(lookup6(table, '::'), -1);
+  assert.is(table.lookup(ip('10.244.3.9')), 2);
+  assert.is(table.lookup(ip('10.244.2.9')), 1);
+  assert.ok(table.hasIpv6At(0));
+  assert.not.ok(table.hasIpv6At(2));
+  assert.is(table.prefixLength6At(2), NO_IPV6);
+  assert.is(table.prefixLength6At(1), 64);
+  const out = new Uint8Array(16);
+  table.subnetNetwork6At(1, out);
+  assert.is(formatIPv6(out), 'fd00:10:244:2::');
+  assert.ok(table.hasPublicIpv6At(1));
+  assert.not.ok(table.hasPublicIpv6At(0));
+  assert.is(formatIPv6(table.publicIpv6Bytes, 16), 'fd00:192::2');
+});
+
+test('IPv6: the longest prefix wins, /128 and /0, differences in every word', () => {
+  const table = tableOf([
+    dual('10.244.1.0-24&fd00::-16', '192.0.2.1'),
+    dual('10.244.2.0-24&fd00:0:0:5::-64', '192.0.2.2'),
+    dual('10.244.3.0-24&fd00:0:0:5:8000::-65', '192.0.2.3'),
+    dual('10.244.4.0-24&fd00::1:2:3:4-128', '192.0.2.4'),
+    dual('10.244.5.0-24&::-0', '192.0.2.5'),
+    dual('10.244.6.0-24&fd00:0:0:5::abcd:0-112', '192.0.2.6'),
+  ]);
+  assert.is(lookup6(table, 'fd00:0:0:5:8000::1'), 2);
+  assert.is(lookup6(table, 'fd00:0:0:5:7fff::1'), 1);
+  assert.is(lookup6(table, 'fd00:0:0:5::abcd:1234'), 5);
+  assert.is(lookup6(table, 'fd00::1:2:3:4'), 3);
+  assert.is(lookup6(table, 'fd00::1:2:3:5'), 0);
+  assert.is(lookup6(table, 'fd01::1'), 4);
+  assert.is(lookup6(table, 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'), 4);
+});
+
+test('IPv6: many leases of one length, all found (collisions included), misses miss', () => {
+  const leases: Lease[] = [];
+  for (let i = 0; i < 2000; i++) leases.push(dual(`10.${(i >> 8) + 1}.${i & 255}.0-24&fd00:10:244:${i.toString(16)}::-64`, `192.0.${(i >> 8) + 2}.${(i & 255) || 1}`));
+  const table = tableOf(leases);
+  for (let i = 0; i < 2000; i++) assert.is(lookup6(table, `fd00:10:244:${i.toString(16)}::${(i * 7).toString(16)}`), i);
+  for (let i = 2000; i < 2100; i++) assert.is(lookup6(table, `fd00:10:244:${i.toString(16)}::1`), -1);
+});
+
+test('IPv6: two leases for one IPv6 subnet are refused; an IPv6-only lease never matches IPv4', () => {
+  assert.throws(
+    () => buildLeaseTableSnapshot([dual('10.244.1.0-24&fd00:1::-64', '192.0.2.1'), dual('10.244.2.0-24&fd00:1::-64', '192.0.2.2')], 1),
+    /two leases for IPv6 subnet fd00:1::\/64/,
+  );
+  const only = dual('0.0.0.0-0&fd00:10:244:9::-64', '192.0.2.9');
+  assert.ok(only.ipv6Only);
+  const table = tableOf([only, leaseOf('10.244.1.0/24', '192.0.2.1')]);
+  assert.is(table.lookup(ip('10.244.1.1')), 1);
+  for (const a of ['0.0.0.0', '10.244.9.1', '8.8.8.8', '255.255.255.255']) assert.is(table.lookup(ip(a)), -1, a);
+  assert.is(lookup6(table, 'fd00:10:244:9::1'), 0);
+  assert.is(table.findByPublicIp(ip('192.0.2.9')), 0);
+});
+
+test('IPv6: the snapshot survives structuredClone (it crosses to the workers)', () => {
+  const snapshot = structuredClone(buildLeaseTableSnapshot([dual('10.244.1.0-24&fd00:10:244:1::-64', '192.0.2.1')], 3));
+  assert.is(lookup6(new LeaseTable(snapshot), 'fd00:10:244:1::7'), 0);
 });
 
 test.run();

@@ -4,8 +4,10 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile, chmod } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatCidr, parseIPv4 } from '../../src/control/ipv4-address.js';
+import { formatCidr6 } from '../../src/control/ipv6-address.js';
 import {
   formatSubnetFile,
+  ipv6PodNetwork,
   parseSubnetFile,
   readSubnetFile,
   SubnetFileError,
@@ -63,15 +65,49 @@ test('format → parse round trip', () => {
   assert.equal(again, cfg);
 });
 
-test('IPv6 keys are reported as unsupported, not dropped, and written back in flanneld order', () => {
-  const text =
-    'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
-  const cfg = parseSubnetFile(text, PATH);
+// flannel's own dual-stack file (WriteSubnetFile: IPv4 pair, IPv6 pair, MTU, masquerade).
+const DUAL_STACK_TEXT =
+  'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
+const IPV6_ONLY_TEXT = 'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n';
+
+test('IPv6 keys are read as the node\'s IPv6 network and subnet, and written back in flanneld order', () => {
+  const cfg = parseSubnetFile(DUAL_STACK_TEXT, PATH);
   assert.equal(cfg.ipv6, { enabled: true, network: 'fc00::/48', subnet: 'fc00:0:0:1::1/64' });
-  assert.is(cfg.unsupported.length, 2);
-  assert.is(cfg.unsupported[0], 'FLANNEL_IPV6_NETWORK=fc00::/48 (line 3): IPv6 is not supported by flannel-udp yet; ignored');
-  assert.match(cfg.unsupported[1], /^FLANNEL_IPV6_SUBNET=fc00:0:0:1::1\/64 \(line 4\): IPv6 is not supported/);
-  assert.is(formatSubnetFile(cfg), text);
+  assert.is(formatCidr6(cfg.ipv6Network!), 'fc00::/48');
+  assert.is(formatCidr6(cfg.ipv6Subnet!, true), 'fc00:0:0:1::1/64');
+  assert.is(formatCidr6(cfg.ipv6Subnet!), 'fc00:0:0:1::/64');
+  assert.equal(cfg.unsupported, []);
+  assert.is(cfg.ipv6Only, undefined);
+  assert.is(formatCidr(cfg.subnet, true), '10.244.1.1/24');
+  assert.is(formatSubnetFile(cfg), DUAL_STACK_TEXT);
+  assert.equal(parseSubnetFile(formatSubnetFile(cfg)), cfg);
+  const both = ipv6PodNetwork(cfg)!;
+  assert.is(formatCidr6(both.network), 'fc00::/48');
+  // A config with the text only (as a lease source may build it) gives the same.
+  const fromText = ipv6PodNetwork({ ...cfg, ipv6Network: undefined, ipv6Subnet: undefined })!;
+  assert.is(formatCidr6(fromText.subnet, true), 'fc00:0:0:1::1/64');
+  assert.is(ipv6PodNetwork(parseSubnetFile(FLANNELD_TEXT)), undefined);
+});
+
+test('an IPv6-only file (no IPv4 pair) is accepted; its IPv4 pair is the zero 0.0.0.0/0 and is not written', () => {
+  const cfg = parseSubnetFile(IPV6_ONLY_TEXT, PATH);
+  assert.is(cfg.ipv6Only, true);
+  assert.is(formatCidr(cfg.network), '0.0.0.0/0');
+  assert.is(formatCidr(cfg.subnet), '0.0.0.0/0');
+  assert.is(formatCidr6(cfg.ipv6Subnet!), 'fc00:0:0:1::/64');
+  assert.is(formatSubnetFile(cfg), IPV6_ONLY_TEXT);
+  assert.equal(parseSubnetFile(formatSubnetFile(cfg)), cfg);
+});
+
+test('IPv6 keys: a pair, valid CIDRs, the subnet inside the network', () => {
+  expectError(DUAL_STACK_TEXT.replace('FLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\n', ''), 'FLANNEL_IPV6_SUBNET', 0, /missing FLANNEL_IPV6_SUBNET \(the IPv6 keys come as a pair\)/);
+  expectError(DUAL_STACK_TEXT.replace('FLANNEL_IPV6_NETWORK=fc00::/48\n', ''), 'FLANNEL_IPV6_NETWORK', 0, /missing FLANNEL_IPV6_NETWORK/);
+  expectError(DUAL_STACK_TEXT.replace('fc00::/48', 'fc00::/129'), 'FLANNEL_IPV6_NETWORK', 3, /is not a valid IPv6 CIDR/);
+  expectError(DUAL_STACK_TEXT.replace('fc00::/48', '10.0.0.0/8'), 'FLANNEL_IPV6_NETWORK', 3, /is not a valid IPv6 CIDR/);
+  expectError(DUAL_STACK_TEXT.replace('fc00::/48', 'fc00::/48,fd00::/48'), 'FLANNEL_IPV6_NETWORK', 3, /several networks/);
+  expectError(DUAL_STACK_TEXT.replace('fc00:0:0:1::1/64', 'fd00:0:0:1::1/64'), 'FLANNEL_IPV6_SUBNET', 4, /fd00:0:0:1::1\/64 is not inside FLANNEL_IPV6_NETWORK fc00::\/48 \(line 3\)/);
+  // Only one IPv4 key: half a pair, not an IPv6-only file.
+  expectError(IPV6_ONLY_TEXT + 'FLANNEL_NETWORK=10.244.0.0/16\n', 'FLANNEL_SUBNET', 0, /missing FLANNEL_SUBNET/);
 });
 
 test('unknown keys are reported as unsupported', () => {
@@ -86,12 +122,7 @@ test('a missing required key is named', () => {
   expectError('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPMASQ=true\n', 'FLANNEL_MTU', 0, /missing FLANNEL_MTU$/);
   expectError('FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n', 'FLANNEL_MTU', 0, /missing FLANNEL_MTU, FLANNEL_IPMASQ/);
   expectError('', 'FLANNEL_NETWORK', 0, /missing FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, FLANNEL_IPMASQ/);
-  expectError(
-    'FLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n',
-    'FLANNEL_NETWORK',
-    0,
-    /IPv6-only networks are not supported/,
-  );
+  expectError(IPV6_ONLY_TEXT.replace('FLANNEL_MTU=1450\n', ''), 'FLANNEL_MTU', 0, /missing FLANNEL_MTU$/);
 });
 
 test('a bad CIDR names the key and line', () => {
