@@ -24,6 +24,7 @@ import { createCluster, type Cluster } from '../src/testbed/cluster.js';
 import { isRunning, stopChild, waitForLine, type CapturedChild } from '../src/testbed/exec.js';
 import { parsePing } from '../src/testbed/measure.js';
 import { readAgentStats, residentBytes, dropDelta, type AgentStats } from '../test/support/agent-stats.js';
+import { describeMachine } from './e2e/machine.js';
 
 const MiB = 1024 * 1024;
 /**
@@ -231,7 +232,7 @@ async function main(): Promise<number> {
     const out: string[] = [];
     out.push(`# Soak: ${minutes} min under iperf3 load with lease churn`);
     out.push('');
-    out.push(`Run ${startedAt.toISOString()} on ${execFileSync('uname', ['-r']).toString().trim()}, ${(await import('node:os')).cpus().length} vCPU, Node ${process.version}; \`npm run soak -- --minutes ${minutes} --workers ${workers} --churn-seconds ${churnSeconds}\`.`);
+    out.push(`Run ${startedAt.toISOString()} on ${execFileSync('uname', ['-r']).toString().trim()}, ${(await import('node:os')).cpus().length} vCPU, Node ${process.version}, source ${describeMachine().gitDescribe}; \`npm run soak -- --minutes ${minutes} --workers ${workers} --churn-seconds ${churnSeconds}\`.`);
     out.push('3-node namespace testbed, the agent (UDP backend) on every node. iperf3 TCP pod 1 → pod 2 the whole time (nodes 1 and 2: leases never change);');
     out.push(`every ~${churnSeconds} s a lease edit (node 3's lease removed / re-added, unrelated leases added / removed); ping pod 1 → pod 3 throughout.`);
     out.push('');
