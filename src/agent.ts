@@ -321,7 +321,8 @@ export class Agent {
     if (opts.backend === 'vxlan') {
       log(
         `vxlan: VNI ${opts.vni}, VTEP MAC ${formatMac(this.vtepMac)}, outer UDP checksum ${opts.vxlanUdpChecksum ? 'on' : 'zero'}; ` +
-          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}}`,
+          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}` +
+          `${this.ipv6 ? `,"BackendV6Data":${JSON.stringify(this.backendData())}` : ''}}`,
       );
     }
     const v6 = this.ipv6;
@@ -387,7 +388,11 @@ export class Agent {
     await this.leaseSource?.reload?.();
   }
 
-  /** flannel's BackendData for this node's lease: what peers need to reach us. */
+  /**
+   * flannel's BackendData for this node's lease: what peers need to reach us.
+   * A dual-stack node publishes the same as BackendV6Data: one VTEP MAC for
+   * both families (docs/design.md), as the etcd and kube managers do.
+   */
   backendData(): unknown {
     return this.opts.backend === 'vxlan' ? { VNI: this.opts.vni, VtepMAC: formatMac(this.vtepMac) } : null;
   }
@@ -451,8 +456,13 @@ export class Agent {
         this.log(`lease ${lease.key}: backend "${lease.backendType}" is not ${want}; skipped`);
         continue;
       }
-      if (want === 'vxlan' && !vtepMacOf(lease.backendData)) {
+      if (want === 'vxlan' && !this.subnet.ipv6Only && !vtepMacOf(lease.backendData)) {
         this.log(`lease ${lease.key}: BackendData has no valid VtepMAC; skipped`);
+        continue;
+      }
+      // An IPv6 half with no MAC to send its frames to: skipped whole, as flanneld skips a lease whose BackendV6Data it cannot decode.
+      if (want === 'vxlan' && this.ipv6 && lease.ipv6Subnet && !vtepMacOf(lease.backendV6Data)) {
+        this.log(`lease ${lease.key}: BackendV6Data has no valid VtepMAC; skipped`);
         continue;
       }
       usable.push(lease);
@@ -488,7 +498,6 @@ export class Agent {
     if (this.publicIpv6 !== undefined) {
       log(`public IPv6 ${formatIPv6(this.publicIpv6)}: IPv6 pods still travel over the IPv4 underlay (PublicIP ${formatIPv4(this.publicIp)}); an IPv6 underlay is not supported yet`);
     }
-    if (this.ipv6 && opts.backend === 'vxlan') throw new ConfigError('IPv6 pod networks are supported with the udp backend only in this version (VXLAN IPv6 is not done yet)');
     if (this.ipv6 && this.subnet.mtu < 1280) {
       throw new ConfigError(`FLANNEL_MTU ${this.subnet.mtu} is below IPv6's minimum of 1280: the kernel turns IPv6 off on such a device`);
     }

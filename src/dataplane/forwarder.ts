@@ -7,7 +7,8 @@
 // Dual-stack (a node with an IPv6 subnet): the version nibble picks the
 // family, and IPv6 packets take the same steps with their own header (hop
 // limit, no checksum), lease lookup (lookup6) and ICMPv6 errors. The
-// underlay stays IPv4: the UDP payload is the bare IPv6 packet. A node
+// underlay stays IPv4: the UDP payload is the bare IPv6 packet (VXLAN: an
+// Ethernet frame with ethertype 0x86dd, vxlan.ts). A node
 // without an IPv6 subnet treats version 6 exactly as before (not-ipv4).
 //
 // It never makes a syscall: the devices do (kernel-tun.ts, kernel-bind.ts),
@@ -141,7 +142,7 @@ export class Forwarder {
     private readonly post: (report: WorkerReport) => void,
   ) {
     this.cfg = cfg = normalizeConfig(cfg);
-    this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac) : undefined;
+    this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac, cfg.ownPrefix6 !== undefined && cfg.ownPrefix6 >= 0) : undefined;
     this.encap = this.vxlan ?? new UdpEncapsulation();
     this.bytes = memory.pool.bytes;
     this.c = cfg.counters;
@@ -172,7 +173,10 @@ export class Forwarder {
     this.policy = new SendPolicy(bind, this.c, (line) => this.report(line));
     this.c[Counter.PoolSlots] = memory.pool.slotCount;
     this.leaseTable = new LeaseTable(cfg.leases);
-    if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+    if (this.vxlan) {
+      this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+      this.vxlan.peerMacs6 = this.leaseTable.vtepMacs6;
+    }
     this.c[Counter.LeaseTableVersion] = cfg.leases.version;
     this.heartbeat();
     this.sampleHeap();
@@ -603,7 +607,10 @@ export class Forwarder {
         // The new table replaces the old one between two batches: packets
         // already queued were sent, the next batch sees the new leases.
         this.leaseTable = new LeaseTable(msg.snapshot);
-        if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+        if (this.vxlan) {
+          this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+          this.vxlan.peerMacs6 = this.leaseTable.vtepMacs6;
+        }
         this.c[Counter.LeaseTableVersion] = msg.snapshot.version;
       } else if (msg.type === 'stop') {
         this.stopping = true;
