@@ -20,9 +20,10 @@
 // nibble is neither 4 nor 6. A port matches TCP and UDP only, and only in a
 // packet that carries the transport header: a later IPv4 fragment (offset ≠ 0)
 // never matches a port, as in tcpdump. IPv6 is read as its fixed header: the
-// protocol is the next header field (tcpdump's "ip6 proto", which does not
-// follow extension headers either; the data path drops packets that carry
-// them). An empty expression matches everything.
+// protocol is the next header field, as tcpdump's "ip6 proto", which does not
+// follow extension headers either: a packet behind extension headers (rare
+// between pods; forwarded as it is) matches ip6, host and net, not icmp6, tcp,
+// udp or port. An empty expression matches everything.
 //
 // The predicate is a tree of closures built here; evaluating it reads bytes
 // and compares small integers, so it allocates nothing per packet. It reads at

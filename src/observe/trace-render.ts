@@ -59,7 +59,7 @@ const ICMPV6_UNREACH_CODES: Record<number, string> = {
   4: 'port-unreachable',
 };
 const ICMPV6_TIME_EXCEEDED_CODES: Record<number, string> = { 0: 'hop-limit-exceeded', 1: 'reassembly-timeout' };
-// Next headers that are IPv6 extension headers: shown, not followed (the data path drops them).
+// Next headers that are IPv6 extension headers: named, not followed (the data path forwards them as they are).
 const IPV6_EXTENSION_NAMES: Record<number, string> = { 0: 'hop-by-hop', 43: 'routing', 44: 'fragment', 51: 'AH', 60: 'destination-options', 135: 'mobility' };
 const ICMP_UNREACH_CODES: Record<number, string> = { 0: 'net-unreachable', 1: 'host-unreachable', 2: 'protocol-unreachable', 3: 'port-unreachable', 4: 'frag-needed' };
 const ETHERTYPE_NAMES: Record<number, string> = { 0x0800: 'IPv4', 0x0806: 'ARP', 0x86dd: 'IPv6', 0x8100: '802.1Q' };
