@@ -287,6 +287,7 @@ export class Forwarder {
     const off = batch.offset[p];
     const segments = batch.segmentCount[p];
     const firstRun = batch.segmentFirst[p] === 0;
+    if (firstRun) this.c[Counter.Ipv6TunReadPackets]++;
     const reason = validateIPv6(bytes, off, batch.length[p]);
     if (reason !== DropReason.None) return this.drop(reason);
     const length = ipv6TotalLength(bytes, off);
@@ -539,6 +540,7 @@ export class Forwarder {
   /** receiveDatagram's checks for an IPv6 inner packet (the datagram at off, its inner packet at inner). */
   private receive6(off: number, length: number, inner: number, innerLength: number, peerIp: number, peerPort: number, peer: number): void {
     const bytes = this.bytes;
+    this.c[Counter.Ipv6UdpReceivedPackets]++;
     const reason = validateIPv6(bytes, inner, innerLength);
     if (reason !== DropReason.None) {
       this.drop(reason);

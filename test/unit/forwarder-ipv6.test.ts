@@ -438,11 +438,11 @@ test('TCPv6 segments of different flows, or with another hop limit, are not merg
 
 void OWN_PUBLIC;
 void IP_PROTOCOL_UDP;
-test.run();
 
 test('trace: IPv6 packets are traced at every stage both ways, filtered by icmp6, drawn with their IPv6 header; a no-lease drop is reported', () => {
   withHarness({}, (h) => {
     h.control({ type: 'trace', request: { session: 1, filter: 'icmp6', limit: 10, perSecond: 0, shared: new SharedArrayBuffer(4) } });
+    h.forwarder.checkControl();
     h.tun.inject(packet6({ kind: 'icmp', hops: 64 }));
     h.tun.inject(packet6({ hops: 64 })); // TCP: not icmp6
     h.tun.inject(packet({ ttl: 64 })); // IPv4: not icmp6
@@ -478,3 +478,21 @@ test('trace: IPv6 packets are traced at every stage both ways, filtered by icmp6
     assert.match(text, /ICMPv6 \(L4\)\s+type echo-reply \(129\)/);
   });
 });
+
+test('counters: the IPv6 share of packets read and datagrams received, IPv4 packets not in it', () => {
+  withHarness({}, (h) => {
+    h.tun.inject(packet6());
+    h.tun.inject(packet6({ kind: 'icmp' }));
+    h.tun.inject(packet({ ttl: 64 }));
+    h.forwarder.drive(true, false);
+    h.bind.inject(inbound6(), PEER_PUBLIC, PORT);
+    h.bind.inject(packet({ src: PEER_POD, dst: OWN_POD }), PEER_PUBLIC, PORT);
+    h.forwarder.drive(false, true);
+    assert.is(h.count('TunReadPackets'), 3);
+    assert.is(h.count('Ipv6TunReadPackets'), 2);
+    assert.is(h.count('UdpReceivedPackets'), 2);
+    assert.is(h.count('Ipv6UdpReceivedPackets'), 1);
+  });
+});
+
+test.run();
