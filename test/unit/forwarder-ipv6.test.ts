@@ -12,6 +12,8 @@ import { formatIPv6, parseIPv6 } from '../../src/control/ipv6-address.js';
 import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../../src/encap/ipv4.js';
 import { VirtioNetHeader, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN } from '../../src/encap/virtio-net-header.js';
 import { SegmentList, splitSuperPacketRange6 } from '../../src/encap/segmentation.js';
+import { describeLayers, renderTraceEvent } from '../../src/observe/trace-render.js';
+import type { TraceEvent } from '../../src/observe/trace-event.js';
 
 const OWN6 = 'fd00:10:244:1::5';
 const PEER6 = 'fd00:10:244:2::7';
@@ -554,4 +556,61 @@ test('VXLAN on a node without an IPv6 subnet: 0x86dd frames are dropped as befor
 
 void OWN_PUBLIC;
 void IP_PROTOCOL_UDP;
+
+test('trace: IPv6 packets are traced at every stage both ways, filtered by icmp6, drawn with their IPv6 header; a no-lease drop is reported', () => {
+  withHarness({}, (h) => {
+    h.control({ type: 'trace', request: { session: 1, filter: 'icmp6', limit: 10, perSecond: 0, shared: new SharedArrayBuffer(4) } });
+    h.forwarder.checkControl();
+    h.tun.inject(packet6({ kind: 'icmp', hops: 64 }));
+    h.tun.inject(packet6({ hops: 64 })); // TCP: not icmp6
+    h.tun.inject(packet({ ttl: 64 })); // IPv4: not icmp6
+    h.tun.inject(packet6({ kind: 'icmp', dst: 'fd00:10:244:9::1' })); // no lease
+    h.forwarder.drive(true, false);
+    h.bind.inject(inbound6({ kind: 'icmp', icmpType: 129, hops: 10 }), PEER_PUBLIC, PORT);
+    h.forwarder.drive(false, true);
+    const events = h.reports.flatMap((r) => (r.type === 'trace' ? [r.event] : []));
+    const byPacket = new Map<number, TraceEvent[]>();
+    for (const e of events) byPacket.set(e.packet, [...(byPacket.get(e.packet) ?? []), e]);
+    assert.equal(
+      [...byPacket.values()].map((evs) => evs.map((e) => e.stage)),
+      [
+        ['tun-read', 'lease-lookup', 'encapsulate', 'udp-send'],
+        ['tun-read', 'lease-lookup', 'drop'],
+        ['udp-receive', 'validate', 'decapsulate', 'tun-write'],
+      ],
+    );
+    const [out, noLease, inbound] = [...byPacket.values()];
+    assert.equal(out[1].lease, { key: 'fd00:10:244:2::-64', publicIp: '192.0.2.2' });
+    assert.match(out[1].note!, /fd00:10:244:2::\/64 is node 192\.0\.2\.2; hop limit decremented/);
+    assert.equal(
+      describeLayers(out[3]).map((l) => l.name),
+      ['IPv4', 'UDP', 'IPv6', 'ICMPv6', 'payload'],
+    );
+    assert.is(Object.fromEntries(describeLayers(out[3])[2].fields).hlim, '63', 'the wire shows the decremented hop limit');
+    assert.is(noLease[1].lease, null);
+    assert.is(noLease[2].drop, 'no-lease');
+    assert.match(noLease[2].note!, /ICMPv6 destination unreachable/);
+    assert.match(inbound[1].note!, /lease fd00:10:244:2::-64; payload length good/);
+    const text = renderTraceEvent(inbound[3], { color: false });
+    assert.match(text, /IPv6 \(L3\)\s+src fd00:10:244:2::7  dst fd00:10:244:1::5  hlim 9  next ICMPv6/);
+    assert.match(text, /ICMPv6 \(L4\)\s+type echo-reply \(129\)/);
+  });
+});
+
+test('counters: the IPv6 share of packets read and datagrams received, IPv4 packets not in it', () => {
+  withHarness({}, (h) => {
+    h.tun.inject(packet6());
+    h.tun.inject(packet6({ kind: 'icmp' }));
+    h.tun.inject(packet({ ttl: 64 }));
+    h.forwarder.drive(true, false);
+    h.bind.inject(inbound6(), PEER_PUBLIC, PORT);
+    h.bind.inject(packet({ src: PEER_POD, dst: OWN_POD }), PEER_PUBLIC, PORT);
+    h.forwarder.drive(false, true);
+    assert.is(h.count('TunReadPackets'), 3);
+    assert.is(h.count('Ipv6TunReadPackets'), 2);
+    assert.is(h.count('UdpReceivedPackets'), 2);
+    assert.is(h.count('Ipv6UdpReceivedPackets'), 1);
+  });
+});
+
 test.run();
