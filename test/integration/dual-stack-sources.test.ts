@@ -24,20 +24,21 @@ const P = 'flannel.alpha.coreos.com';
 /** The testbed's own IPv6 network and subnets (fd00:10:244:i::/64), which the pods already have. */
 const IPV6_NETWORK = 'fd00:10:244::/48';
 
-async function pingBothWays(cluster: Cluster): Promise<void> {
+async function pingBothWays(cluster: Cluster, ipv4 = true): Promise<void> {
   const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
   for (const [from, to, what] of [[p1, p2, 'pod1 → pod2'], [p2, p1, 'pod2 → pod1']] as const) {
     const r = await ping(cluster, from.ns, to.ip6!, { count: 3, intervalS: 0.2 });
     assert.ok(r.lossPct === 0 && r.received >= 3, `${what} over IPv6: ${JSON.stringify(r)}`);
   }
+  if (!ipv4) return;
   const v4 = await ping(cluster, p1.ns, p2.ip, { count: 2, intervalS: 0.2 });
   assert.is(v4.received, 2, `pod1 → pod2 over IPv4: ${JSON.stringify(v4)}`);
 }
 
-/** A dual-stack testbed with its leases-file agents stopped (the pods, cni0 and subnet.env stay). */
-async function dualStackWithoutAgents(): Promise<Cluster> {
+/** A dual-stack (or IPv6-only) testbed with its leases-file agents stopped (the pods, cni0 and subnet.env stay). */
+async function dualStackWithoutAgents(ipFamilies: 'dual-stack' | 'ipv6-only' = 'dual-stack'): Promise<Cluster> {
   requireTools('ping');
-  const cluster = await createCluster({ nodes: 2, dataplane: 'agent', ipFamilies: 'dual-stack' });
+  const cluster = await createCluster({ nodes: 2, dataplane: 'agent', ipFamilies });
   try {
     for (const i of [1, 2]) await cluster.stopAgent(i);
   } catch (err) {
@@ -120,5 +121,39 @@ kubeMode('agents take both podCIDRs, publish public-ipv6 beside public-ip, learn
   await pingBothWays(kubeCluster);
 });
 
+const etcdV6Only = suite('IPv6-only through the etcd source');
+let v6Cluster: Cluster;
+let v6Etcd: EtcdServer;
+
+etcdV6Only.before(async () => {
+  v6Cluster = await dualStackWithoutAgents('ipv6-only');
+  v6Etcd = await startUnderlayEtcd(v6Cluster);
+});
+etcdV6Only.after(async () => {
+  await v6Cluster?.destroy();
+  await v6Etcd?.destroy();
+});
+
+etcdV6Only('EnableIPv4 false: keys "0.0.0.0-0&fd00:10:244:i::-64", subnet.env without the IPv4 keys, no IPv4 on flannel0, pods ping -6 across', async () => {
+  const config = { EnableIPv4: false, EnableIPv6: true, IPv6Network: IPV6_NETWORK, IPv6SubnetLen: 64, Backend: { Type: 'udp' } };
+  await etcdctl(v6Cluster, v6Etcd, ['put', `${PREFIX}/config`, JSON.stringify(config)]);
+  const agents = [];
+  // An IPv6-only node is found again by its PublicIPv6 (every node's IPv4 half is the zero one), so it is required.
+  for (const i of [1, 2]) agents.push(await startEtcdAgent(v6Cluster, i, v6Etcd, ['--public-ipv6', `2001:db8::${i}`]));
+  const out = await etcdctl(v6Cluster, v6Etcd, ['get', '--prefix', `${PREFIX}/subnets/`]);
+  for (const i of [1, 2]) {
+    const key = `0.0.0.0-0&fd00:10:244:${i}::-64`;
+    assert.ok(out.includes(`${PREFIX}/subnets/${key}\n`), `flannel's IPv6-only key ${key} in ${out}`);
+    assert.ok(out.includes(`"PublicIPv6":"2001:db8::${i}"`), out);
+    assert.is(readFileSync(v6Cluster.node(i).subnetFile, 'utf8'), `FLANNEL_IPV6_NETWORK=${IPV6_NETWORK}\nFLANNEL_IPV6_SUBNET=fd00:10:244:${i}::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
+    const { stdout: v4 } = await v6Cluster.exec(v6Cluster.node(i).ns, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'flannel0']);
+    assert.is(v4.trim(), '', 'no IPv4 address on an IPv6-only node');
+  }
+  await waitForLine(agents[0], /lease added: 0\.0\.0\.0-0&fd00:10:244:2::-64/, 5000);
+  await waitForLine(agents[1], /lease added: 0\.0\.0\.0-0&fd00:10:244:1::-64/, 5000);
+  await pingBothWays(v6Cluster, false);
+});
+
 etcdMode.run();
+etcdV6Only.run();
 kubeMode.run();
