@@ -6,7 +6,8 @@
 // public-ipv6 annotation on the node) and learns the other's: pods ping -6
 // each other both ways. The pods keep the testbed's subnets because each agent
 // finds them again in the subnet.env the testbed left (etcd: the previous
-// subnets; kube: the nodes get the same podCIDRs). Clusters destroyed in after().
+// subnets; kube: the nodes get the same podCIDRs). Then the same with
+// IPv6-only networks (EnableIPv4 false). Clusters destroyed in after().
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -154,6 +155,41 @@ etcdV6Only('EnableIPv4 false: keys "0.0.0.0-0&fd00:10:244:i::-64", subnet.env wi
   await pingBothWays(v6Cluster, false);
 });
 
+const kubeV6Only = suite('IPv6-only through the kube source');
+let kubeV6Cluster: Cluster;
+
+kubeV6Only.before(async () => {
+  kubeV6Cluster = await dualStackWithoutAgents('ipv6-only');
+});
+kubeV6Only.after(async () => {
+  await kubeV6Cluster?.destroy();
+});
+
+kubeV6Only('EnableIPv4 false: nodes with only an IPv6 podCIDR, subnet.env without the IPv4 keys, pods ping -6 across', async () => {
+  const api = await StandInProcess.start(kubeV6Cluster);
+  const netConf = join(kubeV6Cluster.tempDir, 'net-conf-v6.json');
+  writeFileSync(netConf, JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: IPV6_NETWORK, IPv6SubnetLen: 64, Backend: { Type: 'udp' } }));
+  for (const i of [1, 2]) {
+    const node = kubeletNode(`node-${i}`, kubeV6Cluster.node(i).underlayIp);
+    node.spec = { podCIDR: `fd00:10:244:${i}::/64`, podCIDRs: [`fd00:10:244:${i}::/64`] };
+    await api.admin.createNode(node);
+  }
+  const kubeconfig = api.kubeconfig('flannel-udp');
+  const agents = [];
+  for (const i of [1, 2]) {
+    agents.push(await startKubeAgent(kubeV6Cluster, i, { kubeconfig, netConf, env: { NODE_NAME: `node-${i}` }, extraArgs: ['--public-ipv6', `2001:db8::${i}`] }));
+  }
+  for (const i of [1, 2]) {
+    assert.is(readFileSync(kubeV6Cluster.node(i).subnetFile, 'utf8'), `FLANNEL_IPV6_NETWORK=${IPV6_NETWORK}\nFLANNEL_IPV6_SUBNET=fd00:10:244:${i}::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
+    const a = (await api.admin.getNode(`node-${i}`)).metadata.annotations as Record<string, string>;
+    assert.is(a[`${P}/public-ipv6`], `2001:db8::${i}`);
+  }
+  await waitForLine(agents[0], /lease added: 0\.0\.0\.0-0&fd00:10:244:2::-64/, 5000);
+  await waitForLine(agents[1], /lease added: 0\.0\.0\.0-0&fd00:10:244:1::-64/, 5000);
+  await pingBothWays(kubeV6Cluster, false);
+});
+
 etcdMode.run();
 etcdV6Only.run();
 kubeMode.run();
+kubeV6Only.run();
