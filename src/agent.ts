@@ -13,9 +13,9 @@ import { LeasesFileSource } from './control/leases-file.js';
 import { EtcdSubnetManager } from './control/etcd-subnet-manager.js';
 // Type only: kube mode loads its client when chosen (it costs ~70 MB of RSS; docs/design.md).
 import type { KubeSubnetManager } from './control/kube-subnet-manager.js';
-import { IpMasq } from './control/ip-masq.js';
+import { IpMasq, masq6RuleSet } from './control/ip-masq.js';
 import { CommandRunner } from './control/command-runner.js';
-import { forwardRulesKeeper } from './control/forward-rules.js';
+import { forward6RuleSet, forwardRulesKeeper } from './control/forward-rules.js';
 import { buildLeaseTableSnapshot } from './control/lease-table.js';
 import { checkLeases, localAddresses, localIpv6Addresses, type LeaseRejectReason } from './control/lease-sanity.js';
 import { checkIpv6NetworkFitsHost, checkNetworkFitsHost, configureKeptTun, configureTun } from './control/routes.js';
@@ -115,6 +115,9 @@ export class Agent {
   private kube?: KubeSubnetManager;
   private ipMasq?: IpMasq;
   private forwardRules?: IpMasq;
+  /** the same two rule sets in ip6tables, for the IPv6 network */
+  private ipMasq6?: IpMasq;
+  private forwardRules6?: IpMasq;
   private commands?: CommandRunner;
   /** The UDP port in use: --port, or Backend.Port from the etcd network config. */
   port = 0;
@@ -293,13 +296,11 @@ export class Agent {
         const addressing = { tunName: opts.tunName, subnet, network, mtu, ipv6: this.ipv6, ipv6Only: this.subnet.ipv6Only === true };
         if (dataPlane.tunOrigin === 'created') await configureTun(addressing, log);
         else await configureKeptTun(addressing, log);
-        // One command helper runs every later iptables for both rule sets, so the agent never forks again.
-        // The rules are IPv4 (iptables): an IPv6-only node has no IPv4 network to write them for.
-        if (this.subnet.ipv6Only && (opts.ipMasq || opts.forwardRules)) {
-          log('IPv6-only: no iptables masquerade or forward rules (ip6tables rules are not written by this version)');
-        }
+        // One command helper runs every later iptables and ip6tables for all rule sets, so the agent never forks again.
+        // iptables rules for the IPv4 network (none on an IPv6-only node), ip6tables ones for the IPv6 network.
         const v4rules = !this.subnet.ipv6Only;
-        if (v4rules && (opts.ipMasq || opts.forwardRules)) this.commands = new CommandRunner(log);
+        const v6 = this.ipv6;
+        if ((v4rules || v6) && (opts.ipMasq || opts.forwardRules)) this.commands = new CommandRunner(log);
         const runner = this.commands;
         if (v4rules && opts.ipMasq) {
           this.ipMasq = new IpMasq({ network, subnet, resyncMs: opts.iptablesResyncMs, log, runner });
@@ -308,6 +309,14 @@ export class Agent {
         if (v4rules && opts.forwardRules) {
           this.forwardRules = forwardRulesKeeper({ network, subnet, resyncMs: opts.iptablesResyncMs, log, runner });
           await this.forwardRules.start();
+        }
+        if (v6 && opts.ipMasq) {
+          this.ipMasq6 = new IpMasq({ network, subnet, ruleSet: masq6RuleSet(v6.network, v6.subnet), resyncMs: opts.iptablesResyncMs, log, runner });
+          await this.ipMasq6.start();
+        }
+        if (v6 && opts.forwardRules) {
+          this.forwardRules6 = new IpMasq({ network, subnet, ruleSet: forward6RuleSet(v6.network), resyncMs: opts.iptablesResyncMs, log, runner });
+          await this.forwardRules6.start();
         }
       });
       log(`TUN ${opts.tunName}: ${opts.workers} queue(s), one worker thread each`);
@@ -321,7 +330,8 @@ export class Agent {
     if (opts.backend === 'vxlan') {
       log(
         `vxlan: VNI ${opts.vni}, VTEP MAC ${formatMac(this.vtepMac)}, outer UDP checksum ${opts.vxlanUdpChecksum ? 'on' : 'zero'}; ` +
-          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}}`,
+          `this node's lease is {"PublicIP":"${formatIPv4(this.publicIp)}","BackendType":"vxlan","BackendData":${JSON.stringify(this.backendData())}` +
+          `${this.ipv6 ? `,"BackendV6Data":${JSON.stringify(this.backendData())}` : ''}}`,
       );
     }
     const v6 = this.ipv6;
@@ -387,7 +397,11 @@ export class Agent {
     await this.leaseSource?.reload?.();
   }
 
-  /** flannel's BackendData for this node's lease: what peers need to reach us. */
+  /**
+   * flannel's BackendData for this node's lease: what peers need to reach us.
+   * A dual-stack node publishes the same as BackendV6Data: one VTEP MAC for
+   * both families (docs/design.md), as the etcd and kube managers do.
+   */
   backendData(): unknown {
     return this.opts.backend === 'vxlan' ? { VNI: this.opts.vni, VtepMAC: formatMac(this.vtepMac) } : null;
   }
@@ -451,8 +465,13 @@ export class Agent {
         this.log(`lease ${lease.key}: backend "${lease.backendType}" is not ${want}; skipped`);
         continue;
       }
-      if (want === 'vxlan' && !vtepMacOf(lease.backendData)) {
+      if (want === 'vxlan' && !this.subnet.ipv6Only && !vtepMacOf(lease.backendData)) {
         this.log(`lease ${lease.key}: BackendData has no valid VtepMAC; skipped`);
+        continue;
+      }
+      // An IPv6 half with no MAC to send its frames to: skipped whole, as flanneld skips a lease whose BackendV6Data it cannot decode.
+      if (want === 'vxlan' && this.ipv6 && lease.ipv6Subnet && !vtepMacOf(lease.backendV6Data)) {
+        this.log(`lease ${lease.key}: BackendV6Data has no valid VtepMAC; skipped`);
         continue;
       }
       usable.push(lease);
@@ -488,7 +507,6 @@ export class Agent {
     if (this.publicIpv6 !== undefined) {
       log(`public IPv6 ${formatIPv6(this.publicIpv6)}: IPv6 pods still travel over the IPv4 underlay (PublicIP ${formatIPv4(this.publicIp)}); an IPv6 underlay is not supported yet`);
     }
-    if (this.ipv6 && opts.backend === 'vxlan') throw new ConfigError('IPv6 pod networks are supported with the udp backend only in this version (VXLAN IPv6 is not done yet)');
     if (this.ipv6 && this.subnet.mtu < 1280) {
       throw new ConfigError(`FLANNEL_MTU ${this.subnet.mtu} is below IPv6's minimum of 1280: the kernel turns IPv6 off on such a device`);
     }
@@ -576,6 +594,10 @@ export class Agent {
     this.ipMasq = undefined;
     await (keep ? this.forwardRules?.detach() : this.forwardRules?.stop());
     this.forwardRules = undefined;
+    await (keep ? this.ipMasq6?.detach() : this.ipMasq6?.stop());
+    this.ipMasq6 = undefined;
+    await (keep ? this.forwardRules6?.detach() : this.forwardRules6?.stop());
+    this.forwardRules6 = undefined;
     await this.commands?.close();
     this.commands = undefined;
     await this.dataPlane?.stop({ removeDevice: !keep });

@@ -39,12 +39,16 @@ export async function cleanup(tunName: string, log: (line: string) => void): Pro
   log(`removed ${MASQ_CHAIN} (nat) and its POSTROUTING jump, if there`);
   await removeChain('filter', FORWARD_CHAIN, [FORWARD_JUMP]);
   log(`removed ${FORWARD_CHAIN} (filter) and its FORWARD jump, if there`);
+  // A dual-stack or IPv6-only node's IPv6 rules: the same chains in ip6tables.
+  await removeChain('nat', MASQ_CHAIN, [MASQ_JUMP], undefined, 6);
+  await removeChain('filter', FORWARD_CHAIN, [FORWARD_JUMP], undefined, 6);
+  log(`removed ${MASQ_CHAIN} (nat) and ${FORWARD_CHAIN} (filter) from ip6tables, if there`);
 }
 
 export async function cleanupCommand(argv: string[]): Promise<void> {
   const values = parseFlags('cleanup', argv, CLEANUP_FLAGS) as { tun?: string; help?: boolean };
   if (values.help) {
-    process.stdout.write(`Usage: flannel-udp cleanup [--tun NAME]\n\nRemoves what a stopped agent left for the next one (--persist-tun on):\nthe TUN device with its address and routes, and flannel's FLANNEL-POSTRTG\nand FLANNEL-FWD iptables chains.\n\n${renderFlagHelp(CLEANUP_FLAGS)}`);
+    process.stdout.write(`Usage: flannel-udp cleanup [--tun NAME]\n\nRemoves what a stopped agent left for the next one (--persist-tun on):\nthe TUN device with its address and routes, and flannel's FLANNEL-POSTRTG\nand FLANNEL-FWD chains (iptables and ip6tables).\n\n${renderFlagHelp(CLEANUP_FLAGS)}`);
     return;
   }
   await cleanup(values.tun ?? 'flannel0', (line) => process.stderr.write(`${line}\n`));

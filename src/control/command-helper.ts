@@ -1,7 +1,7 @@
 // The agent's command helper: a child process, started before the forwarding
 // workers, that runs the few commands the agent needs later (iptables for
 // --ip-masq, every resync period) so the agent itself never forks again once
-// its workers run. A fork marks every page of the forking process
+// its workers run (ip6tables too, for the IPv6 rules of a dual-stack node). A fork marks every page of the forking process
 // copy-on-write, the workers' warmed packet memory included, and the next
 // packets then paid a page fault per page they wrote (docs/design.md,
 // "Latency after idle"). The helper's own forks cost the agent nothing.
@@ -17,7 +17,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 /** What the helper runs: nothing else, whatever it is asked. */
-export const HELPER_COMMANDS: readonly string[] = ['iptables', 'iptables-restore'];
+export const HELPER_COMMANDS: readonly string[] = ['iptables', 'iptables-restore', 'ip6tables', 'ip6tables-restore'];
 
 export interface HelperRequest {
   id: number;

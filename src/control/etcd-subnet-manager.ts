@@ -448,16 +448,9 @@ export class EtcdSubnetManager {
           );
         }
         const port = backend.port(config);
-        if (!config.enableIPv4) {
-          // Checked before any lease is taken: subnet.env would need FLANNEL_NETWORK/FLANNEL_SUBNET left out (flannel's
-          // WriteSubnetFile does), which subnet-file.ts does not write yet.
-          throw new EtcdSetupError(
-            `network config ${prefix}/config: EnableIPv4 is false (an IPv6-only network): not supported yet by this build ` +
-              `(subnet.env without the IPv4 keys); use a dual-stack network ("EnableIPv6": true beside Network)`,
-          );
-        }
         const mtu = (opts.underlayMtu ?? underlayMtuFor(opts.publicIp)) - backend.overhead;
-        await opts.checkNetwork?.(config.network, previousSubnet);
+        // IPv6-only: config.network is the zero 0.0.0.0/0, which routes nothing and has nothing to check.
+        if (config.enableIPv4) await opts.checkNetwork?.(config.network, previousSubnet);
         const lease = await acquireLease(client, prefix, config, {
           publicIp: opts.publicIp,
           publicIpv6: opts.publicIpv6,
@@ -473,21 +466,10 @@ export class EtcdSubnetManager {
         this.lease = lease;
         this.joinedConfig = config;
         if (waitedSince !== undefined) opts.log(`etcd: reachable after ${((Date.now() - waitedSince) / 1000).toFixed(1)} s`);
-        const subnetConfig: SubnetConfig = {
-          network: config.network,
-          // FLANNEL_SUBNET is the subnet's first address (cni0's), with the subnet's length.
-          subnet: makeCidr(lease.subnet.network + 1, lease.subnet.prefixLength),
-          mtu,
-          ipMasq: opts.ipMasq,
-          ipv6: subnetFileIpv6(config, lease.ipv6Subnet),
-          unsupported: [],
-        };
+        // FLANNEL_SUBNET is the subnet's first address (cni0's), with the subnet's length.
+        const subnetConfig = makeSubnetConfig(config, makeCidr(lease.subnet.network + 1, lease.subnet.prefixLength), lease.ipv6Subnet, mtu, opts.ipMasq);
         await writeSubnetFileAtomic(opts.subnetFile, subnetConfig);
-        const v6Keys = subnetConfig.ipv6.enabled ? ` FLANNEL_IPV6_NETWORK=${subnetConfig.ipv6.network} FLANNEL_IPV6_SUBNET=${subnetConfig.ipv6.subnet}` : '';
-        opts.log(
-          `wrote ${opts.subnetFile}: FLANNEL_NETWORK=${formatCidr(config.network)} FLANNEL_SUBNET=${formatCidr(subnetConfig.subnet, true)}${v6Keys} ` +
-            `FLANNEL_MTU=${mtu} FLANNEL_IPMASQ=${opts.ipMasq}`,
-        );
+        opts.log(`wrote ${opts.subnetFile}: ${describeSubnetConfig(subnetConfig)}`);
         this.renewSpreadMs = Math.random() * 0.2 * opts.renewMarginMs;
         this.scheduleRenewal();
         return { config, lease, subnetConfig, port };
@@ -597,6 +579,26 @@ export class EtcdSubnetManager {
       this.scheduleRenewal(retryMs);
     }
   }
+}
+
+/**
+ * subnet.env as flannel's WriteSubnetFile writes it: on an IPv6-only network
+ * (EnableIPv4 false) without FLANNEL_NETWORK/FLANNEL_SUBNET (ipv6Only, the
+ * IPv4 pair the zero 0.0.0.0/0). `subnet` is FLANNEL_SUBNET (the first address).
+ */
+export function makeSubnetConfig(config: NetworkConfig, subnet: Cidr, ipv6Subnet: Cidr6 | undefined, mtu: number, ipMasq: boolean): SubnetConfig {
+  const ipv6 = subnetFileIpv6(config, ipv6Subnet);
+  if (config.enableIPv4) return { network: config.network, subnet, mtu, ipMasq, ipv6, unsupported: [] };
+  if (!ipv6.enabled) throw new EtcdSetupError('the network is IPv6-only (EnableIPv4 false) but this node has no IPv6 subnet to write to FLANNEL_IPV6_SUBNET');
+  const zero = makeCidr(0, 0);
+  return { network: zero, subnet: zero, mtu, ipMasq, ipv6, ipv6Only: true, unsupported: [] };
+}
+
+/** subnet.env's keys on one line, for the log. */
+export function describeSubnetConfig(c: SubnetConfig): string {
+  const v4Keys = c.ipv6Only ? '' : `FLANNEL_NETWORK=${formatCidr(c.network)} FLANNEL_SUBNET=${formatCidr(c.subnet, true)} `;
+  const v6Keys = c.ipv6.enabled ? `FLANNEL_IPV6_NETWORK=${c.ipv6.network} FLANNEL_IPV6_SUBNET=${c.ipv6.subnet} ` : '';
+  return `${v4Keys}${v6Keys}FLANNEL_MTU=${c.mtu} FLANNEL_IPMASQ=${c.ipMasq}`;
 }
 
 /**

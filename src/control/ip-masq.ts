@@ -18,6 +18,10 @@
 // --iptables-resync) and rebuilt whole when anything is missing, because the
 // order matters. stop() removes the jump and the chain.
 //
+// IPv6 (a dual-stack or IPv6-only node), as flanneld's masqIP6Rules: the same
+// chain and rules in ip6tables' nat table with the IPv6 network and subnet,
+// ff00::/8 (multicast) in place of 224.0.0.0/4; kept the same way.
+//
 // Every iptables runs in the command helper (command-runner.ts), a child
 // process started with the rules, before the workers: the agent never forks
 // after its workers start, not even every resync period.
@@ -25,6 +29,7 @@
 import { execFile } from 'node:child_process';
 import { CommandRunner } from './command-runner.js';
 import { type Cidr, formatCidr } from './ipv4-address.js';
+import { type Cidr6, formatCidr6 } from './ipv6-address.js';
 import { describeFdError } from '../observe/connection-limits.js';
 
 export const MASQ_CHAIN = 'FLANNEL-POSTRTG';
@@ -45,8 +50,15 @@ export class IpMasqError extends Error {
 
 /** flannel's masquerade rules for one node (pure, for tests and the log). */
 export function masqRules(network: Cidr, subnet: Cidr, randomFully = true): IptablesRule[] {
-  const cluster = formatCidr(network);
-  const pods = formatCidr(subnet);
+  return masqRulesFor(formatCidr(network), formatCidr(subnet), '224.0.0.0/4', randomFully);
+}
+
+/** flannel's IPv6 masquerade rules (masqIP6Rules): the IPv4 ones with the IPv6 network and subnet, multicast ff00::/8. */
+export function masq6Rules(network: Cidr6, subnet: Cidr6, randomFully = true): IptablesRule[] {
+  return masqRulesFor(formatCidr6(network), formatCidr6(subnet), 'ff00::/8', randomFully);
+}
+
+function masqRulesFor(cluster: string, pods: string, multicast: string, randomFully: boolean): IptablesRule[] {
   const masq = randomFully ? ['-j', 'MASQUERADE', '--random-fully'] : ['-j', 'MASQUERADE'];
   const rule = (...spec: string[]): IptablesRule => ({ table: 'nat', chain: MASQ_CHAIN, spec });
   return [
@@ -55,7 +67,7 @@ export function masqRules(network: Cidr, subnet: Cidr, randomFully = true): Ipta
     rule('-s', pods, '-d', cluster, ...COMMENT, '-j', 'RETURN'),
     rule('-s', cluster, '-d', pods, ...COMMENT, '-j', 'RETURN'),
     rule('!', '-s', cluster, '-d', pods, ...COMMENT, '-j', 'RETURN'),
-    rule('-s', cluster, '!', '-d', '224.0.0.0/4', ...COMMENT, ...masq),
+    rule('-s', cluster, '!', '-d', multicast, ...COMMENT, ...masq),
     rule('!', '-s', cluster, '-d', cluster, ...COMMENT, ...masq),
   ];
 }
@@ -98,6 +110,25 @@ export interface RuleSet {
   flag: string;
   /** the start log line */
   describe: string;
+  /** 6: the rules are ip6tables' (ip6tables, ip6tables-restore); default 4 */
+  family?: 4 | 6;
+}
+
+/** The masquerade rules for a node's IPv6 subnet, kept in ip6tables like the IPv4 ones. */
+export function masq6RuleSet(network: Cidr6, subnet: Cidr6): RuleSet {
+  return {
+    table: 'nat',
+    chain: MASQ_CHAIN,
+    rules: masq6Rules(network, subnet),
+    flag: '--ip-masq',
+    family: 6,
+    describe: `ip-masq: ${MASQ_CHAIN} in ip6tables' nat table: pods in ${formatCidr6(subnet)} reach addresses outside ${formatCidr6(network)} masqueraded behind this node`,
+  };
+}
+
+/** The program names for a rule set's family. */
+function programs(family: 4 | 6 | undefined): { iptables: string; restore: string } {
+  return family === 6 ? { iptables: 'ip6tables', restore: 'ip6tables-restore' } : { iptables: 'iptables', restore: 'iptables-restore' };
 }
 
 export class IpMasq {
@@ -139,7 +170,8 @@ export class IpMasq {
       await this.install();
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'ENOENT') throw new IpMasqError(`${this.set.flag} needs iptables: apt-get install iptables (scripts/setup.sh does)`);
+      const program = programs(this.set.family).iptables;
+      if (e.code === 'ENOENT') throw new IpMasqError(`${this.set.flag} needs ${program}${this.set.family === 6 ? ' for the IPv6 rules' : ''}: apt-get install iptables (scripts/setup.sh does)`);
       throw new IpMasqError(`${this.set.flag}: installing the ${this.set.chain} rules failed: ${e.message}`);
     }
     this.opts.log(`${this.set.describe}; rules re-checked every ${(this.opts.resyncMs ?? 5000) / 1000} s`);
@@ -167,13 +199,13 @@ export class IpMasq {
 
   private async install(): Promise<void> {
     // -N fails if the chain exists; either way it is there afterwards.
-    const { table, chain } = this.set;
-    await iptables(this.exec, ['-t', table, '-N', chain]).catch((err: Error & { code?: string }) => {
+    const { table, chain, family } = this.set;
+    await iptables(this.exec, ['-t', table, '-N', chain], family).catch((err: Error & { code?: string }) => {
       if (err.code === 'ENOENT') throw err;
     });
-    await this.exec('iptables-restore', ['--noflush', '--wait'], chainRestoreInput(this.rules, chain, table));
+    await this.exec(programs(family).restore, ['--noflush', '--wait'], chainRestoreInput(this.rules, chain, table));
     for (const jump of this.rules.filter((r) => r.chain !== chain)) {
-      if (!(await this.exists(jump))) await iptables(this.exec, ['-t', table, '-A', jump.chain, ...jump.spec]);
+      if (!(await this.exists(jump))) await iptables(this.exec, ['-t', table, '-A', jump.chain, ...jump.spec], family);
     }
   }
 
@@ -197,12 +229,12 @@ export class IpMasq {
   }
 
   private async uninstall(): Promise<void> {
-    await removeChain(this.set.table, this.set.chain, this.rules.filter((r) => r.chain !== this.set.chain), this.exec);
-    this.opts.log(`${this.set.flag.slice(2)}: removed ${this.set.chain} and its jump from ${this.rules.filter((r) => r.chain !== this.set.chain).map((r) => r.chain).join(', ')}`);
+    await removeChain(this.set.table, this.set.chain, this.rules.filter((r) => r.chain !== this.set.chain), this.exec, this.set.family);
+    this.opts.log(`${this.set.flag.slice(2)}: removed ${this.set.chain}${this.set.family === 6 ? ' (ip6tables)' : ''} and its jump from ${this.rules.filter((r) => r.chain !== this.set.chain).map((r) => r.chain).join(', ')}`);
   }
 
   private async exists(rule: IptablesRule): Promise<boolean> {
-    return ruleExists(rule, this.exec);
+    return ruleExists(rule, this.exec, this.set.family);
   }
 }
 
@@ -210,19 +242,19 @@ export class IpMasq {
  * Deletes every copy of the jumps (an earlier crashed run may have left one too), then the chain. Quiet.
  * Runs iptables directly unless given the agent's command helper (`flannel-udp cleanup` has no workers to protect).
  */
-export async function removeChain(table: string, chain: string, jumps: readonly IptablesRule[], exec: RunCommand = execDirect): Promise<void> {
+export async function removeChain(table: string, chain: string, jumps: readonly IptablesRule[], exec: RunCommand = execDirect, family?: 4 | 6): Promise<void> {
   for (const jump of jumps) {
-    for (let i = 0; i < 10 && (await ruleExists(jump, exec).catch(() => false)); i++) {
-      await iptables(exec, ['-t', table, '-D', jump.chain, ...jump.spec]).catch(() => undefined);
+    for (let i = 0; i < 10 && (await ruleExists(jump, exec, family).catch(() => false)); i++) {
+      await iptables(exec, ['-t', table, '-D', jump.chain, ...jump.spec], family).catch(() => undefined);
     }
   }
-  await iptables(exec, ['-t', table, '-F', chain]).catch(() => undefined);
-  await iptables(exec, ['-t', table, '-X', chain]).catch(() => undefined);
+  await iptables(exec, ['-t', table, '-F', chain], family).catch(() => undefined);
+  await iptables(exec, ['-t', table, '-X', chain], family).catch(() => undefined);
 }
 
-async function ruleExists(rule: IptablesRule, exec: RunCommand): Promise<boolean> {
+async function ruleExists(rule: IptablesRule, exec: RunCommand, family?: 4 | 6): Promise<boolean> {
   try {
-    await iptables(exec, ['-t', rule.table, '-C', rule.chain, ...rule.spec]);
+    await iptables(exec, ['-t', rule.table, '-C', rule.chain, ...rule.spec], family);
     return true;
   } catch (err) {
     // iptables -C exits 1 when the rule (or its chain) is not there. Anything
@@ -233,9 +265,9 @@ async function ruleExists(rule: IptablesRule, exec: RunCommand): Promise<boolean
   }
 }
 
-function iptables(exec: RunCommand, args: string[]): Promise<string> {
+function iptables(exec: RunCommand, args: string[], family?: 4 | 6): Promise<string> {
   // --wait: take the xtables lock in turn with kube-proxy and friends instead of failing.
-  return exec('iptables', ['--wait', ...args]);
+  return exec(programs(family).iptables, ['--wait', ...args]);
 }
 
 /** A command run in the helper, with the errors execDirect gives. */

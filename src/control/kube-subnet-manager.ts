@@ -14,7 +14,7 @@ import { type Cidr, formatCidr, formatIPv4, makeCidr, parseIPv4 } from './ipv4-a
 import { type Cidr6, formatCidr6, formatIPv6, parseIPv6 } from './ipv6-address.js';
 import { type NetworkConfig, NetworkConfigError, parseNetworkConfig } from './network-config.js';
 import { type SubnetConfig, writeSubnetFileAtomic } from './subnet-file.js';
-import { BACKENDS, EtcdSetupError, subnetFileIpv6, underlayMtuFor } from './etcd-subnet-manager.js';
+import { BACKENDS, EtcdSetupError, describeSubnetConfig, makeSubnetConfig, underlayMtuFor } from './etcd-subnet-manager.js';
 import {
   type AnnotationNames,
   type KubeNode,
@@ -113,17 +113,9 @@ export class KubeSubnetManager {
       throw new KubeSetupError(`${opts.netConfigPath}: Backend.Type "${config.backendType}" is not supported by flannel-udp (supported: ${Object.keys(BACKENDS).join(', ')})`);
     }
     const port = backend.port(config);
-    if (!config.enableIPv4) {
-      // Before anything is published: subnet.env would need FLANNEL_NETWORK/FLANNEL_SUBNET left out (flannel's
-      // WriteSubnetFile does), which subnet-file.ts does not write yet.
-      throw new KubeSetupError(
-        `${opts.netConfigPath}: EnableIPv4 is false (an IPv6-only network): not supported yet by this build ` +
-          `(subnet.env without the IPv4 keys); use a dual-stack network ("EnableIPv6": true beside Network)`,
-      );
-    }
     const nodeName = await this.retrying('finding this node', () => this.nodeName());
-    const v6Network = config.ipv6 !== undefined ? `, IPv6Network ${formatCidr6(config.ipv6.network)}` : '';
-    log(`kube: node "${nodeName}", API server ${this.client.describe()}, net-conf ${opts.netConfigPath}: Network ${formatCidr(config.network)}${v6Network}, backend ${config.backendType}`);
+    const networks = [config.enableIPv4 ? `Network ${formatCidr(config.network)}` : 'IPv6-only', ...(config.ipv6 !== undefined ? [`IPv6Network ${formatCidr6(config.ipv6.network)}`] : [])];
+    log(`kube: node "${nodeName}", API server ${this.client.describe()}, net-conf ${opts.netConfigPath}: ${networks.join(', ')}, backend ${config.backendType}`);
 
     this.watch = new NodeWatch(this.client, { log, onError: (err) => log(`kube: ${err.message}`) });
     await this.retrying('listing nodes', () => this.watch!.start());
@@ -179,20 +171,9 @@ export class KubeSubnetManager {
     }
     await this.retrying('publishing the lease', () => this.publish(nodeName, published));
 
-    const subnetConfig: SubnetConfig = {
-      network: config.network,
-      subnet: makeCidr(subnet.network + 1, subnet.prefixLength),
-      mtu,
-      ipMasq: opts.ipMasq,
-      ipv6: subnetFileIpv6(config, ipv6Subnet),
-      unsupported: [],
-    };
+    const subnetConfig = makeSubnetConfig(config, makeCidr(subnet.network + 1, subnet.prefixLength), ipv6Subnet, mtu, opts.ipMasq);
     await writeSubnetFileAtomic(opts.subnetFile, subnetConfig);
-    const v6Keys = subnetConfig.ipv6.enabled ? ` FLANNEL_IPV6_NETWORK=${subnetConfig.ipv6.network} FLANNEL_IPV6_SUBNET=${subnetConfig.ipv6.subnet}` : '';
-    log(
-      `wrote ${opts.subnetFile}: FLANNEL_NETWORK=${formatCidr(config.network)} FLANNEL_SUBNET=${formatCidr(subnetConfig.subnet, true)}${v6Keys} ` +
-        `FLANNEL_MTU=${mtu} FLANNEL_IPMASQ=${opts.ipMasq}`,
-    );
+    log(`wrote ${opts.subnetFile}: ${describeSubnetConfig(subnetConfig)}`);
     this.joined = {
       config,
       nodeName,

@@ -51,6 +51,8 @@ export interface LeaseTableSnapshot {
    * inner frame's destination.
    */
   vtepMacs: Uint8Array;
+  /** The same from BackendV6Data.VtepMAC: the destination of IPv6 inner frames. */
+  vtepMacs6: Uint8Array;
 
   // Per distinct prefix length, longest first.
   lengthCount: number;
@@ -125,6 +127,7 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
   const prefixLengths = new Uint8Array(leaseCount);
   const publicIps = new Uint32Array(leaseCount);
   const vtepMacs = new Uint8Array(6 * leaseCount);
+  const vtepMacs6 = new Uint8Array(6 * leaseCount);
   const countByLength = new Array<number>(33).fill(0);
 
   for (let i = 0; i < leaseCount; i++) {
@@ -135,6 +138,8 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     publicIps[i] = publicIp >>> 0;
     const mac = vtepMacOf(leases[i].backendData);
     if (mac) vtepMacs.set(mac, 6 * i);
+    const mac6 = vtepMacOf(leases[i].backendV6Data);
+    if (mac6) vtepMacs6.set(mac6, 6 * i);
     if (leases[i].ipv6Only !== true) countByLength[subnet.prefixLength]++;
   }
 
@@ -202,6 +207,7 @@ export function buildLeaseTableSnapshot(leases: readonly Lease[], version: numbe
     prefixLengths,
     publicIps,
     vtepMacs,
+    vtepMacs6,
     lengthCount,
     lengthMasks,
     lengthHashShifts,
@@ -299,6 +305,8 @@ export class LeaseTable {
   private readonly publicIps: Int32Array;
   /** 6 bytes per lease: the peer VTEP MAC (VXLAN), read by the encapsulation. */
   readonly vtepMacs: Uint8Array;
+  /** 6 bytes per lease: the peer's IPv6 VTEP MAC (BackendV6Data), for IPv6 inner frames. */
+  readonly vtepMacs6: Uint8Array;
   private readonly lengthCount: number;
   private readonly lengthMasks: Uint32Array;
   private readonly lengthHashShifts: Uint8Array;
@@ -325,6 +333,7 @@ export class LeaseTable {
     this.prefixLengths = snapshot.prefixLengths;
     this.publicIps = new Int32Array(snapshot.publicIps.buffer, snapshot.publicIps.byteOffset, snapshot.publicIps.length);
     this.vtepMacs = snapshot.vtepMacs;
+    this.vtepMacs6 = snapshot.vtepMacs6;
     this.lengthCount = snapshot.lengthCount;
     this.lengthMasks = snapshot.lengthMasks;
     this.lengthHashShifts = snapshot.lengthHashShifts;

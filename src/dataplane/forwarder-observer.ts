@@ -7,6 +7,7 @@ import { WorkerTracer, type WorkerTraceConfig } from '../observe/worker-tracer.j
 import { WorkerCaptures, writeSyntheticUdpPrefix, SYNTHETIC_UDP_PREFIX, wallClockNs } from '../observe/pcap-writer.js';
 import type { TraceEvent, TraceLayers } from '../observe/trace-event.js';
 import { formatIPv4 } from '../control/ipv4-address.js';
+import { formatIPv6 } from '../control/ipv6-address.js';
 import type { LeaseTable } from '../control/lease-table.js';
 
 export interface CaptureConfig {
@@ -110,10 +111,11 @@ export class ForwarderObserver {
       t.emit(packet, 'lease-lookup', 'ip', buf, off, length, { lease: null, note: 'no lease covers the destination' });
       return;
     }
-    const key = `${formatIPv4(table.subnetNetworkAt(lease))}-${table.prefixLengthAt(lease)}`;
+    const v6 = buf[off] >>> 4 === 6;
+    const key = leaseKey(table, lease, v6);
     t.emit(packet, 'lease-lookup', 'ip', buf, off, length, {
       lease: { key, publicIp: formatIPv4(table.publicIpAt(lease)) },
-      note: `longest prefix match: ${key.replace('-', '/')} is node ${formatIPv4(table.publicIpAt(lease))}; TTL decremented`,
+      note: `longest prefix match${v6 ? ' in the IPv6 table' : ''}: ${key.replace(/-(\d+)$/, '/$1')} is node ${formatIPv4(table.publicIpAt(lease))}; ${v6 ? 'hop limit' : 'TTL'} decremented`,
     });
   }
 
@@ -197,11 +199,12 @@ export class ForwarderObserver {
     t.emitOuter(packet, 'udp-receive', peerIp, this.localIp, peerPort, this.localPort, buf, off, length, {
       note: 'recvmmsg: a batch of datagrams in one call',
     });
+    const v6 = buf[inner] >>> 4 === 6;
     t.emit(packet, 'validate', 'ip', buf, inner, innerLength, {
-      note: `sent by ${formatIPv4(peerIp)}, the node of lease ${formatIPv4(table.subnetNetworkAt(peer))}-${table.prefixLengthAt(peer)}; header checksum and lengths good`,
+      note: `sent by ${formatIPv4(peerIp)}, the node of lease ${leaseKey(table, peer, v6)}; ${v6 ? 'payload length good (IPv6 has no header checksum)' : 'header checksum and lengths good'}`,
     });
     t.emit(packet, 'decapsulate', 'ip', buf, inner, innerLength, {
-      note: inner === off ? 'UDP mode: the payload is the inner packet, nothing to strip' : `${inner - off} bytes of VXLAN and Ethernet header skipped; TTL decremented`,
+      note: inner === off ? 'UDP mode: the payload is the inner packet, nothing to strip' : `${inner - off} bytes of VXLAN and Ethernet header skipped; ${v6 ? 'hop limit' : 'TTL'} decremented`,
     });
     return packet;
   }
@@ -249,4 +252,18 @@ export class ForwarderObserver {
     if (t === undefined || packet < 0) return;
     t.emit(packet, 'drop', 'ip', buf, off, length, { drop: reason, note });
   }
+}
+
+/**
+ * A lease as flannel keys it, for traces: the IPv4 half ("10.244.2.0-24"),
+ * or with `v6` the IPv6 half ("fd00:10:244:2::-64"); a lease without the
+ * half asked for gives the other (an IPv6-only lease has no IPv4 half).
+ */
+function leaseKey(table: LeaseTable, lease: number, v6: boolean): string {
+  if ((v6 || (table.prefixLengthAt(lease) === 0 && table.subnetNetworkAt(lease) === 0)) && table.hasIpv6At(lease)) {
+    const net = new Uint8Array(16);
+    table.subnetNetwork6At(lease, net);
+    return `${formatIPv6(net)}-${table.prefixLength6At(lease)}`;
+  }
+  return `${formatIPv4(table.subnetNetworkAt(lease))}-${table.prefixLengthAt(lease)}`;
 }

@@ -7,7 +7,8 @@
 // Dual-stack (a node with an IPv6 subnet): the version nibble picks the
 // family, and IPv6 packets take the same steps with their own header (hop
 // limit, no checksum), lease lookup (lookup6) and ICMPv6 errors. The
-// underlay stays IPv4: the UDP payload is the bare IPv6 packet. A node
+// underlay stays IPv4: the UDP payload is the bare IPv6 packet (VXLAN: an
+// Ethernet frame with ethertype 0x86dd, vxlan.ts). A node
 // without an IPv6 subnet treats version 6 exactly as before (not-ipv4).
 //
 // It never makes a syscall: the devices do (kernel-tun.ts, kernel-bind.ts),
@@ -141,7 +142,7 @@ export class Forwarder {
     private readonly post: (report: WorkerReport) => void,
   ) {
     this.cfg = cfg = normalizeConfig(cfg);
-    this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac) : undefined;
+    this.vxlan = cfg.backend === 'vxlan' ? new VxlanEncapsulation(cfg.vni, cfg.vtepMac, cfg.ownPrefix6 !== undefined && cfg.ownPrefix6 >= 0) : undefined;
     this.encap = this.vxlan ?? new UdpEncapsulation();
     this.bytes = memory.pool.bytes;
     this.c = cfg.counters;
@@ -172,7 +173,10 @@ export class Forwarder {
     this.policy = new SendPolicy(bind, this.c, (line) => this.report(line));
     this.c[Counter.PoolSlots] = memory.pool.slotCount;
     this.leaseTable = new LeaseTable(cfg.leases);
-    if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+    if (this.vxlan) {
+      this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+      this.vxlan.peerMacs6 = this.leaseTable.vtepMacs6;
+    }
     this.c[Counter.LeaseTableVersion] = cfg.leases.version;
     this.heartbeat();
     this.sampleHeap();
@@ -280,21 +284,28 @@ export class Forwarder {
 
   /**
    * An IPv6 packet (or super-packet) out to its peer: forwardPacket's steps
-   * for the IPv6 header. No trace events for IPv6 yet (captures see it).
+   * for the IPv6 header, with the same trace events and captures.
    */
   private forwardPacket6(batch: TunReadBatch, p: number): boolean {
     const bytes = this.bytes;
     const off = batch.offset[p];
     const segments = batch.segmentCount[p];
     const firstRun = batch.segmentFirst[p] === 0;
+    if (firstRun) this.c[Counter.Ipv6TunReadPackets]++;
     const reason = validateIPv6(bytes, off, batch.length[p]);
     if (reason !== DropReason.None) return this.drop(reason);
     const length = ipv6TotalLength(bytes, off);
     if (segments === 0 && length > this.mtu) return this.drop(DropReason.TooBig);
+    const o = this.observer;
+    const traced = o === undefined || !firstRun ? -1 : o.tunRead(bytes, off, length, segments > 0);
     const lease = this.leaseTable.lookup6(bytes, off + IPV6_OFFSET_DESTINATION);
     if (lease < 0) {
       if (!firstRun) return false;
       this.answerIcmp6(off, length, ICMPV6_DEST_UNREACH, ICMPV6_NO_ROUTE, 0);
+      if (traced >= 0) {
+        o!.leaseLookup(traced, bytes, off, length, this.leaseTable, -1);
+        o!.dropped(traced, bytes, off, length, 'no-lease', 'ICMPv6 destination unreachable (no route) written back into the TUN');
+      }
       return this.drop(DropReason.NoLease);
     }
     if (batch.wireSize[p] > this.pathMtu) {
@@ -303,6 +314,9 @@ export class Forwarder {
       if (this.pathMtu >= IPV6_MIN_MTU || segments > 0) {
         if (!firstRun) return false;
         this.answerIcmp6(off, length, ICMPV6_PACKET_TOO_BIG, 0, Math.max(this.pathMtu, IPV6_MIN_MTU));
+        if (traced >= 0) {
+          o!.dropped(traced, bytes, off, length, dropReasonNames[DropReason.Ipv6PacketTooBig], `ICMPv6 packet too big (mtu ${Math.max(this.pathMtu, IPV6_MIN_MTU)}) written back into the TUN`);
+        }
         return this.drop(DropReason.Ipv6PacketTooBig);
       }
       this.c[Counter.OuterFragmented]++;
@@ -310,12 +324,14 @@ export class Forwarder {
     // As for IPv4: a super-packet's own header is left as read, its segments' are decremented.
     if (segments === 0 ? !decrementHopLimit(bytes, off) : ipv6HopLimit(bytes, off) <= 1) {
       if (!firstRun) return false;
+      if (traced >= 0) o!.dropped(traced, bytes, off, length, 'ttl-expired', 'hop limit exhausted');
       return this.drop(DropReason.TtlExpired);
     }
+    if (traced >= 0) o!.leaseLookup(traced, bytes, off, length, this.leaseTable, lease);
     const peer = this.leaseTable.publicIpAt(lease);
     const k = this.senderFor6(off);
     if (segments > 0) {
-      this.queueSegments(batch, p, lease, peer, k, -1);
+      this.queueSegments(batch, p, lease, peer, k, traced);
       return true;
     }
     const start = this.encap.encapsulate(bytes, off, length, lease);
@@ -323,7 +339,13 @@ export class Forwarder {
     queue.begin(peer, this.peerPort, 0, 1);
     queue.add(start, off + length - start);
     queue.end();
-    this.observer?.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
+    if (o !== undefined) {
+      o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
+      if (traced >= 0) {
+        o.encapsulated(traced, bytes, start, off + length - start, 1);
+        o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1);
+      }
+    }
     return true;
   }
 
@@ -487,7 +509,7 @@ export class Forwarder {
     }
     const innerLength = length - (inner - off);
     if (this.ownPrefix6 >= 0 && bytes[inner] >>> 4 === 6) {
-      this.receive6(inner, innerLength, peerIp);
+      this.receive6(off, length, inner, innerLength, peerIp, peerPort, peer);
       return;
     }
     const reason = validateIPv4(bytes, inner, innerLength);
@@ -519,17 +541,20 @@ export class Forwarder {
     this.tunWrites.add(inner, total);
   }
 
-  /** receiveDatagram's checks for an IPv6 inner packet. */
-  private receive6(inner: number, innerLength: number, peerIp: number): void {
+  /** receiveDatagram's checks for an IPv6 inner packet (the datagram at off, its inner packet at inner). */
+  private receive6(off: number, length: number, inner: number, innerLength: number, peerIp: number, peerPort: number, peer: number): void {
     const bytes = this.bytes;
+    this.c[Counter.Ipv6UdpReceivedPackets]++;
     const reason = validateIPv6(bytes, inner, innerLength);
     if (reason !== DropReason.None) {
       this.drop(reason);
       return;
     }
+    const o = this.observer;
+    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer);
     const owner = this.leaseTable.lookup6(bytes, inner + IPV6_OFFSET_SOURCE);
     if (owner < 0 || this.leaseTable.publicIpAt(owner) !== peerIp) {
-      this.drop(DropReason.SpoofedSource);
+      this.dropTraced(DropReason.SpoofedSource, traced, inner, innerLength);
       return;
     }
     const d = inner + IPV6_OFFSET_DESTINATION;
@@ -538,15 +563,17 @@ export class Forwarder {
     for (let w = 0; w < 4; w++) {
       const word = (bytes[d + 4 * w] << 24) | (bytes[d + 4 * w + 1] << 16) | (bytes[d + 4 * w + 2] << 8) | bytes[d + 4 * w + 3];
       if ((word & mask[w]) !== own[w]) {
-        this.drop(DropReason.NotForThisNode);
+        this.dropTraced(DropReason.NotForThisNode, traced, inner, innerLength);
         return;
       }
     }
     if (!decrementHopLimit(bytes, inner)) {
-      this.drop(DropReason.TtlExpired);
+      this.dropTraced(DropReason.TtlExpired, traced, inner, innerLength);
       return;
     }
-    this.tunWrites.add(inner, ipv6TotalLength(bytes, inner));
+    const total = ipv6TotalLength(bytes, inner);
+    if (traced >= 0) o!.willWrite(traced, inner, total);
+    this.tunWrites.add(inner, total);
   }
 
   private drop(reason: number): false {
@@ -603,7 +630,10 @@ export class Forwarder {
         // The new table replaces the old one between two batches: packets
         // already queued were sent, the next batch sees the new leases.
         this.leaseTable = new LeaseTable(msg.snapshot);
-        if (this.vxlan) this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+        if (this.vxlan) {
+          this.vxlan.peerMacs = this.leaseTable.vtepMacs;
+          this.vxlan.peerMacs6 = this.leaseTable.vtepMacs6;
+        }
         this.c[Counter.LeaseTableVersion] = msg.snapshot.version;
       } else if (msg.type === 'stop') {
         this.stopping = true;

@@ -15,6 +15,13 @@
 // real devices, so the code it leaves optimised is the code real traffic
 // takes. It shares the worker's packet memory (the real devices start after
 // it), so it costs no memory beyond its few sockets.
+//
+// A dual-stack worker (UDP mode, an IPv6 subnet in its config) rehearses IPv6
+// too: ICMPv6, TCP and UDP over IPv6 each way, interleaved with the IPv4
+// packets, so its IPv6 branches (forwardPacket6, receive6, the IPv6 lease
+// lookup) are warm as well. The IPv4 rehearsal has no expired or unleased
+// packets (every packet must come out: drops are reported as a partial
+// rehearsal), so neither has the IPv6 one.
 import { MessageChannel } from 'node:worker_threads';
 import * as libc from './libc.js';
 import { Forwarder } from './forwarder.js';
@@ -31,6 +38,9 @@ import { buildLeaseTableSnapshot, LeaseTable } from '../control/lease-table.js';
 import { makeCidr, parseIPv4 } from '../control/ipv4-address.js';
 import { formatSubnetKey, type Lease } from '../control/lease.js';
 import { buildIcmpEcho, ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY } from '../encap/icmp.js';
+import { buildIcmpv6Echo, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST } from '../encap/icmpv6.js';
+import { buildIPv6Header, ipv6PseudoHeaderSum, IPV6_DEFAULT_HOP_LIMIT, IPV6_HEADER } from '../encap/ipv6.js';
+import { makeCidr6, type Cidr6 } from '../control/ipv6-address.js';
 import { buildIPv4Header, IP_PROTOCOL_TCP, IP_PROTOCOL_UDP, IPV4_DEFAULT_TTL, IPV4_MIN_HEADER } from '../encap/ipv4.js';
 import { internetChecksum, pseudoHeaderSum } from '../encap/checksum.js';
 import { write16, write32 } from '../encap/bytes.js';
@@ -48,6 +58,8 @@ export interface RehearsalOptions extends DeviceOptions {
   udpChecksum: boolean;
   /** Loop turns; each moves a few packets each way. */
   turns?: number;
+  /** Dual-stack: the worker's IPv6 subnet (its prefix length here); present, the rehearsal sends IPv6 as well (UDP mode). */
+  ownPrefix6?: number;
 }
 
 export interface RehearsalResult {
@@ -75,12 +87,29 @@ const OWN_POD = OWN_SUBNET + 5;
 /** Peer nodes, each on its own loopback address with its own subnet (pickPeers). */
 const PEERS = 16;
 const peerMac = (k: number) => new Uint8Array([0x02, 0x52, 0x45, 0x48, 0x52, k]);
+// IPv6 pod subnets, ULA (fd00::/8) with a made-up global id: they never leave the socketpair and loopback either.
+const OWN_SUBNET6 = Uint8Array.of(0xfd, 0x52, 0x45, 0x48, 0x52, 0x53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+const subnet6 = (c: number): Uint8Array => {
+  const a = Uint8Array.from(OWN_SUBNET6);
+  a[6] = c >>> 8;
+  a[7] = c & 0xff;
+  return a;
+};
+const pod6 = (subnet: Uint8Array, host: number): Uint8Array => {
+  const a = Uint8Array.from(subnet);
+  a[15] = host;
+  return a;
+};
+const OWN_POD6 = pod6(OWN_SUBNET6, 5);
 
 interface Peer {
   address: number;
   subnet: number;
   pod: number;
   mac: Uint8Array;
+  /** Dual-stack: the peer's IPv6 subnet (/64) and a pod in it. */
+  subnet6: Cidr6;
+  pod6: Uint8Array;
 }
 
 /**
@@ -90,14 +119,22 @@ interface Peer {
  * real cluster's take for some nodes and V8 would otherwise meet first on
  * real traffic (and throw the optimised code away there).
  */
-function pickPeers(ownMac: Uint8Array): { peers: Peer[]; leases: Lease[] } {
+function pickPeers(ownMac: Uint8Array, dualStack: boolean): { peers: Peer[]; leases: Lease[] } {
   const address = (c: number) => LOOPBACK + 0x100 + c + 1;
   const subnet = (c: number) => OWN_SUBNET + ((c + 1) << 8);
   const addressChoice = Array.from({ length: PEERS }, (_, k) => k);
   const subnetChoice = Array.from({ length: PEERS }, (_, k) => k);
   const build = () => {
-    const peers = addressChoice.map((a, k) => ({ address: address(a), subnet: subnet(subnetChoice[k]), pod: subnet(subnetChoice[k]) + 7, mac: peerMac(k) }));
-    const leases = [lease(OWN_SUBNET, LOOPBACK, ownMac), ...peers.map((p) => lease(p.subnet, p.address, p.mac))];
+    const peers = addressChoice.map((a, k) => ({
+      address: address(a),
+      subnet: subnet(subnetChoice[k]),
+      pod: subnet(subnetChoice[k]) + 7,
+      mac: peerMac(k),
+      subnet6: makeCidr6(subnet6(subnetChoice[k] + 1), 64),
+      pod6: pod6(subnet6(subnetChoice[k] + 1), 7),
+    }));
+    const own6 = dualStack ? makeCidr6(OWN_SUBNET6, 64) : undefined;
+    const leases = [lease(OWN_SUBNET, LOOPBACK, ownMac, own6), ...peers.map((p) => lease(p.subnet, p.address, p.mac, dualStack ? p.subnet6 : undefined))];
     return { peers, leases, displaced: new LeaseTable(buildLeaseTableSnapshot(leases, 0)).displaced() };
   };
   let built = build();
@@ -140,7 +177,9 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       vxlan: opts.backend === 'vxlan' ? { sourcePorts: opts.sendSockets, udpChecksum: opts.udpChecksum } : undefined,
     });
     opened.push(() => closeWorkerSockets(agent));
-    const { peers: peerNodes, leases } = pickPeers(opts.vtepMac);
+    // IPv6 in VXLAN mode is not rehearsed (this version carries IPv6 in UDP mode only).
+    const dualStack = opts.ownPrefix6 !== undefined && opts.ownPrefix6 >= 0 && opts.backend === 'udp';
+    const { peers: peerNodes, leases } = pickPeers(opts.vtepMac, dualStack);
     // Every peer listens on the same port, as flannel's nodes do.
     const peers = [];
     for (const p of peerNodes) {
@@ -172,6 +211,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
         pathMtu: opts.pathMtu,
         ownNetwork: OWN_SUBNET,
         ownMask: 0xffffff00,
+        ...(dualStack ? { ownNetwork6: OWN_SUBNET6, ownPrefix6: 64 } : {}),
         node: 'rehearsal',
         publicIp: LOOPBACK,
         sendPorts: agent.sendPorts,
@@ -182,7 +222,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       () => {},
     );
     const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, pollTimeoutMs: 0 });
-    const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes);
+    const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes, dualStack);
     const agentPort = portOf(agent.udpFd);
     const wakeValue = new libc.NativeMemory(8);
     wakeValue.view.setUint32(0, 1, true);
@@ -234,9 +274,11 @@ function drops(counters: Float64Array): number {
   return n;
 }
 
-function lease(network: number, publicIp: number, mac: Uint8Array): Lease {
+function lease(network: number, publicIp: number, mac: Uint8Array, ipv6Subnet?: Cidr6): Lease {
   const subnet = makeCidr(network, 24);
-  return { subnet, publicIp, backendType: 'rehearsal', backendData: { VNI: 1, VtepMAC: formatMac(mac) }, key: formatSubnetKey(subnet) };
+  const backendData = { VNI: 1, VtepMAC: formatMac(mac) };
+  if (ipv6Subnet === undefined) return { subnet, publicIp, backendType: 'rehearsal', backendData, key: formatSubnetKey(subnet) };
+  return { subnet, publicIp, backendType: 'rehearsal', backendData, ipv6Subnet, key: formatSubnetKey(subnet, ipv6Subnet) };
 }
 
 function portOf(fd: number): number {
@@ -265,6 +307,7 @@ class Driver {
     private readonly testFd: number,
     private readonly peerFds: number[],
     peers: Peer[],
+    dualStack: boolean,
   ) {
     const vnet = opts.vnetHeader ? VIRTIO_NET_HDR_LEN : 0;
     const vxlan = opts.backend === 'vxlan' ? VXLAN_HEADROOM : 0;
@@ -277,7 +320,16 @@ class Driver {
       (b, at, s, d, i) => buildTransport(b, at, s, d, IP_PROTOCOL_TCP, large - 40, i),
       (b, at, s, d, i) => buildIcmpEcho(b, at, s, d, ICMP_ECHO_REQUEST, 0x5245, i, large - 28),
     ];
-    this.pool = new PacketPool(2 * shapes.length * peers.length + 1, 1400, 0);
+    // Dual-stack: the same kinds over IPv6 (the large ones too), interleaved with the IPv4 ones.
+    const shapes6: Array<(buf: Uint8Array, at: number, src: Uint8Array, dst: Uint8Array, i: number) => number> = dualStack
+      ? [
+          (b, at, s, d, i) => buildIcmpv6Echo(b, at, s, d, i & 1 ? ICMPV6_ECHO_REPLY : ICMPV6_ECHO_REQUEST, 0x5245, i, 56),
+          (b, at, s, d, i) => buildTransport6(b, at, s, d, IP_PROTOCOL_TCP, 0, i),
+          (b, at, s, d, i) => buildTransport6(b, at, s, d, IP_PROTOCOL_UDP, 64, i),
+          (b, at, s, d, i) => buildTransport6(b, at, s, d, IP_PROTOCOL_TCP, large - 60, i),
+        ]
+      : [];
+    this.pool = new PacketPool(2 * (shapes.length + shapes6.length) * peers.length + 1, 1400, 0);
     const bytes = this.pool.bytes;
     let slot = 0;
     peers.forEach((peer, k) => {
@@ -288,6 +340,13 @@ class Driver {
         const dat = this.pool.packetOffsets[slot++];
         if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac);
         this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod, OWN_POD, i), peer: k });
+      });
+      shapes6.forEach((shape, i) => {
+        const at = this.pool.packetOffsets[slot++];
+        bytes.fill(0, at, at + vnet);
+        this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD6, peer.pod6, i) });
+        const dat = this.pool.packetOffsets[slot++];
+        this.datagrams.push({ offset: dat, length: shape(bytes, dat, peer.pod6, OWN_POD6, i), peer: k });
       });
     });
     this.bind = new KernelBind({
@@ -360,6 +419,33 @@ function buildTransport(b: Uint8Array, at: number, src: number, dst: number, pro
   write16(b, checksumAt, protocol === IP_PROTOCOL_UDP && sum === 0 ? 0xffff : sum);
   buildIPv4Header(b, at, IPV4_MIN_HEADER + l4Length, seq & 0xffff, IPV4_DEFAULT_TTL, protocol, src, dst, true);
   return IPV4_MIN_HEADER + l4Length;
+}
+
+/** buildTransport over IPv6: the same TCP or UDP header, checksummed over IPv6's pseudo-header. */
+function buildTransport6(b: Uint8Array, at: number, src: Uint8Array, dst: Uint8Array, protocol: number, payload: number, seq: number): number {
+  const l4 = at + IPV6_HEADER;
+  const header = protocol === IP_PROTOCOL_TCP ? 20 : 8;
+  const l4Length = header + payload;
+  buildIPv6Header(b, at, l4Length, protocol, IPV6_DEFAULT_HOP_LIMIT, src, 0, dst, 0);
+  b.fill(0, l4, l4 + header);
+  for (let i = 0; i < payload; i++) b[l4 + header + i] = (i + seq) & 0xff;
+  write16(b, l4, 40000 + (seq & 7));
+  write16(b, l4 + 2, 5201);
+  let checksumAt: number;
+  if (protocol === IP_PROTOCOL_TCP) {
+    write32(b, l4 + 4, 1000 + seq * 1448);
+    write32(b, l4 + 8, 1);
+    b[l4 + 12] = 5 << 4;
+    b[l4 + 13] = payload > 0 ? 0x18 : 0x10;
+    write16(b, l4 + 14, 65535);
+    checksumAt = l4 + 16;
+  } else {
+    write16(b, l4 + 4, l4Length);
+    checksumAt = l4 + 6;
+  }
+  const sum = internetChecksum(b, l4, l4Length, ipv6PseudoHeaderSum(b, at, protocol, l4Length));
+  write16(b, checksumAt, protocol === IP_PROTOCOL_UDP && sum === 0 ? 0xffff : sum);
+  return IPV6_HEADER + l4Length;
 }
 
 /** What a peer VTEP puts in front of the inner packet: VXLAN header, then Ethernet to our VTEP MAC. */

@@ -56,9 +56,14 @@ export const Counter = {
   ReceiveBatchSizeLeInf: 47,
   ReceiveBatchSizeSum: 48,
   IcmpSuppressed: 49, // ICMP errors not sent: over the per-source or the global rate limit (icmp-rate-limit.ts)
+  // A dual-stack node's IPv6 share of TunReadPackets and UdpReceivedPackets (the rest is IPv4): one
+  // increment on the IPv6 path only, nothing on the IPv4 path. A node without an IPv6 subnet counts
+  // IPv6 packets as not-ipv4 drops, as before.
+  Ipv6TunReadPackets: 50,
+  Ipv6UdpReceivedPackets: 51,
 } as const;
 
-const FIXED_COUNTERS = 50;
+const FIXED_COUNTERS = 52;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

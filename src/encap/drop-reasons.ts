@@ -26,7 +26,7 @@ export const DropReason = {
   VxlanBadFlags: 18, // the I flag (0x08) is not set
   VxlanWrongVni: 19,
   VxlanWrongMac: 20, // inner destination MAC is not our VTEP's
-  VxlanNotIpv4: 21, // inner ethertype other than IPv4 (and not ARP)
+  VxlanNotIpv4: 21, // inner ethertype other than IPv4 (IPv4 or IPv6 on a dual-stack node; not ARP), or one the inner packet's version contradicts
   VxlanArp: 22, // an ARP request for our VTEP: flannel programs permanent neighbour entries, so peers never need one answered
   // Who may send (anti-spoofing) and path MTU (forwarder.ts).
   UnknownPeer: 23, // the datagram's outer source is not the PublicIP of any current lease

@@ -129,6 +129,15 @@ export const WORKER_METRICS: readonly FamilySpec[] = [
     ],
   },
   {
+    name: 'flannel_udp_ipv6_packets_total',
+    type: 'counter',
+    help: 'Of flannel_udp_packets_total, the IPv6 packets (a dual-stack node; the rest are IPv4), by direction.',
+    series: [
+      { counter: 'Ipv6TunReadPackets', labels: { direction: 'tun_to_udp' } },
+      { counter: 'Ipv6UdpReceivedPackets', labels: { direction: 'udp_to_tun' } },
+    ],
+  },
+  {
     name: 'flannel_udp_icmp_sent_total',
     type: 'counter',
     help: 'ICMP errors (net unreachable) written back into the TUN.',

@@ -92,6 +92,13 @@ export function renderStats(stats: AgentStats, opts: StatsRenderOptions = {}): s
     countRow('', 'poll', 'SyscallsPoll'),
     countRow('icmp', 'net unreachable sent', 'IcmpSent'),
   ];
+  // A dual-stack node's IPv6 share of the packets above (absent on a node that has seen none: IPv4-only output unchanged).
+  if (sum(workers, 'Ipv6TunReadPackets') + sum(workers, 'Ipv6UdpReceivedPackets') > 0) {
+    rows.push(
+      countRow('of them ipv6', 'packets read (tun)', 'Ipv6TunReadPackets'),
+      countRow('', 'datagrams received', 'Ipv6UdpReceivedPackets'),
+    );
+  }
   if (sum(workers, 'SuperPacketsSplit') + sum(workers, 'CoalescedWrites') + sum(workers, 'GroReceives') > 0) {
     rows.push(
       countRow('offloads', 'super-packets split', 'SuperPacketsSplit'),

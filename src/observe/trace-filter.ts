@@ -1,31 +1,40 @@
 // Which packets to trace: a small subset of tcpdump's filter language
-// (pcap-filter(7)), compiled once into a predicate over an IPv4 packet.
+// (pcap-filter(7)), compiled once into a predicate over an inner IPv4 or
+// IPv6 packet.
 //
 //   expr      := or
 //   or        := and  (("or" | "||") and)*
 //   and       := not  (("and" | "&&") not)*
 //   not       := ("not" | "!") not  |  "(" expr ")"  |  primitive
-//   primitive := "ip" | "icmp" | "tcp" | "udp"
-//              | ["src" | "dst"] "host" A.B.C.D
-//              | ["src" | "dst"] "net" A.B.C.D/N
+//   primitive := "ip" | "ip6" | "icmp" | "icmp6" | "tcp" | "udp"
+//              | ["src" | "dst"] "host" (A.B.C.D | IPv6)
+//              | ["src" | "dst"] "net" (A.B.C.D/N | IPv6/N)
 //              | ["tcp" | "udp"] ["src" | "dst"] "port" N
 //
 // "and" binds tighter than "or", as in C (tcpdump gives them equal precedence
 // and groups left to right; write parentheses when in doubt, both agree then).
-// Keywords are case-insensitive. Every primitive is false for a packet whose
-// version nibble is not 4. A port matches TCP and UDP only, and only in a
-// packet that carries the transport header: a later fragment (offset ≠ 0)
-// never matches a port, as in tcpdump. An empty expression matches everything.
+// Keywords are case-insensitive. The families, as tcpdump has them: "ip" and
+// "icmp" are IPv4 only, "ip6" and "icmp6" (next header 58) IPv6 only; "tcp",
+// "udp" and "port" match either family; "host" and "net" match the family of
+// the address written. Every primitive is false for a packet whose version
+// nibble is neither 4 nor 6. A port matches TCP and UDP only, and only in a
+// packet that carries the transport header: a later IPv4 fragment (offset ≠ 0)
+// never matches a port, as in tcpdump. IPv6 is read as its fixed header: the
+// protocol is the next header field, as tcpdump's "ip6 proto", which does not
+// follow extension headers either: a packet behind extension headers (rare
+// between pods; forwarded as it is) matches ip6, host and net, not icmp6, tcp,
+// udp or port. An empty expression matches everything.
 //
 // The predicate is a tree of closures built here; evaluating it reads bytes
 // and compares small integers, so it allocates nothing per packet. It reads at
-// most buf[off .. off + IHL + 4): within a pool slot, always. Bytes past the
+// most buf[off .. off + max(IHL + 4, 44)): within a pool slot, always. Bytes past the
 // end of `buf` read as undefined, which the bit operations treat as 0, so a
 // runt never throws (it simply does not match what it cannot hold).
 import { parseIPv4, prefixMask } from '../control/ipv4-address.js';
+import { parseIPv6 } from '../control/ipv6-address.js';
 import { read16 } from '../encap/bytes.js';
 
-/** Tests the IPv4 packet that starts at buf[off]. */
+/** Tests the IPv4 or IPv6 packet that starts at buf[off]. */
 export type TraceFilter = (buf: Uint8Array, off: number) => boolean;
 
 /** A filter that could not be compiled: `offset` is where (0-based) in `expression`. */
@@ -56,11 +65,11 @@ export const MAX_FILTER_DEPTH = 32;
 export const MAX_FILTER_PRIMITIVES = 256;
 
 /** For --help texts: the grammar in a few lines. */
-export const TRACE_FILTER_HELP = `a tcpdump-style expression over the inner IPv4 packet:
-  icmp | tcp | udp | ip
-  [src|dst] host A.B.C.D     [src|dst] net A.B.C.D/N     [tcp|udp] [src|dst] port N
+export const TRACE_FILTER_HELP = `a tcpdump-style expression over the inner IPv4 or IPv6 packet:
+  icmp | icmp6 | tcp | udp | ip | ip6
+  [src|dst] host A.B.C.D|IPv6   [src|dst] net A.B.C.D/N|IPv6/N   [tcp|udp] [src|dst] port N
   combined with and (&&), or (||), not (!) and parentheses, e.g.
-  "icmp and host 10.244.2.2"   "tcp port 5201 or (udp and not dst net 10.244.1.0/24)"`;
+  "icmp and host 10.244.2.2"   "tcp port 5201 or (udp and not dst net 10.244.1.0/24)"   "icmp6 and host fd00:10:244:2::2"`;
 
 export const matchAll: TraceFilter = () => true;
 
@@ -71,7 +80,7 @@ interface Token {
   at: number;
 }
 
-const KEYWORDS = new Set(['and', 'or', 'not', 'ip', 'icmp', 'tcp', 'udp', 'src', 'dst', 'host', 'net', 'port']);
+const KEYWORDS = new Set(['and', 'or', 'not', 'ip', 'ip6', 'icmp', 'icmp6', 'tcp', 'udp', 'src', 'dst', 'host', 'net', 'port']);
 
 function tokenize(expr: string): Token[] {
   const tokens: Token[] = [];
@@ -96,7 +105,15 @@ function tokenize(expr: string): Token[] {
       tokens.push({ kind: '!', text: c, at: i++ });
       continue;
     }
-    const word = /^[A-Za-z]+/.exec(expr.slice(i));
+    // An IPv6 address or network: hex groups with at least one colon ("fd00::1", "::/0"); tried
+    // before words, since "fd00" would otherwise start one. A word has no colon after it.
+    const v6 = /^[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:\/[0-9]*)?/.exec(expr.slice(i));
+    if (v6) {
+      tokens.push({ kind: 'value', text: v6[0].toLowerCase(), at: i });
+      i += v6[0].length;
+      continue;
+    }
+    const word = /^[A-Za-z][A-Za-z0-9]*/.exec(expr.slice(i));
     if (word) {
       tokens.push({ kind: 'word', text: word[0].toLowerCase(), at: i });
       i += word[0].length;
@@ -120,6 +137,10 @@ function isIPv4(b: Uint8Array, o: number): boolean {
   return b[o] >>> 4 === 4;
 }
 
+function isIPv6(b: Uint8Array, o: number): boolean {
+  return b[o] >>> 4 === 6;
+}
+
 // Addresses as signed int32 (what `|` produces), compared with int32 constants:
 // small integers all the way, no heap numbers (bytes.ts read32 returns a
 // uint32, which above 2^31 is one).
@@ -131,6 +152,16 @@ function protocolIs(protocol: number): TraceFilter {
   return (b, o) => isIPv4(b, o) && b[o + 9] === protocol;
 }
 
+/** The next header of IPv6's fixed header (tcpdump's "ip6 proto N"). */
+function nextHeaderIs(protocol: number): TraceFilter {
+  return (b, o) => isIPv6(b, o) && b[o + 6] === protocol;
+}
+
+/** tcp, udp: either family. */
+function transportIs(protocol: number): TraceFilter {
+  return (b, o) => (isIPv4(b, o) ? b[o + 9] === protocol : isIPv6(b, o) && b[o + 6] === protocol);
+}
+
 function addressIn(which: 'src' | 'dst' | 'either', network: number, mask: number): TraceFilter {
   const net = network | 0;
   const m = mask | 0;
@@ -139,14 +170,59 @@ function addressIn(which: 'src' | 'dst' | 'either', network: number, mask: numbe
   return (b, o) => isIPv4(b, o) && ((read32s(b, o + 12) & m) === net || (read32s(b, o + 16) & m) === net);
 }
 
+// The 128-bit address at b[at] under a prefix, as four int32 words: `net` and
+// `mask` hold the prefix's words (masked), so a /64 compares two words of zero mask for free.
+function read32sAt(b: Uint8Array, at: number, w: number): number {
+  return read32s(b, at + 4 * w);
+}
+
+function inPrefix6(b: Uint8Array, at: number, net: Int32Array, mask: Int32Array): boolean {
+  return (
+    (read32sAt(b, at, 0) & mask[0]) === net[0] &&
+    (read32sAt(b, at, 1) & mask[1]) === net[1] &&
+    (read32sAt(b, at, 2) & mask[2]) === net[2] &&
+    (read32sAt(b, at, 3) & mask[3]) === net[3]
+  );
+}
+
+function address6In(which: 'src' | 'dst' | 'either', net: Int32Array, mask: Int32Array): TraceFilter {
+  if (which === 'src') return (b, o) => isIPv6(b, o) && inPrefix6(b, o + 8, net, mask);
+  if (which === 'dst') return (b, o) => isIPv6(b, o) && inPrefix6(b, o + 24, net, mask);
+  return (b, o) => isIPv6(b, o) && (inPrefix6(b, o + 8, net, mask) || inPrefix6(b, o + 24, net, mask));
+}
+
+/** A prefix's network and mask as four int32 words each; throws when bits are set past the prefix. */
+function prefix6Words(addr: Uint8Array, prefixLength: number): { net: Int32Array; mask: Int32Array; hostBits: boolean } {
+  const net = new Int32Array(4);
+  const mask = new Int32Array(4);
+  let hostBits = false;
+  for (let w = 0; w < 4; w++) {
+    const bits = Math.max(0, Math.min(32, prefixLength - 32 * w));
+    const m = bits === 0 ? 0 : (0xffffffff << (32 - bits)) | 0;
+    const word = read32s(addr, 4 * w);
+    mask[w] = m;
+    net[w] = word & m;
+    if ((word & ~m) !== 0) hostBits = true;
+  }
+  return { net, mask, hostBits };
+}
+
 // TCP or UDP (or only `protocol` when non-zero), carrying its transport header.
 function portIs(which: 'src' | 'dst' | 'either', port: number, protocol: number): TraceFilter {
   return (b, o) => {
-    if (!isIPv4(b, o)) return false;
-    const p = b[o + 9];
-    if (protocol !== 0 ? p !== protocol : p !== 6 && p !== 17) return false;
-    if ((read16(b, o + 6) & 0x1fff) !== 0) return false; // a later fragment: no ports in it
-    const t = o + ((b[o] & 0x0f) << 2);
+    let t: number;
+    if (isIPv4(b, o)) {
+      const p = b[o + 9];
+      if (protocol !== 0 ? p !== protocol : p !== 6 && p !== 17) return false;
+      if ((read16(b, o + 6) & 0x1fff) !== 0) return false; // a later fragment: no ports in it
+      t = o + ((b[o] & 0x0f) << 2);
+    } else if (isIPv6(b, o)) {
+      const p = b[o + 6];
+      if (protocol !== 0 ? p !== protocol : p !== 6 && p !== 17) return false;
+      t = o + 40;
+    } else {
+      return false;
+    }
     if (which !== 'dst' && read16(b, t) === port) return true;
     return which !== 'src' && read16(b, t + 2) === port;
   };
@@ -233,16 +309,22 @@ class Parser {
   private primitive(): TraceFilter {
     const t = this.token;
     if (t.kind !== 'word' || t.text === 'and' || t.text === 'or') {
-      this.fail(t, `expected a primitive (icmp, tcp, udp, ip, host, net, port, src, dst), "not" or "(", found ${this.found(t)}`);
+      this.fail(t, `expected a primitive (icmp, icmp6, tcp, udp, ip, ip6, host, net, port, src, dst), "not" or "(", found ${this.found(t)}`);
     }
     if (!KEYWORDS.has(t.text)) this.fail(t, `unknown keyword "${t.text}"`);
     switch (t.text) {
       case 'ip':
         this.i++;
         return isIPv4;
+      case 'ip6':
+        this.i++;
+        return isIPv6;
       case 'icmp':
         this.i++;
         return protocolIs(1);
+      case 'icmp6':
+        this.i++;
+        return nextHeaderIs(58);
       case 'tcp':
       case 'udp': {
         this.i++;
@@ -252,7 +334,7 @@ class Parser {
         if (['port', 'src', 'dst', 'host', 'net'].some((w) => this.isWord(w))) {
           return this.qualified(protocol);
         }
-        return protocolIs(protocol);
+        return transportIs(protocol);
       }
       case 'src':
       case 'dst':
@@ -289,7 +371,18 @@ class Parser {
     }
     if (kind.text === 'host') {
       if (value.kind !== 'value' || value.text.includes('/')) {
-        this.fail(value, `expected an IPv4 address (A.B.C.D) after "host", found ${this.found(value)}`);
+        this.fail(value, `expected an IPv4 address (A.B.C.D) or an IPv6 address after "host", found ${this.found(value)}`);
+      }
+      if (value.text.includes(':')) {
+        let addr6: Uint8Array;
+        try {
+          addr6 = parseIPv6(value.text);
+        } catch {
+          this.fail(value, `"${value.text}" is not an IPv6 address`);
+        }
+        this.i++;
+        const { net, mask } = prefix6Words(addr6, 128);
+        return address6In(which, net, mask);
       }
       let addr: number;
       try {
@@ -301,8 +394,22 @@ class Parser {
       return addressIn(which, addr, 0xffffffff);
     }
     // net
+    if (value.kind === 'value' && value.text.includes(':')) {
+      const m6 = /^([0-9a-f:.]+)\/([0-9]+)$/.exec(value.text);
+      if (!m6 || Number(m6[2]) > 128) this.fail(value, `"${value.text}" is not a network IPv6/N (N from 0 to 128)`);
+      let addr6: Uint8Array;
+      try {
+        addr6 = parseIPv6(m6[1]);
+      } catch {
+        this.fail(value, `"${value.text}" is not a network IPv6/N (N from 0 to 128)`);
+      }
+      const { net, mask, hostBits } = prefix6Words(addr6, Number(m6[2]));
+      if (hostBits) this.fail(value, `"${value.text}" has bits set outside its /${m6[2]} prefix`);
+      this.i++;
+      return address6In(which, net, mask);
+    }
     const m = value.kind === 'value' ? /^([0-9.]+)\/([0-9]+)$/.exec(value.text) : null;
-    if (!m) this.fail(value, `expected a network A.B.C.D/N after "net", found ${this.found(value)}`);
+    if (!m) this.fail(value, `expected a network A.B.C.D/N or IPv6/N after "net", found ${this.found(value)}`);
     let addr: number;
     let mask: number;
     try {

@@ -7,10 +7,11 @@
 import { read16, read32 } from '../encap/bytes.js';
 import { internetChecksum } from '../encap/checksum.js';
 import { formatMac, ETHERNET_HEADER, VXLAN_HEADER, VXLAN_DEFAULT_PORT } from '../encap/vxlan.js';
+import { formatIPv6 } from '../control/ipv6-address.js';
 import { TRACE_STAGE_INFO, traceEventToJson, type TraceEvent } from './trace-event.js';
 
 export interface Layer {
-  /** 'Ethernet', 'IPv4', 'UDP', 'VXLAN', 'ICMP', 'TCP', 'payload'; a header quoted inside an ICMP error gets ' (quoted)'. */
+  /** 'Ethernet', 'IPv4', 'IPv6', 'UDP', 'VXLAN', 'ICMP', 'ICMPv6', 'TCP', 'payload'; a header quoted inside an ICMP error gets ' (quoted)'. */
   name: string;
   /** OSI layer, as the diagrams label it: 'L2', 'L3', 'L4'; absent for VXLAN and payload. */
   level?: string;
@@ -38,6 +39,28 @@ const ICMP_TYPE_NAMES: Record<number, string> = {
   13: 'timestamp',
   14: 'timestamp-reply',
 };
+// ICMPv6 (RFC 4443, RFC 4861 for neighbour discovery).
+const ICMPV6_TYPE_NAMES: Record<number, string> = {
+  1: 'dest-unreachable',
+  2: 'packet-too-big',
+  3: 'time-exceeded',
+  4: 'parameter-problem',
+  128: 'echo-request',
+  129: 'echo-reply',
+  133: 'router-solicitation',
+  134: 'router-advertisement',
+  135: 'neighbor-solicitation',
+  136: 'neighbor-advertisement',
+};
+const ICMPV6_UNREACH_CODES: Record<number, string> = {
+  0: 'no-route',
+  1: 'admin-prohibited',
+  3: 'address-unreachable',
+  4: 'port-unreachable',
+};
+const ICMPV6_TIME_EXCEEDED_CODES: Record<number, string> = { 0: 'hop-limit-exceeded', 1: 'reassembly-timeout' };
+// Next headers that are IPv6 extension headers: named, not followed (the data path forwards them as they are).
+const IPV6_EXTENSION_NAMES: Record<number, string> = { 0: 'hop-by-hop', 43: 'routing', 44: 'fragment', 51: 'AH', 60: 'destination-options', 135: 'mobility' };
 const ICMP_UNREACH_CODES: Record<number, string> = { 0: 'net-unreachable', 1: 'host-unreachable', 2: 'protocol-unreachable', 3: 'port-unreachable', 4: 'frag-needed' };
 const ETHERTYPE_NAMES: Record<number, string> = { 0x0800: 'IPv4', 0x0806: 'ARP', 0x86dd: 'IPv6', 0x8100: '802.1Q' };
 
@@ -98,6 +121,79 @@ class Decoder {
       fields.push(['data', captured > shown ? `${data} …` : data]);
     }
     this.push({ name, offset: at, length: captured, fields });
+  }
+
+  /** An IP packet of either family, by its version nibble (anything but 6 is read as IPv4, which says what is wrong). */
+  ip(at: number, quoted: boolean, outer: boolean): void {
+    if (this.has(at, 1) && this.u8(at) >>> 4 === 6) this.ipv6(at, quoted, outer);
+    else this.ipv4(at, quoted, outer);
+  }
+
+  ipv6(at: number, quoted: boolean, outer: boolean): void {
+    const layer = this.push({ name: quoted ? 'IPv6 (quoted)' : 'IPv6', level: 'L3', offset: at, length: 0, fields: [] });
+    const f = layer.fields;
+    if (this.has(at, 24)) f.push(['src', formatIPv6(this.b, at + 8)]);
+    if (this.has(at, 40)) f.push(['dst', formatIPv6(this.b, at + 24)]);
+    if (this.has(at, 8)) f.push(['hlim', String(this.u8(at + 7))]);
+    const next = this.has(at, 7) ? this.u8(at + 6) : -1;
+    if (next >= 0) {
+      const name = next === 58 ? 'ICMPv6' : (IPV6_EXTENSION_NAMES[next] ?? IP_PROTOCOL_NAMES[next]);
+      f.push(['next', name ?? String(next)]);
+    }
+    if (this.has(at, 6)) f.push(['plen', String(this.u16(at + 4))]);
+    if (this.has(at, 4)) {
+      const word = this.u32(at);
+      const trafficClass = (word >>> 20) & 0xff;
+      const flow = word & 0xfffff;
+      if (trafficClass !== 0) f.push(['tc', `0x${trafficClass.toString(16).padStart(2, '0')}`]);
+      if (flow !== 0) f.push(['flow', `0x${flow.toString(16).padStart(5, '0')}`]);
+    }
+    if (this.truncated(layer, 40)) return;
+    layer.length = 40;
+    const payloadLength = this.u16(at + 4);
+    // A quoted header's payload length describes the original packet, of which only a part is quoted.
+    const payloadWire = quoted ? this.end - at - 40 : payloadLength;
+    const body = at + 40;
+    if (IPV6_EXTENSION_NAMES[next] !== undefined) {
+      layer.problem = `extension header ${IPV6_EXTENSION_NAMES[next]} (${next}): not decoded further`;
+      return this.payload(body, payloadWire, 'undecoded');
+    }
+    if (next === 58) this.icmp6(body, payloadWire);
+    else if (next === 6) this.tcp(body, payloadWire, quoted);
+    else if (next === 17) this.udp(body, payloadWire, quoted, outer);
+    else if (next === 59 && payloadWire === 0) return;
+    else this.payload(body, payloadWire);
+  }
+
+  icmp6(at: number, wireLength: number): void {
+    const layer = this.push({ name: 'ICMPv6', level: 'L4', offset: at, length: 8, fields: [] });
+    const f = layer.fields;
+    if (!this.has(at, 1)) {
+      layer.problem = 'truncated: 0 of 8 header bytes captured';
+      layer.length = 0;
+      return;
+    }
+    const type = this.u8(at);
+    f.push(['type', ICMPV6_TYPE_NAMES[type] ? `${ICMPV6_TYPE_NAMES[type]} (${type})` : String(type)]);
+    if (this.has(at, 2)) {
+      const code = this.u8(at + 1);
+      const codes = type === 1 ? ICMPV6_UNREACH_CODES : type === 3 ? ICMPV6_TIME_EXCEEDED_CODES : undefined;
+      f.push(['code', codes?.[code] ? `${codes[code]} (${code})` : String(code)]);
+    }
+    if (this.has(at, 4)) f.push(['csum', hex16(this.u16(at + 2))]);
+    if (type === 128 || type === 129) {
+      if (this.has(at, 6)) f.push(['id', String(this.u16(at + 4))]);
+      if (this.has(at, 8)) f.push(['seq', String(this.u16(at + 6))]);
+    } else if (type === 2 && this.has(at, 8)) {
+      f.push(['mtu', String(this.u32(at + 4))]);
+    } else if (type === 4 && this.has(at, 8)) {
+      f.push(['pointer', String(this.u32(at + 4))]);
+    }
+    if (this.truncated(layer, 8)) return;
+    const next = at + 8;
+    // Error messages (types below 128) quote the packet that caused them.
+    if (type < 128) this.ipv6(next, true, false);
+    else this.payload(next, wireLength - 8);
   }
 
   ipv4(at: number, quoted: boolean, outer: boolean): void {
@@ -190,8 +286,9 @@ class Decoder {
     const dport = this.u16(at + 2);
     const vxlanPort = (p: number) => p === VXLAN_DEFAULT_PORT || p === IANA_VXLAN_PORT;
     if (vxlanPort(dport) || vxlanPort(sport)) return this.vxlan(next, payloadWire);
-    if (dport === FLANNEL_UDP_PORT || sport === FLANNEL_UDP_PORT || (this.has(next, 1) && this.u8(next) >>> 4 === 4)) {
-      return this.ipv4(next, false, false);
+    const version = this.has(next, 1) ? this.u8(next) >>> 4 : 0;
+    if (dport === FLANNEL_UDP_PORT || sport === FLANNEL_UDP_PORT || version === 4 || version === 6) {
+      return this.ip(next, false, false);
     }
     this.payload(next, payloadWire);
   }
@@ -217,7 +314,9 @@ class Decoder {
     }
     if (this.truncated(layer, ETHERNET_HEADER)) return;
     const next = at + ETHERNET_HEADER;
-    if (this.u16(at + 12) === 0x0800) this.ipv4(next, false, false);
+    const type = this.u16(at + 12);
+    if (type === 0x0800) this.ipv4(next, false, false);
+    else if (type === 0x86dd) this.ipv6(next, false, false);
     else this.payload(next, wireLength - ETHERNET_HEADER);
   }
 
@@ -292,13 +391,13 @@ export function describeLayers(ev: Pick<TraceEvent, 'layers' | 'headerBytes'>): 
     switch (ev.layers) {
       case 'ip':
       case 'udp-payload':
-        d.ipv4(0, false, false);
+        d.ip(0, false, false);
         break;
       case 'vxlan-payload':
         d.vxlan(0, b.length);
         break;
       case 'outer-ip':
-        d.ipv4(0, false, true);
+        d.ip(0, false, true);
         break;
       default:
         d.push({ name: 'unknown', offset: 0, length: 0, fields: [], problem: `unknown layers ${JSON.stringify(ev.layers)}` });
@@ -328,9 +427,9 @@ const ANSI = {
 };
 
 const LAYERS_CAPTION: Record<TraceEvent['layers'], string> = {
-  ip: 'the IPv4 packet, as it crosses the TUN',
-  'udp-payload': 'the UDP payload (flannel udp: the inner IPv4 packet itself)',
-  'vxlan-payload': 'the UDP payload: VXLAN + Ethernet + the inner IPv4 packet',
+  ip: 'the IP packet, as it crosses the TUN',
+  'udp-payload': 'the UDP payload (flannel udp: the inner IP packet itself)',
+  'vxlan-payload': 'the UDP payload: VXLAN + Ethernet + the inner IP packet',
   'outer-ip': 'on the wire: the outer IPv4 + UDP headers the kernel writes around the payload (rebuilt for display: the kernel picks their id and checksum)',
 };
 

@@ -101,7 +101,7 @@ export interface ClusterOptions {
    * traffic across nodes included.
    */
   ipMasq?: boolean;
-  /** Pod address families: 'ipv4' (default), 'dual-stack', or 'ipv6-only'; agents only. */
+  /** Pod address families: 'ipv4' (default), 'dual-stack', or 'ipv6-only'; agents only (and 'dual-stack' with 'kernel-vxlan'). */
   ipFamilies?: IpFamilies;
 }
 
@@ -342,8 +342,10 @@ class ClusterImpl implements Cluster {
     this.underlayMtu = opts.underlayMtu ?? 1500;
     this.podMtu = opts.podMtu ?? this.underlayMtu - overheadFor(this.dataplane);
     this.ipFamilies = opts.ipFamilies ?? 'ipv4';
-    if (this.ipFamilies !== 'ipv4' && (this.dataplane !== 'agent' || Object.keys(opts.nodeDataplanes ?? {}).length > 0)) {
-      throw new Error(`ipFamilies '${this.ipFamilies}' needs the agent on every node (dataplane 'agent')`);
+    // Kernel vxlan carries dual-stack too (programVxlan), and its nodes can be handed to agents (vxlan-agents.ts).
+    const dualStackPlane = this.dataplane === 'agent' || (this.dataplane === 'kernel-vxlan' && this.ipFamilies === 'dual-stack');
+    if (this.ipFamilies !== 'ipv4' && (!dualStackPlane || Object.keys(opts.nodeDataplanes ?? {}).length > 0)) {
+      throw new Error(`ipFamilies '${this.ipFamilies}' needs the agent on every node (dataplane 'agent'), or 'dual-stack' with 'kernel-vxlan'`);
     }
     this.workers = opts.workers ?? 1;
     this.agentArgs = opts.agentArgs ?? [];
@@ -776,6 +778,8 @@ class ClusterImpl implements Cluster {
         PublicIP: node.underlayIp,
         BackendType: backendType,
         ...(backendType === 'vxlan' ? { BackendData: { VNI: VXLAN_VNI, VtepMAC: vtepMac(node.index) } } : {}),
+        // The IPv6 half's VTEP: flannel.1 itself here (programVxlan), so the same MAC.
+        ...(backendType === 'vxlan' && this.ipFamilies === 'dual-stack' ? { BackendV6Data: { VNI: VXLAN_VNI, VtepMAC: vtepMac(node.index) } } : {}),
       };
     }
     writeFileSync(this.leasesFile, JSON.stringify(leases, null, 2) + '\n');
@@ -812,6 +816,31 @@ class ClusterImpl implements Cluster {
       await this.ip(ns, 'neigh', 'replace', vtepIp, 'lladdr', vtepMac(peer.index), 'dev', dev, 'nud', 'permanent');
       await this.exec(ns, 'bridge', ['fdb', 'replace', vtepMac(peer.index), 'dev', dev, 'dst', peer.underlayIp, 'self', 'permanent']);
       await this.ip(ns, 'route', 'replace', peer.subnet, 'via', vtepIp, 'dev', dev, 'onlink');
+    }
+    if (this.ipFamilies === 'dual-stack') await this.programVxlan6(node, dev);
+  }
+
+  /**
+   * The IPv6 half of flannel's vxlan backend, on flannel.1 itself. flanneld
+   * makes a second device, flannel-v6.1, with the same VNI and port and an
+   * IPv6 underlay (its fdb entries point at PublicIPv6). Over this testbed's
+   * IPv4 underlay the kernel refuses that second device ("A VXLAN device with
+   * the specified VNI already exists": two IPv4 vxlan devices cannot share a
+   * VNI and port), so the one device carries both families. What flanneld
+   * programs for flannel-v6.1 is otherwise done as it does: the subnet's
+   * address as a /128, per remote lease a permanent neighbour entry for the
+   * IPv6 gateway (the subnet's :: address) to the VTEP MAC of BackendV6Data,
+   * then the onlink route; the fdb entry (MAC → PublicIP) is flannel.1's.
+   */
+  private async programVxlan6(node: NodeInfo, dev: string): Promise<void> {
+    const { ns, index: i } = node;
+    await this.exec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${dev.replace('.', '/')}.disable_ipv6=0`]);
+    await this.ip(ns, '-6', 'addr', 'add', `${node.subnet6.split('/')[0]}/128`, 'dev', dev, 'nodad');
+    for (const peer of this.nodes()) {
+      if (peer.index === i) continue;
+      const gateway = peer.subnet6.split('/')[0]!;
+      await this.ip(ns, '-6', 'neigh', 'replace', gateway, 'lladdr', vtepMac(peer.index), 'dev', dev, 'nud', 'permanent');
+      await this.ip(ns, '-6', 'route', 'replace', peer.subnet6, 'via', gateway, 'dev', dev, 'onlink');
     }
   }
 

@@ -9,7 +9,7 @@
 // each VTEP MAC). host-gw and kernel-vxlan run the same measurements over the
 // kernel's own data planes, as a reference for what the agent achieves.
 //
-// --dual-stack (udp only): the pods have IPv4 and IPv6 addresses, and ping,
+// --dual-stack (udp or vxlan): the pods have IPv4 and IPv6 addresses, and ping,
 // ping -6 and iperf3 run over both families through the same agents.
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -19,7 +19,7 @@ import { replaceKernelVxlanWithAgent } from './vxlan-agents.js';
 import { iperf3Tcp, ping, type PingResult } from './measure.js';
 
 const BACKENDS: Record<string, Dataplane> = { udp: 'agent', vxlan: 'kernel-vxlan', 'host-gw': 'host-gw', 'kernel-vxlan': 'kernel-vxlan' };
-const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S] [--dual-stack] [--trace] [--keep]\n  --dual-stack  IPv4 and IPv6 pods (udp backend): ping, ping -6 and iperf3 over both families\n  --trace  also follow one ping through both agents (flannel-udp trace on each node)\n  --keep   leave the cluster up until Ctrl-C, to explore it (flannel-udp stats/trace in a node namespace)';
+const USAGE = 'usage: node dist/src/testbed/demo.js [--backend udp|vxlan|host-gw|kernel-vxlan] [--workers N] [--seconds S] [--dual-stack] [--trace] [--keep]\n  --dual-stack  IPv4 and IPv6 pods (udp or vxlan backend): ping, ping -6 and iperf3 over both families\n  --trace  also follow one ping through both agents (flannel-udp trace on each node)\n  --keep   leave the cluster up until Ctrl-C, to explore it (flannel-udp stats/trace in a node namespace)';
 
 function parseCommandLine() {
   const { values } = parseArgs({
@@ -44,7 +44,7 @@ function parseCommandLine() {
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError(`--workers must be a positive integer`);
   if (!Number.isFinite(seconds) || seconds < 1) throw new UsageError(`--seconds must be at least 1`);
   const dualStack = values['dual-stack']!;
-  if (dualStack && values.backend !== 'udp') throw new UsageError(`--dual-stack runs with --backend udp only (VXLAN IPv6 is not done yet)`);
+  if (dualStack && values.backend !== 'udp' && values.backend !== 'vxlan') throw new UsageError(`--dual-stack runs with the agent only (--backend udp or vxlan)`);
   return { backend: values.backend!, dataplane, workers, seconds, trace: values.trace!, keep: values.keep!, dualStack };
 }
 

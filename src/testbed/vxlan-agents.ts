@@ -3,7 +3,8 @@
 // put this agent (--backend vxlan) in place of the kernel on chosen nodes,
 // keeping each node's VTEP MAC so the other nodes' neighbour and fdb entries
 // stay valid. With every node replaced it is a pure agent VXLAN cluster; with
-// some, a mixed one.
+// some, a mixed one. Dual-stack clusters too: the agent publishes that one MAC
+// for both families, as the kernel node's flannel.1 does there.
 import { readFileSync } from 'node:fs';
 import { type Cluster } from './cluster.js';
 import { waitForLine, type CapturedChild } from './exec.js';
@@ -12,7 +13,9 @@ import { waitForLine, type CapturedChild } from './exec.js';
 export function publishedVtepMac(cluster: Cluster, i: number): string {
   const leases = JSON.parse(readFileSync(cluster.leasesFile, 'utf8')) as Record<string, { BackendData?: { VtepMAC?: string } }>;
   const subnetKey = cluster.node(i).subnet.replace('/', '-');
-  const mac = leases[subnetKey]?.BackendData?.VtepMAC;
+  // A dual-stack key is the IPv4 key, '&', the IPv6 subnet (flannel's MakeSubnetKey).
+  const key = Object.keys(leases).find((k) => k.split('&')[0] === subnetKey);
+  const mac = key === undefined ? undefined : leases[key]?.BackendData?.VtepMAC;
   if (!mac) throw new Error(`the leases file has no VtepMAC for ${subnetKey}: is this a kernel-vxlan cluster?`);
   return mac;
 }

@@ -6,7 +6,11 @@
 import { suite } from 'uvu';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as assert from 'uvu/assert';
-import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
+import { agentCliPath, createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
+import { isRunning, stopChild } from '../../src/testbed/exec.js';
+import { traceEventFromJson, type TraceEvent } from '../../src/observe/trace-event.js';
+import { describeLayers } from '../../src/observe/trace-render.js';
+import type { AgentStats } from '../../src/observe/metrics.js';
 import { iperf3Tcp, ping } from '../../src/testbed/measure.js';
 import { tcpTransfer } from '../support/pod-traffic.js';
 import { requireTools } from '../support/required-tool.js';
@@ -75,6 +79,57 @@ dual('iperf3 -6 between pods moves data', async () => {
 dual('a pod IPv6 address without a lease: ping -6 gets destination unreachable (no route) from the agent', async () => {
   const { stdout } = await cluster.exec(cluster.pod(1).ns, 'ping', ['-n', '-c', '1', '-w', '3', 'fd00:10:244:99::5'], { allowFailure: true, timeoutMs: 15_000 });
   assert.match(stdout, /From fd00:10:244:99::5.*Destination unreachable: No route/, stdout);
+});
+
+dual('flannel-udp trace --filter icmp6 follows a ping -6 through every stage, showing the IPv6 header; stats count the IPv6 packets', async () => {
+  const [n1, n2] = [cluster.node(1), cluster.node(2)];
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  // Two packets on node 1: the echo request out, the echo reply back. IPv4 pings meanwhile must not be traced.
+  const trace = cluster.spawn(n1.ns, process.execPath, [agentCliPath, 'trace', '--filter', `icmp6 and host ${p1.ip6} and host ${p2.ip6}`, '--limit', '2', '--json']);
+  try {
+    const deadline = Date.now() + 15_000;
+    let replies = 0;
+    while (isRunning(trace)) {
+      assert.ok(Date.now() < deadline, `the trace client did not end within 15 s of pinging (${replies} replies):\n${trace.log.tail()}`);
+      await ping(cluster, p1.ns, p2.ip, { count: 1 });
+      replies += (await ping(cluster, p1.ns, p2.ip6!, { count: 1 })).received;
+    }
+    await trace.exited;
+    assert.is(trace.exitCode, 0, trace.log.tail());
+    const events = trace.log
+      .snapshot()
+      .filter((l) => l.startsWith('{') && !l.includes('"done"'))
+      .map((l) => traceEventFromJson(JSON.parse(l)));
+    const byPacket = new Map<string, TraceEvent[]>();
+    for (const ev of events) byPacket.set(`${ev.worker}/${ev.packet}`, [...(byPacket.get(`${ev.worker}/${ev.packet}`) ?? []), ev]);
+    assert.is(byPacket.size, 2, `two packets traced: ${JSON.stringify(events.map((e) => [e.worker, e.packet, e.stage]))}`);
+    const request = [...byPacket.values()].find((evs) => evs[0].stage === 'tun-read') ?? [];
+    const reply = [...byPacket.values()].find((evs) => evs[0].stage === 'udp-receive') ?? [];
+    assert.equal(request.map((e) => e.stage), ['tun-read', 'lease-lookup', 'encapsulate', 'udp-send']);
+    assert.equal(reply.map((e) => e.stage), ['udp-receive', 'validate', 'decapsulate', 'tun-write']);
+    const fields = (ev: TraceEvent, i: number) => Object.fromEntries(describeLayers(ev)[i]?.fields ?? []);
+    const [read, lookup, , send] = request;
+    assert.equal(
+      (({ src, dst, next, hlim, plen }) => ({ src, dst, next, hlim, plen }))(fields(read, 0)),
+      { src: p1.ip6, dst: p2.ip6, next: 'ICMPv6', hlim: '63', plen: '64' },
+      'the pod sent hop limit 64 and 56 bytes of ping data; node 1 routed it once into flannel0',
+    );
+    assert.is(fields(read, 1).type, 'echo-request (128)');
+    assert.equal(lookup.lease, { key: 'fd00:10:244:2::-64', publicIp: n2.underlayIp });
+    assert.equal(describeLayers(send).map((l) => l.name), ['IPv4', 'UDP', 'IPv6', 'ICMPv6', 'payload'], 'IPv6 in the UDP payload, over the IPv4 underlay');
+    assert.equal((({ src, dst }) => ({ src, dst }))(fields(send, 0)), { src: n1.underlayIp, dst: n2.underlayIp });
+    assert.is(fields(send, 2).hlim, '62', 'the agent decremented the hop limit');
+    const write = reply[3];
+    assert.equal((({ src, dst, hlim }) => ({ src, dst, hlim }))(fields(write, 0)), { src: p2.ip6, dst: p1.ip6, hlim: '61' });
+    assert.is(fields(write, 1).type, 'echo-reply (129)');
+
+    const stats = JSON.parse((await cluster.exec(n1.ns, process.execPath, [agentCliPath, 'stats', '--json'], { timeoutMs: 30_000 })).stdout) as AgentStats;
+    const total = (name: string) => stats.workers.reduce((a, w) => a + (w.counters[name] ?? 0), 0);
+    assert.ok(total('Ipv6TunReadPackets') >= replies && total('Ipv6UdpReceivedPackets') >= replies, JSON.stringify(stats.workers.map((w) => w.counters)));
+    assert.ok(total('TunReadPackets') > total('Ipv6TunReadPackets'), 'the IPv4 pings are counted, not as IPv6');
+  } finally {
+    await stopChild(trace);
+  }
 });
 
 dual('a restart (SIGTERM, then a new agent) attaches to the kept dual-stack flannel0 as it is, and IPv6 flows again', async () => {

@@ -1,12 +1,19 @@
 // VXLAN mode against the real thing: a node whose kernel vxlan device is
 // programmed exactly as flannel's vxlan backend programs it, talking to a
 // node running this agent with --backend vxlan; then two agents together.
+// Then both again dual-stack: IPv6 pods in frames with ethertype 0x86dd
+// (the kernel side: flannel.1 carrying flannel-v6.1's programming, see
+// programVxlan6 in src/testbed/cluster.ts for why one device).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createCluster, type Cluster } from '../../src/testbed/cluster.js';
+import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
 import { replaceKernelVxlanWithAgent } from '../../src/testbed/vxlan-agents.js';
-import { ping } from '../../src/testbed/measure.js';
+import { iperf3Tcp, ping } from '../../src/testbed/measure.js';
 import { tcpTransfer, udpIcmpProbe } from '../support/pod-traffic.js';
+import { requireTools } from '../support/required-tool.js';
+
+/** The pod as tcpTransfer sees it, addressed by its IPv6 address. */
+const over6 = (pod: PodInfo): PodInfo => ({ ...pod, ip: pod.ip6! });
 
 function replaceWithAgent(cluster: Cluster, i: number, extra: string[] = []) {
   return replaceKernelVxlanWithAgent(cluster, i, extra, 2);
@@ -75,3 +82,80 @@ agents('ping and TCP both ways', async () => {
 });
 
 agents.run();
+
+const mixed6 = suite('dual-stack: agent (vxlan) ⇄ Linux kernel vxlan, IPv6 pods in 0x86dd frames');
+let dual: Cluster;
+
+mixed6.before(async () => {
+  requireTools('ping', 'iperf3', 'ethtool');
+  dual = await createCluster({ nodes: 2, dataplane: 'kernel-vxlan', ipFamilies: 'dual-stack' });
+  // As above: node 2's veth must finish the checksums the kernel leaves to "the NIC", IPv6 ones included (tx off covers both).
+  await dual.exec(dual.node(2).ns, 'ethtool', ['-K', 'eth0', 'tx', 'off']);
+  await replaceWithAgent(dual, 1);
+});
+mixed6.after(async () => {
+  await dual?.destroy();
+});
+
+mixed6('the kernel node routes the agent node\'s IPv6 subnet through its vxlan device, onlink via the permanent neighbour', async () => {
+  const { stdout: route } = await dual.exec(dual.node(2).ns, 'ip', ['-6', 'route', 'show', 'fd00:10:244:1::/64']);
+  assert.match(route, /via fd00:10:244:1:: dev flannel\.1 .*onlink/);
+  const { stdout: neigh } = await dual.exec(dual.node(2).ns, 'ip', ['-6', 'neigh', 'show', 'fd00:10:244:1::', 'dev', 'flannel.1']);
+  assert.match(neigh, /lladdr [0-9a-f:]{17} PERMANENT/);
+});
+
+mixed6('ping -6 both ways between the agent node and the kernel node', async () => {
+  const there = await ping(dual, dual.pod(1).ns, dual.pod(2).ip6!, { count: 5, intervalS: 0.2 });
+  const back = await ping(dual, dual.pod(2).ns, dual.pod(1).ip6!, { count: 5, intervalS: 0.2 });
+  assert.ok(there.lossPct === 0 && there.received >= 5, `agent → kernel: ${JSON.stringify(there)}`);
+  assert.ok(back.lossPct === 0 && back.received >= 5, `kernel → agent: ${JSON.stringify(back)}`);
+});
+
+mixed6('TCP over IPv6 arrives intact both ways (sha256), and iperf3 -6 moves data', async () => {
+  const bytes = 48 * 1024 * 1024;
+  for (const [from, to] of [[dual.pod(1), dual.pod(2)], [dual.pod(2), dual.pod(1)]]) {
+    const r = await tcpTransfer(dual, over6(from), over6(to), bytes);
+    assert.is(r.received.bytes, bytes);
+    assert.is(r.received.sha256, r.sent.sha256, `pod${from.node} → pod${to.node}`);
+  }
+  const tcp = await iperf3Tcp(dual, dual.pod(2).ns, dual.pod(2).ip6!, dual.pod(1).ns, { seconds: 2 });
+  assert.ok(tcp.bitsPerSecond > 0, 'iperf3 -6 moved no data');
+});
+
+mixed6('IPv4 still works in the same cluster, and an IPv6 destination without a lease gets ICMPv6 no route', async () => {
+  const there = await ping(dual, dual.pod(1).ns, dual.pod(2).ip, { count: 3, intervalS: 0.2 });
+  assert.ok(there.lossPct === 0 && there.received >= 3, JSON.stringify(there));
+  const r = await tcpTransfer(dual, dual.pod(2), dual.pod(1), 16 * 1024 * 1024);
+  assert.is(r.received.sha256, r.sent.sha256);
+  const { stdout } = await dual.exec(dual.pod(1).ns, 'ping', ['-n', '-c', '1', '-w', '3', 'fd00:10:244:99::5'], { allowFailure: true, timeoutMs: 15_000 });
+  assert.match(stdout, /Destination unreachable: No route/, stdout);
+});
+
+mixed6.run();
+
+const agents6 = suite('dual-stack: agent (vxlan) ⇄ agent (vxlan)');
+let dualAgents: Cluster;
+
+agents6.before(async () => {
+  requireTools('ping');
+  dualAgents = await createCluster({ nodes: 2, dataplane: 'kernel-vxlan', ipFamilies: 'dual-stack' });
+  await replaceWithAgent(dualAgents, 1);
+  await replaceWithAgent(dualAgents, 2, ['--vxlan-udp-checksum', 'zero']);
+});
+agents6.after(async () => {
+  await dualAgents?.destroy();
+});
+
+agents6('ping -6, ping and TCP over IPv6 both ways', async () => {
+  const c = dualAgents;
+  const six = await ping(c, c.pod(1).ns, c.pod(2).ip6!, { count: 3, intervalS: 0.2 });
+  assert.ok(six.lossPct === 0 && six.received >= 3, JSON.stringify(six));
+  assert.is((await ping(c, c.pod(2).ns, c.pod(1).ip, { count: 3, intervalS: 0.2 })).received, 3);
+  const bytes = 32 * 1024 * 1024;
+  for (const [from, to] of [[c.pod(1), c.pod(2)], [c.pod(2), c.pod(1)]]) {
+    const r = await tcpTransfer(c, over6(from), over6(to), bytes);
+    assert.is(r.received.sha256, r.sent.sha256, `pod${from.node} → pod${to.node}`);
+  }
+});
+
+agents6.run();

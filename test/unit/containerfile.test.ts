@@ -150,7 +150,7 @@ test('the tools the agent execs come from the packages the runtime stage install
   }
   // What the agent's command helper may run (src/control/command-helper.ts) is exec'd too.
   for (const t of HELPER_COMMANDS) tools.add(t);
-  assert.equal([...tools].sort(), ['ip', 'iptables', 'iptables-restore']);
+  assert.equal([...tools].sort(), ['ip', 'ip6tables', 'ip6tables-restore', 'iptables', 'iptables-restore']);
   requireTools(...tools, 'iptables-nft', 'iptables-legacy');
   for (const tool of tools) {
     // Resolved through the alternatives symlinks to the file a package owns.
@@ -166,6 +166,7 @@ test('the tools the agent execs come from the packages the runtime stage install
   }
   // update-alternatives --set iptables /usr/sbin/iptables-<backend>: both backends exist in Debian's package.
   assert.match(text, /update-alternatives --set iptables \/usr\/sbin\/iptables-\$\{IPTABLES_BACKEND\}/);
+  assert.match(text, /update-alternatives --set ip6tables \/usr\/sbin\/ip6tables-\$\{IPTABLES_BACKEND\}/);
   for (const backend of ['nft', 'legacy']) assert.ok(lstatSync(`/usr/sbin/iptables-${backend}`), `/usr/sbin/iptables-${backend}`);
 });
 

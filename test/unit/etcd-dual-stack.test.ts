@@ -17,6 +17,7 @@ import type { Lease } from '../../src/control/lease.js';
 import { acquireLease, EtcdSetupError, EtcdSubnetManager } from '../../src/control/etcd-subnet-manager.js';
 import { chooseIpv6Subnet } from '../../src/control/etcd-ipv6-allocator.js';
 import { SubnetExhaustedError } from '../../src/control/subnet-allocator.js';
+import { readSubnetFile } from '../../src/control/subnet-file.js';
 import { EtcdServer } from '../support/etcd-server.js';
 
 let server: EtcdServer;
@@ -217,7 +218,7 @@ manager('subnet.env carries FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET as flan
   }
 });
 
-manager('the previous IPv6 subnet is read from subnet.env; an IPv6-only network is refused before any lease is taken', async () => {
+manager('the previous IPv6 subnet is read from subnet.env; an IPv6-only network writes subnet.env without the IPv4 keys, and a restart keeps its IPv6 subnet', async () => {
   const prefix = freshPrefix();
   await client.put(`${prefix}/config`, DUAL);
   const subnetFile = join(dir, `subnet-${counter++}.env`);
@@ -231,14 +232,33 @@ manager('the previous IPv6 subnet is read from subnet.env; an IPv6-only network 
   }
   const v6prefix = freshPrefix();
   await client.put(`${v6prefix}/config`, V6ONLY);
-  const only = newManager(v6prefix, join(dir, `subnet-${counter++}.env`));
+  const v6file = join(dir, `subnet-${counter++}.env`);
+  const only = newManager(v6prefix, v6file);
+  let first: string;
   try {
-    const err = await only.m.start().then(() => undefined, (e: Error) => e);
-    assert.instance(err, EtcdSetupError);
-    assert.match(err!.message, /EnableIPv4 is false \(an IPv6-only network\): not supported yet/);
-    assert.equal(await keysUnder(v6prefix), [], 'no lease taken');
+    const joined = await only.m.start();
+    assert.is(joined.subnetConfig.ipv6Only, true);
+    const keys = await keysUnder(v6prefix);
+    assert.is(keys.length, 1);
+    assert.match(keys[0], /^0\.0\.0\.0-0&fd00:10:244:[0-9a-f]+::-64$/);
+    first = keys[0];
+    const v6subnet = keys[0].replace(/^0\.0\.0\.0-0&/, '').replace('::-64', '::1/64');
+    // flannel's WriteSubnetFile with EnableIPv4 false: no FLANNEL_NETWORK, no FLANNEL_SUBNET.
+    assert.is(readFileSync(v6file, 'utf8'), `FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=${v6subnet}\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n`);
+    const back = await readSubnetFile(v6file);
+    assert.is(back.ipv6Only, true, 'read back as IPv6-only');
+    assert.equal(back.ipv6, joined.subnetConfig.ipv6);
   } finally {
     await only.m.stop();
+  }
+  // A restart finds its lease again by PublicIPv6 and keeps the subnet.
+  const again = newManager(v6prefix, v6file);
+  try {
+    const joined = await again.m.start();
+    assert.is(joined.lease.key, `${v6prefix}/subnets/${first}`);
+    assert.equal(await keysUnder(v6prefix), [first]);
+  } finally {
+    await again.m.stop();
   }
 });
 

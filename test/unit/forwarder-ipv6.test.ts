@@ -12,6 +12,8 @@ import { formatIPv6, parseIPv6 } from '../../src/control/ipv6-address.js';
 import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../../src/encap/ipv4.js';
 import { VirtioNetHeader, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN } from '../../src/encap/virtio-net-header.js';
 import { SegmentList, splitSuperPacketRange6 } from '../../src/encap/segmentation.js';
+import { describeLayers, renderTraceEvent } from '../../src/observe/trace-render.js';
+import type { TraceEvent } from '../../src/observe/trace-event.js';
 
 const OWN6 = 'fd00:10:244:1::5';
 const PEER6 = 'fd00:10:244:2::7';
@@ -434,6 +436,181 @@ test('TCPv6 segments of different flows, or with another hop limit, are not merg
   });
 });
 
+// ---- VXLAN mode (issue 24c): IPv6 inner frames, ethertype 0x86dd, the peer's BackendV6Data MAC ----
+
+const OUR_MAC = [2, 0, 0, 0, 0, 1]; // the harness's VTEP MAC
+const PEER_MAC4 = '02:00:00:00:00:02';
+const PEER_MAC6 = '06:00:00:00:00:02'; // flannel's flannel-v6.1 has its own MAC: the IPv6 frames must use it
+const vxlanLease = (key: string, publicIp: string, mac4: string, mac6?: string): Lease =>
+  parseLeaseAttrs(key, {
+    PublicIP: publicIp,
+    BackendType: 'vxlan',
+    BackendData: { VNI: 1, VtepMAC: mac4 },
+    ...(mac6 ? { BackendV6Data: { VNI: 1, VtepMAC: mac6 } } : {}),
+  });
+const VXLAN_LEASES = [
+  vxlanLease('10.244.1.0-24&fd00:10:244:1::-64', '192.0.2.1', '02:00:00:00:00:01', '02:00:00:00:00:01'),
+  vxlanLease('10.244.2.0-24&fd00:10:244:2::-64', '192.0.2.2', PEER_MAC4, PEER_MAC6),
+];
+
+/** A VXLAN frame as a VTEP sends it: VNI 1, to `dst`, from the peer, with the ethertype given. */
+function vxlanFrame(inner: Uint8Array, ethertype: number, dst: number[] = OUR_MAC, vni = 1): Uint8Array {
+  const f = new Uint8Array(22 + inner.length);
+  f.set([0x08, 0, 0, 0, vni >>> 16, (vni >>> 8) & 255, vni & 255, 0]);
+  f.set(dst, 8);
+  f.set([6, 0, 0, 0, 0, 2], 14);
+  f[20] = ethertype >>> 8;
+  f[21] = ethertype & 255;
+  f.set(inner, 22);
+  return f;
+}
+
+test('VXLAN: an IPv6 packet leaves in a frame with ethertype 0x86dd to the peer\'s BackendV6Data MAC, from ours; IPv4 beside it keeps 0x0800 and the BackendData MAC', () => {
+  withHarness({ backend: 'vxlan', leases: VXLAN_LEASES }, (h) => {
+    const p = packet6({ hops: 64 });
+    h.tun.inject(p);
+    h.tun.inject(packet({ src: OWN_POD, dst: PEER_POD }));
+    h.forwarder.drive(true, false);
+    assert.is(h.bind.sent.length, 2);
+    const [f6, f4] = h.bind.sent;
+    assert.is(f6.peer, PEER_PUBLIC >>> 0);
+    assert.is(f6.port, PORT); // the harness's port (the agent's is 8472 in VXLAN mode)
+    assert.equal([...f6.bytes.subarray(0, 8)], [0x08, 0, 0, 0, 0, 0, 1, 0], 'VXLAN header: I flag, VNI 1');
+    assert.equal([...f6.bytes.subarray(8, 14)], [6, 0, 0, 0, 0, 2], 'destination: the IPv6 VTEP MAC');
+    assert.equal([...f6.bytes.subarray(14, 20)], OUR_MAC, 'source: our VTEP MAC');
+    assert.equal([...f6.bytes.subarray(20, 22)], [0x86, 0xdd]);
+    const inner = f6.bytes.subarray(22);
+    assert.is(inner.length, p.length);
+    assert.is(inner[7], 63, 'hop limit − 1');
+    assert.equal([...inner.subarray(8)], [...p.subarray(8)]);
+    assert.ok(upperChecksumOk(inner));
+    assert.equal([...f4.bytes.subarray(8, 14)], [2, 0, 0, 0, 0, 2], 'IPv4: the BackendData MAC');
+    assert.equal([...f4.bytes.subarray(20, 22)], [0x08, 0x00]);
+    assert.equal(h.nonZeroDrops(), {});
+  });
+});
+
+test('VXLAN: a TCPv6 super-packet (TSO6) leaves as plain segments, each in its own 0x86dd frame', () => {
+  withHarness({ backend: 'vxlan', leases: VXLAN_LEASES, vnet: true }, (h) => {
+    const p = packet6({ payload: 2500, seq: 7000 });
+    const vh = new VirtioNetHeader();
+    vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    vh.gsoType = VIRTIO_NET_HDR_GSO_TCPV6;
+    vh.hdrLen = 60;
+    vh.gsoSize = 1000;
+    vh.csumStart = 40;
+    vh.csumOffset = 16;
+    const f = new Uint8Array(VIRTIO_NET_HDR_LEN + p.length);
+    vh.write(f, 0);
+    f.set(p, VIRTIO_NET_HDR_LEN);
+    h.tun.inject(f);
+    h.forwarder.drive(true, false);
+    const frames = h.bind.sent.map((d) => d.bytes);
+    assert.is(frames.length, 3);
+    let data: number[] = [];
+    for (const [i, fr] of frames.entries()) {
+      assert.equal([...fr.subarray(8, 14)], [6, 0, 0, 0, 0, 2], `segment ${i}: the IPv6 VTEP MAC`);
+      assert.equal([...fr.subarray(20, 22)], [0x86, 0xdd]);
+      const s = fr.subarray(22);
+      assert.is((s[4] << 8) | s[5], s.length - 40);
+      assert.ok(upperChecksumOk(s), `segment ${i}`);
+      data = data.concat([...s.subarray(60)]);
+    }
+    assert.equal(data, [...p.subarray(60)]);
+    assert.equal(h.nonZeroDrops(), {});
+  });
+});
+
+test('VXLAN: an inbound 0x86dd frame to our MAC goes into the TUN (hop limit − 1); wrong MAC, ethertype/version disagreements, a spoofed source and hop limit 1 are counted drops', () => {
+  withHarness({ backend: 'vxlan', leases: VXLAN_LEASES }, (h) => {
+    const good = inbound6({ hops: 9 });
+    h.bind.inject(vxlanFrame(good, 0x86dd), PEER_PUBLIC, 8472);
+    h.bind.inject(vxlanFrame(good, 0x86dd, [6, 0, 0, 0, 0, 1]), PEER_PUBLIC, 8472); // another VTEP's MAC
+    h.bind.inject(vxlanFrame(good, 0x0800), PEER_PUBLIC, 8472); // IPv6 under the IPv4 ethertype
+    h.bind.inject(vxlanFrame(packet({ src: PEER_POD, dst: OWN_POD }), 0x86dd), PEER_PUBLIC, 8472); // IPv4 under the IPv6 ethertype
+    h.bind.inject(vxlanFrame(good, 0x88b5), PEER_PUBLIC, 8472); // neither family
+    h.bind.inject(vxlanFrame(inbound6({ src: 'fd00:10:244:7::1' }), 0x86dd), PEER_PUBLIC, 8472); // no lease of the sender's
+    h.bind.inject(vxlanFrame(inbound6({ hops: 1 }), 0x86dd), PEER_PUBLIC, 8472);
+    h.forwarder.drive(false, true);
+    const written = h.tun.writtenPackets();
+    assert.is(written.length, 1);
+    const expected = good.slice();
+    expected[7] = 8;
+    assert.equal([...written[0]], [...expected]);
+    assert.equal(h.nonZeroDrops(), { VxlanWrongMac: 1, VxlanNotIpv4: 3, SpoofedSource: 1, TtlExpired: 1 });
+  });
+});
+
+test('VXLAN on a node without an IPv6 subnet: 0x86dd frames are dropped as before (vxlan-not-ipv4)', () => {
+  const h = new Harness({ backend: 'vxlan', leases: VXLAN_LEASES.map((l) => ({ ...l, ipv6Subnet: undefined })) });
+  try {
+    h.bind.inject(vxlanFrame(inbound6(), 0x86dd), PEER_PUBLIC, 8472);
+    h.bind.inject(vxlanFrame(packet({ src: PEER_POD, dst: OWN_POD }), 0x0800), PEER_PUBLIC, 8472);
+    h.forwarder.drive(false, true);
+    assert.is(h.tun.writtenPackets().length, 1, 'IPv4 still delivered');
+    assert.equal(h.nonZeroDrops(), { VxlanNotIpv4: 1 });
+  } finally {
+    h.close();
+  }
+});
+
 void OWN_PUBLIC;
 void IP_PROTOCOL_UDP;
+
+test('trace: IPv6 packets are traced at every stage both ways, filtered by icmp6, drawn with their IPv6 header; a no-lease drop is reported', () => {
+  withHarness({}, (h) => {
+    h.control({ type: 'trace', request: { session: 1, filter: 'icmp6', limit: 10, perSecond: 0, shared: new SharedArrayBuffer(4) } });
+    h.forwarder.checkControl();
+    h.tun.inject(packet6({ kind: 'icmp', hops: 64 }));
+    h.tun.inject(packet6({ hops: 64 })); // TCP: not icmp6
+    h.tun.inject(packet({ ttl: 64 })); // IPv4: not icmp6
+    h.tun.inject(packet6({ kind: 'icmp', dst: 'fd00:10:244:9::1' })); // no lease
+    h.forwarder.drive(true, false);
+    h.bind.inject(inbound6({ kind: 'icmp', icmpType: 129, hops: 10 }), PEER_PUBLIC, PORT);
+    h.forwarder.drive(false, true);
+    const events = h.reports.flatMap((r) => (r.type === 'trace' ? [r.event] : []));
+    const byPacket = new Map<number, TraceEvent[]>();
+    for (const e of events) byPacket.set(e.packet, [...(byPacket.get(e.packet) ?? []), e]);
+    assert.equal(
+      [...byPacket.values()].map((evs) => evs.map((e) => e.stage)),
+      [
+        ['tun-read', 'lease-lookup', 'encapsulate', 'udp-send'],
+        ['tun-read', 'lease-lookup', 'drop'],
+        ['udp-receive', 'validate', 'decapsulate', 'tun-write'],
+      ],
+    );
+    const [out, noLease, inbound] = [...byPacket.values()];
+    assert.equal(out[1].lease, { key: 'fd00:10:244:2::-64', publicIp: '192.0.2.2' });
+    assert.match(out[1].note!, /fd00:10:244:2::\/64 is node 192\.0\.2\.2; hop limit decremented/);
+    assert.equal(
+      describeLayers(out[3]).map((l) => l.name),
+      ['IPv4', 'UDP', 'IPv6', 'ICMPv6', 'payload'],
+    );
+    assert.is(Object.fromEntries(describeLayers(out[3])[2].fields).hlim, '63', 'the wire shows the decremented hop limit');
+    assert.is(noLease[1].lease, null);
+    assert.is(noLease[2].drop, 'no-lease');
+    assert.match(noLease[2].note!, /ICMPv6 destination unreachable/);
+    assert.match(inbound[1].note!, /lease fd00:10:244:2::-64; payload length good/);
+    const text = renderTraceEvent(inbound[3], { color: false });
+    assert.match(text, /IPv6 \(L3\)\s+src fd00:10:244:2::7  dst fd00:10:244:1::5  hlim 9  next ICMPv6/);
+    assert.match(text, /ICMPv6 \(L4\)\s+type echo-reply \(129\)/);
+  });
+});
+
+test('counters: the IPv6 share of packets read and datagrams received, IPv4 packets not in it', () => {
+  withHarness({}, (h) => {
+    h.tun.inject(packet6());
+    h.tun.inject(packet6({ kind: 'icmp' }));
+    h.tun.inject(packet({ ttl: 64 }));
+    h.forwarder.drive(true, false);
+    h.bind.inject(inbound6(), PEER_PUBLIC, PORT);
+    h.bind.inject(packet({ src: PEER_POD, dst: OWN_POD }), PEER_PUBLIC, PORT);
+    h.forwarder.drive(false, true);
+    assert.is(h.count('TunReadPackets'), 3);
+    assert.is(h.count('Ipv6TunReadPackets'), 2);
+    assert.is(h.count('UdpReceivedPackets'), 2);
+    assert.is(h.count('Ipv6UdpReceivedPackets'), 1);
+  });
+});
+
 test.run();

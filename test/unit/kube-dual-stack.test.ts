@@ -153,7 +153,7 @@ kube('vxlan publishes backend-v6-data; node-public-ipv6 chooses the IPv6 address
   assert.is(a[`${P}/public-ipv6`], '2001:db8:ffff::2');
 });
 
-kube('a dual-stack config on a node with an IPv4 podCIDR only: a warning, IPv4 only; an IPv6-only config is refused before anything is published', async () => {
+kube('a dual-stack config on a node with an IPv4 podCIDR only: a warning, IPv4 only; an IPv6-only config publishes the IPv6 half and writes subnet.env without the IPv4 keys', async () => {
   await admin.createNode(kubeletNode('d3', '192.0.2.3', '10.244.3.0/24'));
   const lines: string[] = [];
   const m = manager({ lines, env: { NODE_NAME: 'd3' }, publicIp: parseIPv4('192.0.2.3'), publicIpv6: parseIPv6('2001:db8::3') });
@@ -164,12 +164,15 @@ kube('a dual-stack config on a node with an IPv4 podCIDR only: a warning, IPv4 o
   assert.is(readFileSync(m['opts'].subnetFile, 'utf8'), 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n');
 
   await admin.createNode({ ...kubeletNode('d4', '192.0.2.4'), spec: { podCIDR: 'fd00:10:244:4::/64', podCIDRs: ['fd00:10:244:4::/64'] } });
-  const before = requests.length;
   const only6 = manager({ env: { NODE_NAME: 'd4' }, netConfigPath: netConf({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:10:244::/56' }), publicIpv6: parseIPv6('2001:db8::4') });
-  const err = await only6.start().then(() => undefined, (e: Error) => e);
-  assert.instance(err, KubeSetupError);
-  assert.match(err!.message, /EnableIPv4 is false \(an IPv6-only network\): not supported yet/);
-  assert.not.ok(requests.slice(before).some((r) => r.verb === 'patch'), 'nothing published');
+  const joined6 = await only6.start();
+  assert.is(formatCidr6(joined6.ipv6Subnet!), 'fd00:10:244:4::/64');
+  assert.is(joined6.subnetConfig.ipv6Only, true);
+  assert.is(readFileSync(only6['opts'].subnetFile, 'utf8'), 'FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:4::1/64\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n');
+  const a4 = await flannelAnnotations('d4');
+  assert.is(a4[`${P}/public-ipv6`], '2001:db8::4');
+  assert.is(a4[`${P}/kube-subnet-manager`], 'true');
+  await admin.ok('DELETE', '/api/v1/nodes/d4'); // the next test counts the flannel nodes
 });
 
 kube('peers: IPv6 halves read into leases (IPv6-only peers too); an IPv6 podCIDR outside IPv6Network or on this node\'s is reported once and left out', async () => {

@@ -24,6 +24,8 @@ import { ICMP_ECHO_REQUEST, buildIcmpEcho } from '../../src/encap/icmp.js';
 import { createOuterUdpFields, parseOuterIPv4Udp } from '../../src/encap/udp-frame.js';
 import { DropReason } from '../../src/encap/drop-reasons.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
+import { parseIPv6 } from '../../src/control/ipv6-address.js';
+import { ICMPV6_ECHO_REQUEST, buildIcmpv6Echo } from '../../src/encap/icmpv6.js';
 import { runRequiredTool } from '../support/required-tool.js';
 
 const require = createRequire(import.meta.url);
@@ -116,6 +118,25 @@ test('raw IPv4 packets round-trip through pcap-parser: global header, lengths, t
   assert.match(lines[0], /IP 10\.244\.1\.2 > 10\.244\.2\.2: ICMP echo request, id 20, seq 1, length 59/);
   assert.match(lines[4], /seq 5, length 63/);
   assert.is(statSync(path).mode & 0o777, 0o600, 'captures hold pod traffic: owner only');
+});
+
+test('IPv6 packets in a TUN-side capture: LINKTYPE_RAW carries either family, tcpdump reads them as IP6 beside IPv4', async () => {
+  const path = join(tempDir(), 'tun-in-w0.pcap');
+  const w = new PcapWriter(path, LINKTYPE_RAW, NO_ROTATION);
+  const v6 = new Uint8Array(40 + 8 + 56);
+  buildIcmpv6Echo(v6, 0, parseIPv6('fd00:10:244:1::2'), parseIPv6('fd00:10:244:2::2'), ICMPV6_ECHO_REQUEST, 20, 7, 56);
+  w.write(v6, 0, v6.length, 1_700_000_000_000_000_000);
+  w.write(echo(8), 0, 84, 1_700_000_000_000_001_000);
+  w.close();
+  const { header, packets } = await readPcap(path);
+  assert.is(header.linkLayerType, LINKTYPE_RAW);
+  assert.equal(Uint8Array.from(packets[0].data), v6);
+  const lines = tcpdump(path);
+  assert.is(lines.length, 2);
+  assert.match(lines[0], /IP6 fd00:10:244:1::2 > fd00:10:244:2::2: ICMP6, echo request, id 20, seq 7, length 64/);
+  assert.match(lines[1], /IP 10\.244\.1\.2 > 10\.244\.2\.2: ICMP echo request/);
+  // And tcpdump's own filter agrees with ours on the family.
+  assert.is(tcpdump(path, 'icmp6').length, 1);
 });
 
 test('default timestamps are the wall clock', async () => {

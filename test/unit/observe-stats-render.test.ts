@@ -62,6 +62,13 @@ test('no drops at all: a "none" row; offload rows once used', () => {
   assert.match(text, /segments from split\s+450/);
 });
 
+test('dual-stack: the IPv6 share of the packets, only once there was any', () => {
+  assert.not.match(renderStats(stats(1)), /ipv6/, 'an IPv4-only node shows no IPv6 rows');
+  const text = renderStats(stats(1, { Ipv6TunReadPackets: 250, Ipv6UdpReceivedPackets: 100 }));
+  assert.match(text, /of them ipv6\s+packets read \(tun\)\s+250\s+250\s+500/);
+  assert.match(text, /\n\s+datagrams received\s+100\s+100\s+200\n/);
+});
+
 test('--watch: a per-second column from two snapshots', () => {
   const text = renderStats(stats(3), { previous: stats(1), intervalS: 2 });
   assert.match(text, /total\s+per second\n/);

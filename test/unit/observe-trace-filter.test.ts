@@ -6,6 +6,9 @@ import { compileTraceFilter, TraceFilterError } from '../../src/observe/trace-fi
 import { ICMP_ECHO_REQUEST, buildIcmpEcho } from '../../src/encap/icmp.js';
 import { IPV4_OFFSET_FLAGS_FRAGMENT, IP_PROTOCOL_TCP, IP_PROTOCOL_UDP, buildIPv4Header } from '../../src/encap/ipv4.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
+import { parseIPv6 } from '../../src/control/ipv6-address.js';
+import { buildIPv6Header } from '../../src/encap/ipv6.js';
+import { ICMPV6_ECHO_REQUEST, buildIcmpv6Echo } from '../../src/encap/icmpv6.js';
 
 const POD1 = '10.244.1.2';
 const POD2 = '10.244.2.2';
@@ -137,12 +140,101 @@ test('and, or, not, symbols, parentheses and precedence', () => {
   for (const [expr, pkt, expected] of cases) assert.is(matches(expr, pkt), expected, expr);
 });
 
-test('not an IPv4 packet: every primitive is false (so "not" of one is true)', () => {
+const POD1_6 = 'fd00:10:244:1::2';
+const POD2_6 = 'fd00:10:244:2::2';
+
+function icmp6(src = POD1_6, dst = POD2_6): Uint8Array {
+  const buf = new Uint8Array(OFF + 40 + 8 + 56 + 16);
+  buildIcmpv6Echo(buf, OFF, parseIPv6(src), parseIPv6(dst), ICMPV6_ECHO_REQUEST, 20, 47, 56);
+  return buf;
+}
+
+function transport6(protocol: number, sport: number, dport: number, src = POD1_6, dst = POD2_6): Uint8Array {
+  const headerLength = protocol === IP_PROTOCOL_TCP ? 20 : 8;
+  const buf = new Uint8Array(OFF + 40 + headerLength + 16);
+  buildIPv6Header(buf, OFF, headerLength, protocol, 64, parseIPv6(src), 0, parseIPv6(dst), 0);
+  const t = OFF + 40;
+  buf[t] = sport >>> 8;
+  buf[t + 1] = sport;
+  buf[t + 2] = dport >>> 8;
+  buf[t + 3] = dport;
+  return buf;
+}
+
+test('IPv6: ip6 and icmp6 are IPv6 only, ip and icmp IPv4 only, tcp and udp either family', () => {
+  const ping6 = icmp6();
+  const tcp6 = transport6(IP_PROTOCOL_TCP, 40000, 5201);
+  const udp6 = transport6(IP_PROTOCOL_UDP, 53000, 53);
+  assert.ok(matches('ip6', ping6));
+  assert.not.ok(matches('ip6', icmp()));
+  assert.not.ok(matches('ip', ping6));
+  assert.ok(matches('icmp6', ping6));
+  assert.ok(matches('ICMP6', ping6), 'keywords are case-insensitive');
+  assert.not.ok(matches('icmp6', icmp()), 'ICMPv4 is not icmp6');
+  assert.not.ok(matches('icmp', ping6), 'ICMPv6 is not icmp');
+  assert.not.ok(matches('icmp6', tcp6));
+  assert.ok(matches('tcp', tcp6));
+  assert.ok(matches('tcp', tcp(1, 2)));
+  assert.not.ok(matches('tcp', udp6));
+  assert.ok(matches('udp', udp6));
+  assert.ok(matches('ip6 and not icmp6', udp6));
+});
+
+test('IPv6: host and net match the family of the address written', () => {
+  const p = icmp6();
+  assert.ok(matches(`host ${POD1_6}`, p));
+  assert.ok(matches(`host ${POD2_6}`, p));
+  assert.ok(matches('host FD00:10:244:2:0:0:0:2', p), 'written in full, upper case');
+  assert.not.ok(matches('host fd00:10:244:2::3', p));
+  assert.ok(matches(`src host ${POD1_6}`, p));
+  assert.not.ok(matches(`src host ${POD2_6}`, p));
+  assert.ok(matches(`dst host ${POD2_6}`, p));
+  assert.ok(matches('net fd00:10:244::/48', p));
+  assert.ok(matches('src net fd00:10:244:1::/64', p));
+  assert.not.ok(matches('dst net fd00:10:244:1::/64', p));
+  assert.ok(matches('dst net fd00:10:244:2::/64', p));
+  assert.ok(matches('net ::/0', p), '/0 matches every IPv6 packet');
+  assert.not.ok(matches('net ::/0', icmp()), 'but no IPv4 packet');
+  assert.ok(matches('dst net fd00:10:244:2::2/128', p));
+  assert.not.ok(matches('dst net fd00:10:244:2::3/128', p));
+  // A prefix that ends inside a word: /63 covers ...:2:: and ...:3::, not ...:4::.
+  assert.ok(matches('dst net fd00:10:244:2::/63', p));
+  assert.ok(matches('dst net fd00:10:244:2::/63', icmp6(POD1_6, 'fd00:10:244:3::9')));
+  assert.not.ok(matches('dst net fd00:10:244:2::/63', icmp6(POD1_6, 'fd00:10:244:4::9')));
+  // Top bits set compare right (signed int32 inside).
+  assert.ok(matches('src host ffff:ffff::1', icmp6('ffff:ffff::1', POD2_6)));
+  assert.not.ok(matches(`host ${POD1}`, p), 'an IPv4 host never matches IPv6');
+  assert.not.ok(matches('net 0.0.0.0/0', p));
+});
+
+test('IPv6: ports behind the fixed header, with and without a protocol', () => {
+  const tcp6 = transport6(IP_PROTOCOL_TCP, 40000, 5201);
+  const udp6 = transport6(IP_PROTOCOL_UDP, 53000, 53);
+  assert.ok(matches('port 5201', tcp6));
+  assert.ok(matches('dst port 5201', tcp6));
+  assert.not.ok(matches('src port 5201', tcp6));
+  assert.ok(matches('tcp src port 40000', tcp6));
+  assert.not.ok(matches('udp port 5201', tcp6));
+  assert.ok(matches('udp dst port 53', udp6));
+  assert.not.ok(matches('port 20', icmp6()), 'ICMPv6 has no ports (its id field is not one)');
+  assert.ok(matches('icmp6 and host fd00:10:244:2::2 or tcp port 5201', tcp6));
+});
+
+test('IPv6: a runt never throws', () => {
+  const f = compileTraceFilter('host fd00::1 or port 53 or net fd00::/8 or icmp6');
+  const runt = Uint8Array.of(0x60, 0, 0, 0, 0, 8, 17, 64);
+  assert.not.ok(f(runt, 0));
+});
+
+test('not an IPv4 packet: every IPv4 primitive is false (so "not" of one is true)', () => {
   const v6 = new Uint8Array(OFF + 40);
   v6[OFF] = 0x60;
   v6[OFF + 9] = 1; // would read as ICMP if the version were ignored
   for (const expr of ['icmp', 'ip', 'host 0.0.0.0', 'net 0.0.0.0/0', 'port 0']) assert.not.ok(matches(expr, v6), expr);
   assert.ok(matches('not icmp', v6));
+  const v5 = new Uint8Array(OFF + 40);
+  v5[OFF] = 0x50;
+  for (const expr of ['icmp', 'icmp6', 'ip', 'ip6', 'tcp', 'udp', 'host ::', 'net ::/0', 'port 0']) assert.not.ok(matches(expr, v5), `version 5: ${expr}`);
 });
 
 test('a runt at the end of its buffer never throws', () => {
@@ -164,7 +256,11 @@ function errorOf(expr: string): TraceFilterError {
 
 test('errors say what is wrong and point at it', () => {
   const cases: Array<[string, number, RegExp]> = [
-    ['host', 4, /expected an IPv4 address \(A.B.C.D\) after "host", found the end of the expression/],
+    ['host', 4, /expected an IPv4 address \(A.B.C.D\) or an IPv6 address after "host", found the end of the expression/],
+    ['host fd00::1::2', 5, /"fd00::1::2" is not an IPv6 address/],
+    ['net fd00:10:244::/129', 4, /N from 0 to 128/],
+    ['net fd00:10:244:2::/48', 4, /bits set outside its \/48 prefix/],
+    ['net fd00::', 4, /not a network IPv6\/N/],
     ['host 10.1', 5, /"10.1" is not an IPv4 address/],
     ['host 10.244.1.0/24', 5, /expected an IPv4 address/],
     ['icmp and', 8, /expected a primitive/],

@@ -18,6 +18,9 @@ import { ICMP_ECHO_REQUEST, ICMP_NET_UNREACHABLE, buildIcmpDestUnreachable, buil
 import { IP_PROTOCOL_TCP, buildIPv4Header } from '../../src/encap/ipv4.js';
 import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS } from '../../src/encap/udp-frame.js';
 import { parseIPv4 } from '../../src/control/ipv4-address.js';
+import { parseIPv6 } from '../../src/control/ipv6-address.js';
+import { buildIPv6Header } from '../../src/encap/ipv6.js';
+import { ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, buildIcmpv6Echo, buildIcmpv6Error } from '../../src/encap/icmpv6.js';
 import { vxlanSeedPacket } from '../support/packet-fixtures.js';
 
 function fieldsOf(layer: Layer | undefined): Record<string, string> {
@@ -133,6 +136,97 @@ test('a UDP-mode datagram: outer-ip shows flannel udp (port 8285) carrying the b
   assert.equal(fieldsOf(payload[2]), { bytes: '56', data: '00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f …' });
 });
 
+/** pod fd00:10:244:1::2 → pod fd00:10:244:2::2, ICMPv6 echo request id 20 seq 47, 56 bytes of payload, hop limit 63. */
+function echo6(): Uint8Array {
+  const buf = new Uint8Array(104);
+  buildIcmpv6Echo(buf, 0, parseIPv6('fd00:10:244:1::2'), parseIPv6('fd00:10:244:2::2'), ICMPV6_ECHO_REQUEST, 20, 47, 56, 63);
+  return buf;
+}
+
+test('IPv6: a ping -6 across the TUN: addresses, next header, hop limit, payload length, ICMPv6 type and code', () => {
+  const layers = describeLayers(event('ip', echo6()));
+  assert.equal(
+    layers.map((l) => [l.name, l.level, l.offset, l.length]),
+    [
+      ['IPv6', 'L3', 0, 40],
+      ['ICMPv6', 'L4', 40, 8],
+      ['payload', undefined, 48, 56],
+    ],
+  );
+  assert.equal(fieldsOf(layers[0]), { src: 'fd00:10:244:1::2', dst: 'fd00:10:244:2::2', hlim: '63', next: 'ICMPv6', plen: '64' });
+  assert.equal(fieldsOf(layers[1]), { type: 'echo-request (128)', code: '0', csum: fieldsOf(layers[1]).csum, id: '20', seq: '47' });
+  // The checksum shown is the one in the packet (computed over the pseudo-header by the builder).
+  const b = echo6();
+  assert.is(fieldsOf(layers[1]).csum, `0x${((b[42] << 8) | b[43]).toString(16).padStart(4, '0')}`);
+  const flowing = echo6();
+  flowing[0] = 0x6b; // traffic class 0xb8 (EF), flow label 0x12345
+  flowing[1] = 0x81;
+  flowing[2] = 0x23;
+  flowing[3] = 0x45;
+  const f = fieldsOf(describeLayers(event('ip', flowing))[0]);
+  assert.is(f.tc, '0xb8');
+  assert.is(f.flow, '0x12345');
+  const text = renderTraceEvent(event('ip', echo6()), { color: false });
+  assert.match(text, /IPv6 \(L3\)\s+src fd00:10:244:1::2  dst fd00:10:244:2::2  hlim 63  next ICMPv6  plen 64/);
+  assert.match(text, /ICMPv6 \(L4\)\s+type echo-request \(128\)  code 0/);
+});
+
+test('IPv6 in UDP mode: outer IPv4 and UDP carrying the bare IPv6 packet; TCP and UDP ports behind the fixed header', () => {
+  const inner = echo6();
+  const buf = new Uint8Array(OUTER_IPV4_UDP_HEADERS + inner.length);
+  buf.set(inner, OUTER_IPV4_UDP_HEADERS);
+  buildOuterIPv4Udp(buf, 0, parseIPv4('192.0.2.1'), parseIPv4('192.0.2.2'), 8285, 8285, inner.length, 0, true);
+  assert.equal(
+    describeLayers(event('outer-ip', buf)).map((l) => l.name),
+    ['IPv4', 'UDP', 'IPv6', 'ICMPv6', 'payload'],
+  );
+  assert.equal(
+    describeLayers(event('udp-payload', inner)).map((l) => l.name),
+    ['IPv6', 'ICMPv6', 'payload'],
+  );
+  const tcp6 = new Uint8Array(40 + 20 + 1000);
+  buildIPv6Header(tcp6, 0, 20 + 1000, IP_PROTOCOL_TCP, 64, parseIPv6('fd00:10:244:1::2'), 0, parseIPv6('fd00:10:244:2::2'), 0);
+  tcp6.set([0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff], 40);
+  const t = describeLayers(event('ip', tcp6));
+  assert.equal(
+    t.map((l) => l.name),
+    ['IPv6', 'TCP', 'payload'],
+  );
+  assert.is(fieldsOf(t[0]).next, 'TCP');
+  assert.is(fieldsOf(t[0]).plen, '1020');
+  assert.is(fieldsOf(t[1]).sport, '40000');
+  assert.is(fieldsOf(t[1]).dport, '5201');
+  assert.is(fieldsOf(t[1]).flags, 'PSH,ACK');
+  assert.equal(fieldsOf(t[2]), { bytes: '1000', captured: String(TRACE_HEADER_BYTES - 60), data: fieldsOf(t[2]).data });
+});
+
+test('IPv6: packet too big quotes the original (decoded as quoted IPv6); extension headers and truncation are named', () => {
+  const orig = echo6();
+  const err = new Uint8Array(1280);
+  const n = buildIcmpv6Error(orig, 0, orig.length, err, 0, parseIPv6('fd00:10:244:1::'), 0, ICMPV6_PACKET_TOO_BIG, 0, 1400);
+  assert.ok(n > 0);
+  const layers = describeLayers(event('ip', err.subarray(0, n)));
+  assert.equal(
+    layers.map((l) => l.name),
+    ['IPv6', 'ICMPv6', 'IPv6 (quoted)', 'ICMPv6', 'payload'],
+  );
+  assert.equal(fieldsOf(layers[1]), { type: 'packet-too-big (2)', code: '0', csum: fieldsOf(layers[1]).csum, mtu: '1400' });
+  assert.is(fieldsOf(layers[2]).src, 'fd00:10:244:1::2');
+
+  const ext = echo6();
+  ext[6] = 0; // hop-by-hop options
+  const e = describeLayers(event('ip', ext));
+  assert.match(e[0].problem!, /extension header hop-by-hop \(0\)/);
+  assert.is(e[1].name, 'undecoded');
+
+  const cut = describeLayers(event('ip', echo6().subarray(0, 30)));
+  assert.is(cut[0].problem, 'truncated: 30 of 40 header bytes captured');
+  assert.is(fieldsOf(cut[0]).hlim, '63', 'what was captured is shown');
+  assert.is(fieldsOf(cut[0]).src, 'fd00:10:244:1::2');
+  assert.not.ok(fieldsOf(cut[0]).dst, 'an address cut short is not shown');
+  for (let n = 0; n <= 104; n++) describeLayers(event('ip', echo6().subarray(0, n)));
+});
+
 test('ICMP net unreachable quotes the original: decoded as quoted IPv4 and UDP', () => {
   const orig = new Uint8Array(20 + 8 + 4);
   buildIPv4Header(orig, 0, 32, 7, 64, 17, parseIPv4('10.244.1.2'), parseIPv4('10.244.77.5'), true);
@@ -201,10 +295,10 @@ test('truncated bytes: every prefix of every sample decodes without throwing, an
 });
 
 test('malformed bytes: wrong version, bad IHL, total length below the header, random junk never throw', () => {
-  const v6 = new Uint8Array(40);
-  v6[0] = 0x60;
-  const l6 = describeLayers(event('ip', v6));
-  assert.is(l6[0].problem, 'not IPv4 (version 6)');
+  const v5 = new Uint8Array(40);
+  v5[0] = 0x50;
+  const l5 = describeLayers(event('ip', v5));
+  assert.is(l5[0].problem, 'not IPv4 (version 5)');
   const badIhl = echo();
   badIhl[0] = 0x43;
   assert.match(describeLayers(event('ip', badIhl))[0].problem!, /bad header length 12/);

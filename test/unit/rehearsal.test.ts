@@ -31,10 +31,16 @@ const fns = {
   'KernelTun.read': KernelTun.prototype.read,
   'KernelBind.receive': KernelBind.prototype.receive,
 };
+if (DUAL_STACK) {
+  // The IPv6 branches are functions of their own: a dual-stack rehearsal must leave them optimised too.
+  fns['Forwarder.forwardPacket6'] = Forwarder.prototype.forwardPacket6;
+  fns['Forwarder.receive6'] = Forwarder.prototype.receive6;
+}
 const status = Object.fromEntries(Object.entries(fns).map(([name, f]) => [name, %GetOptimizationStatus(f)]));`;
 
-function child(backend: 'udp' | 'vxlan', vnet: boolean, rehearse: boolean): string {
+function child(backend: 'udp' | 'vxlan', vnet: boolean, rehearse: boolean, dualStack = false, statusOf6 = dualStack): string {
   return `
+const DUAL_STACK = ${statusOf6};
 import { rehearse } from ${src('dataplane/rehearsal.js')};
 import { WorkerMemory } from ${src('dataplane/worker-memory.js')};
 import { Forwarder } from ${src('dataplane/forwarder.js')};
@@ -45,18 +51,18 @@ const memory = new WorkerMemory(64, ${vnet}, 1472);
 const result = ${rehearse}
   ? rehearse({ backend: '${backend}', batchSize: 64, vnetHeader: ${vnet}, udpGro: ${vnet}, tunUso: ${vnet}, udpGso: ${vnet},
       vni: 1, vtepMac: new Uint8Array([2, 0, 0, 0, 0, 1]), mtu: 1472, pathMtu: 1472,
-      sendSockets: ${backend === 'vxlan' ? 4 : 1}, offload: ${vnet}, udpChecksum: true }, memory)
+      sendSockets: ${backend === 'vxlan' ? 4 : 1}, offload: ${vnet}, udpChecksum: true${dualStack ? ', ownPrefix6: 64' : ''} }, memory)
   : null;
 ${PATH_STATUS}
 process.stdout.write(JSON.stringify({ result, status }) + '\\n');
 `;
 }
 
-function run(backend: 'udp' | 'vxlan', vnet: boolean, rehearse: boolean) {
+function run(backend: 'udp' | 'vxlan', vnet: boolean, rehearse: boolean, dualStack = false, statusOf6 = dualStack) {
   return new Promise<{ result: Record<string, number> | null; status: Record<string, number> }>((resolve, reject) =>
     execFile(
       process.execPath,
-      ['--allow-natives-syntax', '--no-concurrent-recompilation', '--input-type=module', '-e', child(backend, vnet, rehearse)],
+      ['--allow-natives-syntax', '--no-concurrent-recompilation', '--input-type=module', '-e', child(backend, vnet, rehearse, dualStack, statusOf6)],
       { timeout: 120_000 },
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout.trim().split('\n').pop()!))),
     ),
@@ -86,6 +92,29 @@ for (const backend of ['udp', 'vxlan'] as const) {
   }
 }
 
+for (const vnet of [false, true]) {
+  test(`dual-stack udp mode, offloads ${vnet ? 'on' : 'off'}: IPv6 packets are rehearsed too, every one forwarded, and the IPv6 branches are left optimised`, async () => {
+    const { result, status } = await run('udp', vnet, true, true);
+    assert.ok(result);
+    assert.ok(result.outboundSent > 1000, `${result.outboundSent} packets out`);
+    assert.is(result.outboundForwarded, result.outboundSent);
+    assert.is(result.inboundForwarded, result.inboundSent);
+    assert.is(result.drops, 0);
+    assert.ok('Forwarder.forwardPacket6' in status && 'Forwarder.receive6' in status);
+    assert.equal(optimised(status), Object.keys(status), tiers(status));
+  });
+}
+
+test('control: an IPv4-only rehearsal leaves the IPv6 branches cold (so the check above can fail)', async () => {
+  const { status } = await run('udp', false, true, false, true);
+  assert.equal(
+    Object.keys(status).filter((name) => name.endsWith('6') && (status[name] & OPTIMIZED) !== 0),
+    [],
+    tiers(status),
+  );
+  assert.ok(optimised(status).includes('Forwarder.forwardOutbound'), 'the IPv4 path is warm');
+});
+
 // The agent's own construction (worker-build.ts) on a structured clone of its
 // WorkerData, as a worker thread receives it, then a few real packets each way
 // through the loop: the code the rehearsal left optimised must stay optimised
@@ -93,6 +122,7 @@ for (const backend of ['udp', 'vxlan'] as const) {
 // throw it away on the first packet: V8's "wrong map" deoptimisation).
 function agentChild(backend: 'udp' | 'vxlan', vnet: boolean): string {
   return `
+const DUAL_STACK = false;
 import { MessageChannel } from 'node:worker_threads';
 import * as libc from ${src('dataplane/libc.js')};
 import { buildWorker } from ${src('dataplane/worker-build.js')};

@@ -75,6 +75,38 @@ test('the decoder refuses what a VTEP must not deliver, each with its reason', (
   for (const length of [0, 8, 21, 22, 41]) assert.is(vtep.decapsulate(base, 28, length), -DropReason.TooShort, `runt of ${length}`);
 });
 
+test('IPv6 inner packets: 0x86dd and the peer\'s IPv6 MAC on the way out; delivered back only by a dual-stack VTEP, version and ethertype agreeing', () => {
+  const inner6 = new Uint8Array(60);
+  inner6[0] = 0x60;
+  inner6[5] = 20;
+  inner6[6] = 59; // no next header
+  inner6[7] = 64;
+  const buf = new Uint8Array(28 + VXLAN_HEADROOM + inner6.length);
+  const at = 28 + VXLAN_HEADROOM;
+  buf.set(inner6, at);
+  const sender = new VxlanEncapsulation(7, parseMac('02:00:00:00:00:01'), true);
+  sender.peerMacs = Uint8Array.from([0, 0, 0, 0, 0, 0, ...parseMac('02:00:00:00:00:02')]);
+  sender.peerMacs6 = Uint8Array.from([0, 0, 0, 0, 0, 0, ...parseMac('06:00:00:00:00:02')]);
+  assert.is(sender.encapsulate(buf, at, inner6.length, 1), 28);
+  assert.equal(
+    Array.from(buf.subarray(28, at)),
+    [0x08, 0, 0, 0, 0, 0, 7, 0, 6, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd],
+    'VNI 7, to the IPv6 VTEP MAC, from ours, IPv6',
+  );
+  const dual = new VxlanEncapsulation(7, parseMac('06:00:00:00:00:02'), true);
+  assert.is(dual.decapsulate(buf, 28, buf.length - 28), at);
+  assert.is(new VxlanEncapsulation(7, parseMac('06:00:00:00:00:02')).decapsulate(buf, 28, buf.length - 28), -DropReason.VxlanNotIpv4, 'an IPv4-only VTEP');
+  assert.is(new VxlanEncapsulation(7, parseMac('02:00:00:00:00:02'), true).decapsulate(buf, 28, buf.length - 28), -DropReason.VxlanWrongMac);
+  const lying = buf.slice();
+  lying[at] = 0x45; // an IPv4 version under 0x86dd
+  assert.is(dual.decapsulate(lying, 28, lying.length - 28), -DropReason.VxlanNotIpv4);
+  // An IPv4 packet from the same sender still gets 0x0800 and the BackendData MAC, byte for byte as before.
+  buf[at] = 0x45;
+  assert.is(sender.encapsulate(buf, at, inner6.length, 1), 28);
+  assert.equal(Array.from(buf.subarray(36, at)), [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+  assert.is(dual.decapsulate(buf, 28, buf.length - 28), -DropReason.VxlanWrongMac, 'an IPv4 frame goes to the IPv4 MAC');
+});
+
 interface Frame {
   data: Buffer;
 }
