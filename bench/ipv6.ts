@@ -1,0 +1,126 @@
+// IPv6 beside IPv4 (issue 24): on one dual-stack two-node testbed per data
+// plane and repetition, one TCP stream pod 1 -> pod 2 and a ping, over IPv4
+// and over IPv6 in the same testbed, so each row's two families share the
+// same moment of the machine. Planes, alternated per repetition:
+//   kernel vxlan  flannel.1 with flanneld's IPv4 and IPv6 programming (the
+//                 IPv6 one on flannel.1: see test/integration/vxlan-interop.test.ts
+//                 for why there is no flannel-v6.1 on an IPv4 underlay)
+//   agent udp     this agent, UDP mode, 2 workers
+//   agent vxlan   this agent, VXLAN mode, 2 workers, in place of flannel.1
+//
+//   npm run build && node dist/bench/ipv6.js [--reps 2] [--seconds 5] [--out bench/results]
+//
+// Writes ipv6.md and ipv6.json. Needs root, iperf3, ping.
+import { parseArgs } from 'node:util';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadavg } from 'node:os';
+import { createCluster, type Cluster, type Dataplane } from '../src/testbed/cluster.js';
+import { iperf3Tcp, ping } from '../src/testbed/measure.js';
+import { replaceKernelVxlanWithAgent } from '../src/testbed/vxlan-agents.js';
+import { describeMachine } from './e2e/machine.js';
+
+const { values } = parseArgs({
+  options: { reps: { type: 'string', default: '2' }, seconds: { type: 'string', default: '5' }, out: { type: 'string', default: 'bench/results' } },
+});
+const reps = Number(values.reps);
+const seconds = Number(values.seconds);
+if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps: "${values.reps}" is not a positive integer`);
+if (!Number.isInteger(seconds) || seconds < 1) throw new Error(`--seconds: "${values.seconds}" is not a positive whole number`);
+
+interface Plane {
+  id: string;
+  label: string;
+  dataplane: Dataplane;
+  workers?: number;
+  agentVxlan?: boolean;
+}
+const PLANES: Plane[] = [
+  { id: 'kernel-vxlan', label: "kernel vxlan (flanneld's programming, IPv6 on flannel.1)", dataplane: 'kernel-vxlan' },
+  { id: 'agent-udp', label: 'this agent, UDP mode, 2 workers', dataplane: 'agent', workers: 2 },
+  { id: 'agent-vxlan', label: 'this agent, VXLAN mode, 2 workers', dataplane: 'kernel-vxlan', agentVxlan: true },
+];
+
+interface Figures {
+  tcp4Gbps: number;
+  tcp6Gbps: number;
+  ping4Ms: number;
+  ping6Ms: number;
+}
+
+async function measure(plane: Plane): Promise<Figures> {
+  let cluster: Cluster | undefined;
+  try {
+    cluster = await createCluster({ nodes: 2, dataplane: plane.dataplane, workers: plane.workers, ipFamilies: 'dual-stack' });
+    if (plane.agentVxlan) for (const i of [1, 2]) await replaceKernelVxlanWithAgent(cluster, i, [], 2);
+    const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+    if (p2.ip6 === undefined) throw new Error('the dual-stack testbed gave pod 2 no IPv6 address');
+    // One unmeasured ping each way first: neighbour discovery and ARP are not the data plane's cost.
+    await ping(cluster, p1.ns, p2.ip, { count: 2, intervalS: 0.05 });
+    await ping(cluster, p1.ns, p2.ip6, { count: 2, intervalS: 0.05 });
+    const ping4 = await ping(cluster, p1.ns, p2.ip, { count: 30, intervalS: 0.05 });
+    const ping6 = await ping(cluster, p1.ns, p2.ip6, { count: 30, intervalS: 0.05 });
+    const tcp4 = await iperf3Tcp(cluster, p2.ns, p2.ip, p1.ns, { seconds, omitSeconds: 1 });
+    const tcp6 = await iperf3Tcp(cluster, p2.ns, p2.ip6, p1.ns, { seconds, omitSeconds: 1 });
+    for (const [name, r] of [['IPv4', ping4], ['IPv6', ping6]] as const) {
+      if (r.received < r.sent) throw new Error(`${plane.id}: ping over ${name} lost ${r.sent - r.received} of ${r.sent}`);
+    }
+    return { tcp4Gbps: tcp4.bitsPerSecond / 1e9, tcp6Gbps: tcp6.bitsPerSecond / 1e9, ping4Ms: ping4.rttAvgMs, ping6Ms: ping6.rttAvgMs };
+  } finally {
+    await cluster?.destroy();
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+const machine = describeMachine();
+const loadStart = loadavg();
+const t0 = Date.now();
+const runs = new Map<string, Figures[]>(PLANES.map((p) => [p.id, []]));
+for (let rep = 1; rep <= reps; rep++) {
+  for (const plane of PLANES) {
+    const f = await measure(plane);
+    runs.get(plane.id)!.push(f);
+    console.log(`rep ${rep} ${plane.id}: TCP ${f.tcp4Gbps.toFixed(2)} / ${f.tcp6Gbps.toFixed(2)} Gbit/s, ping ${f.ping4Ms.toFixed(3)} / ${f.ping6Ms.toFixed(3)} ms (IPv4 / IPv6)`);
+  }
+}
+const loadEnd = loadavg();
+
+const rows: string[] = [];
+const json: Record<string, unknown> = { machine, reps, seconds, loadStart, loadEnd, planes: {} as Record<string, unknown> };
+for (const plane of PLANES) {
+  const fs = runs.get(plane.id)!;
+  const m = (k: keyof Figures) => median(fs.map((f) => f[k]));
+  (json.planes as Record<string, unknown>)[plane.id] = { label: plane.label, runs: fs };
+  rows.push(
+    `| ${plane.label} | ${m('tcp4Gbps').toFixed(2)} | ${m('tcp6Gbps').toFixed(2)} | ${(m('tcp6Gbps') / m('tcp4Gbps')).toFixed(2)} × | ` +
+      `${m('ping4Ms').toFixed(3)} | ${m('ping6Ms').toFixed(3)} |`,
+  );
+}
+const md = [
+  '# IPv6 beside IPv4, per data plane (issue 24)',
+  '',
+  `Source ${machine.gitDescribe}, ${machine.date}; ${machine.cpuCount} × ${machine.cpuModel}, kernel ${machine.kernel}, Node ${machine.node}. ` +
+    `Load average ${loadStart[0].toFixed(2)} at the start, ${loadEnd[0].toFixed(2)} at the end; ${((Date.now() - t0) / 1000).toFixed(0)} s.`,
+  '',
+  `\`node dist/bench/ipv6.js --reps ${reps} --seconds ${seconds}\`: a fresh dual-stack two-node testbed per plane and repetition, ` +
+    `planes alternated; per testbed one iperf3 TCP stream pod 1 -> pod 2 for ${seconds} s (1 s omitted) and 30 pings 0.05 s apart, over each family. Medians of ${reps} repetition(s).`,
+  '',
+  '| plane | TCP 1 stream IPv4, Gbit/s ↑ | IPv6 ↑ | IPv6 ÷ IPv4 | ping avg IPv4, ms ↓ | IPv6 ↓ |',
+  '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ...rows,
+  '',
+  'Every run:',
+  '',
+  '```',
+  ...PLANES.flatMap((p) => runs.get(p.id)!.map((f, i) => `${p.id} rep ${i + 1}: ${JSON.stringify(f)}`)),
+  '```',
+  '',
+].join('\n');
+mkdirSync(values.out!, { recursive: true });
+writeFileSync(join(values.out!, 'ipv6.md'), md);
+writeFileSync(join(values.out!, 'ipv6.json'), JSON.stringify(json, null, 2) + '\n');
+console.log(md);
