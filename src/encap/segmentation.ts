@@ -96,6 +96,40 @@ export class SegmentList {
   }
 }
 
+/**
+ * The virtio_net_hdr of a super-packet against the packet, for either family
+ * (once per super-packet): the GSO type (`tcpGsoType` or UDP_L4) matches the
+ * protocol byte, the MSS is set, a checksum request points at the L4
+ * checksum, and the L4 header fits. Returns the L4 header's length, or
+ * -BadVirtioNetHeader.
+ */
+function gsoL4HeaderLength(
+  buf: Uint8Array,
+  pktOff: number,
+  vnet: VirtioNetHeader,
+  ipHeaderLength: number,
+  totalLength: number,
+  protocolByte: number,
+  tcpGsoType: number,
+): number {
+  const gsoType = vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
+  let isTcp: boolean;
+  if (gsoType === tcpGsoType) isTcp = true;
+  else if (gsoType === VIRTIO_NET_HDR_GSO_UDP_L4) isTcp = false;
+  else return -DropReason.BadVirtioNetHeader;
+  if (protocolByte !== (isTcp ? IP_PROTOCOL_TCP : IP_PROTOCOL_UDP)) return -DropReason.BadVirtioNetHeader;
+  if (vnet.gsoSize === 0) return -DropReason.BadVirtioNetHeader;
+  if ((vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
+    if (vnet.csumStart !== ipHeaderLength || vnet.csumOffset !== (isTcp ? TCP_OFFSET_CHECKSUM : UDP_OFFSET_CHECKSUM)) return -DropReason.BadVirtioNetHeader;
+  }
+  if (vnet.hdrLen > totalLength) return -DropReason.BadVirtioNetHeader;
+  if (!isTcp) return totalLength < ipHeaderLength + UDP_HEADER_LENGTH ? -DropReason.BadVirtioNetHeader : UDP_HEADER_LENGTH;
+  if (totalLength < ipHeaderLength + TCP_MIN_HEADER) return -DropReason.BadVirtioNetHeader;
+  const l4HeaderLength = (buf[pktOff + ipHeaderLength + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
+  if (l4HeaderLength < TCP_MIN_HEADER || ipHeaderLength + l4HeaderLength > totalLength) return -DropReason.BadVirtioNetHeader;
+  return l4HeaderLength;
+}
+
 // Splits the TCPV4 or UDP_L4 super-packet at buf[pktOff, +pktLen) (the IPv4
 // header onwards; `vnet` is its already-read virtio_net_hdr) into `out`.
 // Segment i's headers are written at arenaOff + i*arenaStride + arenaHeadroom,
@@ -190,33 +224,13 @@ export function splitSuperPacketRange(
   }
 
   // The virtio_net_hdr against the packet.
-  const gsoType = vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
-  let isTcp: boolean;
-  if (gsoType === VIRTIO_NET_HDR_GSO_TCPV4) isTcp = true;
-  else if (gsoType === VIRTIO_NET_HDR_GSO_UDP_L4) isTcp = false;
-  else return -DropReason.BadVirtioNetHeader;
+  const l4HeaderLength = gsoL4HeaderLength(buf, pktOff, vnet, ipHeaderLength, totalLength, buf[pktOff + IPV4_OFFSET_PROTOCOL], VIRTIO_NET_HDR_GSO_TCPV4);
+  if (l4HeaderLength < 0) return l4HeaderLength;
+  const isTcp = (vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) === VIRTIO_NET_HDR_GSO_TCPV4;
   const protocol = isTcp ? IP_PROTOCOL_TCP : IP_PROTOCOL_UDP;
   const checksumField = isTcp ? TCP_OFFSET_CHECKSUM : UDP_OFFSET_CHECKSUM;
-  if (buf[pktOff + IPV4_OFFSET_PROTOCOL] !== protocol) return -DropReason.BadVirtioNetHeader;
   const mss = vnet.gsoSize;
-  if (mss === 0) return -DropReason.BadVirtioNetHeader;
-  if ((vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-    if (vnet.csumStart !== ipHeaderLength || vnet.csumOffset !== checksumField) return -DropReason.BadVirtioNetHeader;
-  }
-  if (vnet.hdrLen > totalLength) return -DropReason.BadVirtioNetHeader;
-
   const l4 = pktOff + ipHeaderLength;
-  let l4HeaderLength: number;
-  if (isTcp) {
-    if (totalLength < ipHeaderLength + TCP_MIN_HEADER) return -DropReason.BadVirtioNetHeader;
-    l4HeaderLength = (buf[l4 + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
-    if (l4HeaderLength < TCP_MIN_HEADER || ipHeaderLength + l4HeaderLength > totalLength) {
-      return -DropReason.BadVirtioNetHeader;
-    }
-  } else {
-    if (totalLength < ipHeaderLength + UDP_HEADER_LENGTH) return -DropReason.BadVirtioNetHeader;
-    l4HeaderLength = UDP_HEADER_LENGTH;
-  }
   const headerLength = ipHeaderLength + l4HeaderLength;
   const payloadTotal = totalLength - headerLength;
   const count = payloadTotal === 0 ? 1 : ((payloadTotal + mss - 1) / mss) | 0;
@@ -331,31 +345,13 @@ export function splitSuperPacketRange6(
   const totalLength = IPV6_HEADER + read16(buf, pktOff + IPV6_OFFSET_PAYLOAD_LENGTH);
   if (totalLength > pktLen) return -DropReason.Ipv6BadPayloadLength;
 
-  const gsoType = vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN;
-  let isTcp: boolean;
-  if (gsoType === VIRTIO_NET_HDR_GSO_TCPV6) isTcp = true;
-  else if (gsoType === VIRTIO_NET_HDR_GSO_UDP_L4) isTcp = false;
-  else return -DropReason.BadVirtioNetHeader;
+  const l4HeaderLength = gsoL4HeaderLength(buf, pktOff, vnet, IPV6_HEADER, totalLength, buf[pktOff + IPV6_OFFSET_NEXT_HEADER], VIRTIO_NET_HDR_GSO_TCPV6);
+  if (l4HeaderLength < 0) return l4HeaderLength;
+  const isTcp = (vnet.gsoType & ~VIRTIO_NET_HDR_GSO_ECN) === VIRTIO_NET_HDR_GSO_TCPV6;
   const protocol = isTcp ? IP_PROTOCOL_TCP : IP_PROTOCOL_UDP;
   const checksumField = isTcp ? TCP_OFFSET_CHECKSUM : UDP_OFFSET_CHECKSUM;
-  if (buf[pktOff + IPV6_OFFSET_NEXT_HEADER] !== protocol) return -DropReason.BadVirtioNetHeader;
   const mss = vnet.gsoSize;
-  if (mss === 0) return -DropReason.BadVirtioNetHeader;
-  if ((vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) {
-    if (vnet.csumStart !== IPV6_HEADER || vnet.csumOffset !== checksumField) return -DropReason.BadVirtioNetHeader;
-  }
-  if (vnet.hdrLen > totalLength) return -DropReason.BadVirtioNetHeader;
-
   const l4 = pktOff + IPV6_HEADER;
-  let l4HeaderLength: number;
-  if (isTcp) {
-    if (totalLength < IPV6_HEADER + TCP_MIN_HEADER) return -DropReason.BadVirtioNetHeader;
-    l4HeaderLength = (buf[l4 + TCP_OFFSET_DATA_OFFSET] >>> 4) << 2;
-    if (l4HeaderLength < TCP_MIN_HEADER || IPV6_HEADER + l4HeaderLength > totalLength) return -DropReason.BadVirtioNetHeader;
-  } else {
-    if (totalLength < IPV6_HEADER + UDP_HEADER_LENGTH) return -DropReason.BadVirtioNetHeader;
-    l4HeaderLength = UDP_HEADER_LENGTH;
-  }
   const headerLength = IPV6_HEADER + l4HeaderLength;
   const payloadTotal = totalLength - headerLength;
   const count = payloadTotal === 0 ? 1 : ((payloadTotal + mss - 1) / mss) | 0;
