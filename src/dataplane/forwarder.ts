@@ -260,26 +260,7 @@ export class Forwarder {
       if (traced >= 0) o!.dropped(traced, bytes, off, length, 'ttl-expired');
       return this.drop(DropReason.TtlExpired);
     }
-    if (traced >= 0) o!.leaseLookup(traced, bytes, off, length, this.leaseTable, lease);
-    const peer = this.leaseTable.publicIpAt(lease);
-    const k = this.senderFor(off);
-    if (segments > 0) {
-      this.queueSegments(batch, p, lease, peer, k, traced);
-      return true;
-    }
-    const start = this.encap.encapsulate(bytes, off, length, lease);
-    const queue = this.sendBatches[k];
-    queue.begin(peer, this.peerPort, 0, 1);
-    queue.add(start, off + length - start);
-    queue.end();
-    if (o !== undefined) {
-      o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
-      if (traced >= 0) {
-        o.encapsulated(traced, bytes, start, off + length - start, 1);
-        o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1);
-      }
-    }
-    return true;
+    return this.sendOut(batch, p, off, length, lease, this.senderFor(off), segments, traced);
   }
 
   /**
@@ -327,9 +308,15 @@ export class Forwarder {
       if (traced >= 0) o!.dropped(traced, bytes, off, length, 'ttl-expired', 'hop limit exhausted');
       return this.drop(DropReason.TtlExpired);
     }
+    return this.sendOut(batch, p, off, length, lease, this.senderFor6(off), segments, traced);
+  }
+
+  /** Either family, checked and decremented: to the lease's node, as one datagram or as the super-packet's segments. */
+  private sendOut(batch: TunReadBatch, p: number, off: number, length: number, lease: number, k: number, segments: number, traced: number): boolean {
+    const bytes = this.bytes;
+    const o = this.observer;
     if (traced >= 0) o!.leaseLookup(traced, bytes, off, length, this.leaseTable, lease);
     const peer = this.leaseTable.publicIpAt(lease);
-    const k = this.senderFor6(off);
     if (segments > 0) {
       this.queueSegments(batch, p, lease, peer, k, traced);
       return true;
