@@ -394,27 +394,31 @@ class Driver {
   }
 }
 
+/** The TCP or UDP header and payload of a made-up packet at l4, checksum left zero; returns where the checksum goes. */
+function writeTransportHeader(b: Uint8Array, l4: number, protocol: number, payload: number, seq: number): number {
+  const header = protocol === IP_PROTOCOL_TCP ? 20 : 8;
+  b.fill(0, l4, l4 + header);
+  for (let i = 0; i < payload; i++) b[l4 + header + i] = (i + seq) & 0xff;
+  write16(b, l4, 40000 + (seq & 7));
+  write16(b, l4 + 2, 5201);
+  if (protocol !== IP_PROTOCOL_TCP) {
+    write16(b, l4 + 4, header + payload);
+    return l4 + 6;
+  }
+  write32(b, l4 + 4, 1000 + seq * 1448);
+  write32(b, l4 + 8, 1);
+  b[l4 + 12] = 5 << 4;
+  b[l4 + 13] = payload > 0 ? 0x18 : 0x10; // PSH+ACK or ACK
+  write16(b, l4 + 14, 65535);
+  return l4 + 16;
+}
+
 /** A TCP (no payload bytes beyond `payload`, ACK set) or UDP packet with correct checksums. */
 function buildTransport(b: Uint8Array, at: number, src: number, dst: number, protocol: number, payload: number, seq: number): number {
   const l4 = at + IPV4_MIN_HEADER;
   const header = protocol === IP_PROTOCOL_TCP ? 20 : 8;
   const l4Length = header + payload;
-  b.fill(0, l4, l4 + header);
-  for (let i = 0; i < payload; i++) b[l4 + header + i] = (i + seq) & 0xff;
-  write16(b, l4, 40000 + (seq & 7));
-  write16(b, l4 + 2, 5201);
-  let checksumAt: number;
-  if (protocol === IP_PROTOCOL_TCP) {
-    write32(b, l4 + 4, 1000 + seq * 1448);
-    write32(b, l4 + 8, 1);
-    b[l4 + 12] = 5 << 4;
-    b[l4 + 13] = payload > 0 ? 0x18 : 0x10; // PSH+ACK or ACK
-    write16(b, l4 + 14, 65535);
-    checksumAt = l4 + 16;
-  } else {
-    write16(b, l4 + 4, l4Length);
-    checksumAt = l4 + 6;
-  }
+  const checksumAt = writeTransportHeader(b, l4, protocol, payload, seq);
   const sum = internetChecksum(b, l4, l4Length, pseudoHeaderSum(src, dst, protocol, l4Length));
   write16(b, checksumAt, protocol === IP_PROTOCOL_UDP && sum === 0 ? 0xffff : sum);
   buildIPv4Header(b, at, IPV4_MIN_HEADER + l4Length, seq & 0xffff, IPV4_DEFAULT_TTL, protocol, src, dst, true);
@@ -427,22 +431,7 @@ function buildTransport6(b: Uint8Array, at: number, src: Uint8Array, dst: Uint8A
   const header = protocol === IP_PROTOCOL_TCP ? 20 : 8;
   const l4Length = header + payload;
   buildIPv6Header(b, at, l4Length, protocol, IPV6_DEFAULT_HOP_LIMIT, src, 0, dst, 0);
-  b.fill(0, l4, l4 + header);
-  for (let i = 0; i < payload; i++) b[l4 + header + i] = (i + seq) & 0xff;
-  write16(b, l4, 40000 + (seq & 7));
-  write16(b, l4 + 2, 5201);
-  let checksumAt: number;
-  if (protocol === IP_PROTOCOL_TCP) {
-    write32(b, l4 + 4, 1000 + seq * 1448);
-    write32(b, l4 + 8, 1);
-    b[l4 + 12] = 5 << 4;
-    b[l4 + 13] = payload > 0 ? 0x18 : 0x10;
-    write16(b, l4 + 14, 65535);
-    checksumAt = l4 + 16;
-  } else {
-    write16(b, l4 + 4, l4Length);
-    checksumAt = l4 + 6;
-  }
+  const checksumAt = writeTransportHeader(b, l4, protocol, payload, seq);
   const sum = internetChecksum(b, l4, l4Length, ipv6PseudoHeaderSum(b, at, protocol, l4Length));
   write16(b, checksumAt, protocol === IP_PROTOCOL_UDP && sum === 0 ? 0xffff : sum);
   return IPV6_HEADER + l4Length;
