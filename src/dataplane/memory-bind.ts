@@ -26,6 +26,8 @@ const EIO = 5;
 
 export class MemoryBind implements UdpBind {
   gso: boolean;
+  /** No IPv6 underlay in memory. */
+  readonly senders6 = 0;
   private readonly queue: Incoming[] = [];
   private queueHead = 0;
   private floodItem: Incoming | undefined;

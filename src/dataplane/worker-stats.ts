@@ -61,9 +61,13 @@ export const Counter = {
   // IPv6 packets as not-ipv4 drops, as before.
   Ipv6TunReadPackets: 50,
   Ipv6UdpReceivedPackets: 51,
+  // The outer family: datagrams sent to / received from a peer's PublicIPv6 (the IPv6 underlay). The
+  // rest of UdpSentPackets / UdpReceivedPackets went over IPv4. Zero on a node without a public IPv6.
+  UnderlayIpv6SentPackets: 52,
+  UnderlayIpv6ReceivedPackets: 53,
 } as const;
 
-const FIXED_COUNTERS = 52;
+const FIXED_COUNTERS = 54;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);
