@@ -3,6 +3,9 @@
 // first, and a restarted worker finds them again).
 import * as libc from './libc.js';
 import { openUdpSocket } from './udp-socket.js';
+import { formatIPv6 } from '../control/ipv6-address.js';
+
+const EADDRNOTAVAIL = 99;
 
 export interface WorkerSocketOptions {
   bindAddress: number;
@@ -80,7 +83,16 @@ export function openWorkerSockets(opts: WorkerSocketOptions): WorkerSockets {
  * so UDP GSO is possible in both modes.
  */
 function openUnderlay6(opts: WorkerSocketOptions, opened: number[]): Pick<WorkerSockets, 'udp6Fd' | 'send6Fds' | 'send6Ports' | 'udp6Gro' | 'udp6Gso'> {
-  const socket = openUdpSocket({ bindAddress: 0, bindAddress6: opts.bindAddress6, port: opts.port, bufferBytes: opts.socketBufferBytes, gro: opts.offload, deferBind: opts.deferBind });
+  let socket: ReturnType<typeof openUdpSocket>;
+  try {
+    socket = openUdpSocket({ bindAddress: 0, bindAddress6: opts.bindAddress6, port: opts.port, bufferBytes: opts.socketBufferBytes, gro: opts.offload, deferBind: opts.deferBind });
+  } catch (err) {
+    // The likely mistake, said plainly: the IPv4 side binds to --public-ip the same way.
+    if (err instanceof libc.SyscallError && err.code === EADDRNOTAVAIL) {
+      throw new Error(`public IPv6 ${formatIPv6(opts.bindAddress6!)} is not an address of this node (the IPv6 underlay's sockets bind to it): ${err.message}`);
+    }
+    throw err;
+  }
   opened.push(socket.fd);
   let send6Fds = [socket.fd];
   let send6Ports = [socket.port];
