@@ -244,7 +244,15 @@ export class DataPlane {
       sendFds: slot.sendFds,
       sendPorts: slot.sendPorts,
       ...(slot.udp6Fd >= 0
-        ? { udp6Fd: slot.udp6Fd, send6Fds: slot.send6Fds, udp6Gro: slot.udp6Gro, udp6Gso: slot.udp6Gso, pathMtu6: this.opts.pathMtu6, udpPollFd: slot.udpPollFd }
+        ? {
+            udp6Fd: slot.udp6Fd,
+            send6Fds: slot.send6Fds,
+            udp6Gro: slot.udp6Gro,
+            udp6Gso: slot.udp6Gso,
+            pathMtu6: this.opts.pathMtu6,
+            udpPollFd: slot.udpPollFd,
+            publicIpv6: this.opts.bindAddress6,
+          }
         : {}),
       node: this.opts.node,
       publicIp: this.opts.bindAddress,

@@ -96,6 +96,8 @@ export interface ForwarderConfig {
   /** For trace events and captures: this node's name (its subnet key), public IP and the send sockets' ports. */
   node: string;
   publicIp: number;
+  /** This node's public IPv6 (16 bytes) when it has the IPv6 underlay: traces show it as the outer source. */
+  publicIpv6?: Uint8Array;
   sendPorts: number[];
   /** --trace from the start (session 0, rendered to the agent's log). */
   trace?: TraceRequest;
@@ -359,7 +361,7 @@ export class Forwarder {
       o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
       if (traced >= 0) {
         o.encapsulated(traced, bytes, start, off + length - start, 1);
-        o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1);
+        o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1, six ? this.publicIpv6Of(lease) : undefined);
       }
     }
     return true;
@@ -415,7 +417,7 @@ export class Forwarder {
       shown.set(bytes.subarray(start, start + headerBytes), 0);
       shown.set(bytes.subarray(seg.payloadOffset[first], seg.payloadOffset[first] + seg.payloadLength[first]), headerBytes);
       o.encapsulated(traced, shown, 0, shown.length, seg.total);
-      o.queuedSend(traced, k, shown, 0, shown.length, peer, seg.total);
+      o.queuedSend(traced, k, shown, 0, shown.length, peer, seg.total, six ? this.publicIpv6Of(lease) : undefined);
     }
   }
 
@@ -427,6 +429,11 @@ export class Forwarder {
       this.policy.flush(k, batches[k]);
       this.observer?.sent(k, messages);
     }
+  }
+
+  /** A lease's PublicIPv6, copied: for traces only (a traced packet may allocate). */
+  private publicIpv6Of(lease: number): Uint8Array {
+    return this.leaseTable.publicIpv6Bytes.slice(16 * lease, 16 * lease + 16);
   }
 
   /** Which send socket a packet leaves from: always the one in UDP mode, a flow hash in VXLAN. */
@@ -605,7 +612,7 @@ export class Forwarder {
       return;
     }
     const o = this.observer;
-    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer);
+    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer, outer6);
     // The inner source's lease must be the sender's: by PublicIPv6 over the IPv6 underlay, by PublicIP over IPv4.
     const owner = this.leaseTable.lookup6(bytes, inner + IPV6_OFFSET_SOURCE);
     if (owner < 0 || (outer6 ? !this.leaseTable.samePublicIpv6(owner, peer) : this.leaseTable.publicIpAt(owner) !== peerIp)) {
@@ -718,6 +725,7 @@ export class Forwarder {
       this.cfg.peerPort,
       this.cfg.sendPorts,
       this.vxlan ? 'vxlan-payload' : 'udp-payload',
+      this.cfg.publicIpv6,
     );
     return this.observer;
   }
@@ -775,6 +783,7 @@ function normalizeConfig(c: ForwarderConfig): ForwarderConfig {
     ownPrefix6: c.ownPrefix6,
     node: c.node,
     publicIp: c.publicIp,
+    publicIpv6: c.publicIpv6 !== undefined ? Uint8Array.from(c.publicIpv6) : undefined,
     sendPorts: Array.from(c.sendPorts),
     trace: c.trace,
     capture: c.capture,

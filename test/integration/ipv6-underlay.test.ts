@@ -4,19 +4,21 @@
 // programs it, then agent to agent), while IPv4 pods stay on the IPv4
 // underlay; an IPv6-only cluster over an IPv6-only underlay; the path MTU
 // over it (ICMPv6 packet too big); a datagram from an IPv6 address no lease
-// has, counted as a drop. Where the outer packets went is read from the
+// has, counted as a drop; the trace's outer IPv6 header. Where the outer packets went is read from the
 // agents' counters (UnderlayIpv6SentPackets / ReceivedPackets) and, for the
 // kernel node, from its own UDP counters per family (/proc/net/snmp6).
 // One cluster per suite; every cluster is destroyed in after().
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
+import { agentCliPath, createCluster, type Cluster, type PodInfo } from '../../src/testbed/cluster.js';
 import { replaceKernelVxlanWithAgent } from '../../src/testbed/vxlan-agents.js';
 import { ping } from '../../src/testbed/measure.js';
 import { tcpTransfer } from '../support/pod-traffic.js';
 import { readAgentStats } from '../support/agent-stats.js';
 import { requireTools } from '../support/required-tool.js';
-import type { CapturedChild } from '../../src/testbed/exec.js';
+import { isRunning, stopChild, type CapturedChild } from '../../src/testbed/exec.js';
+import { traceEventFromJson } from '../../src/observe/trace-event.js';
+import { describeLayers } from '../../src/observe/trace-render.js';
 
 /** The pod as tcpTransfer sees it, addressed by its IPv6 address. */
 const over6 = (pod: PodInfo): PodInfo => ({ ...pod, ip: pod.ip6! });
@@ -118,6 +120,30 @@ udp('datagrams from an IPv6 address that is no lease\'s PublicIPv6 are dropped a
   }
   assert.is((after.drops['unknown-peer'] ?? 0) - (before.drops['unknown-peer'] ?? 0), 5, JSON.stringify(after.drops));
   assert.is(after.UnderlayIpv6ReceivedPackets - before.UnderlayIpv6ReceivedPackets, 5, 'counted as received over the IPv6 underlay');
+});
+
+udp('flannel-udp trace shows the outer IPv6 header of a ping -6 on the way out and on the way back', async () => {
+  const [n1, n2] = [cluster.node(1), cluster.node(2)];
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  const trace = cluster.spawn(n1.ns, process.execPath, [agentCliPath, 'trace', '--filter', `icmp6 and host ${p1.ip6} and host ${p2.ip6}`, '--limit', '2', '--json']);
+  try {
+    const deadline = Date.now() + 15_000;
+    while (isRunning(trace)) {
+      assert.ok(Date.now() < deadline, `the trace did not end within 15 s:\n${trace.log.tail()}`);
+      await ping(cluster, p1.ns, p2.ip6!, { count: 1 });
+    }
+    await trace.exited;
+    const events = trace.log.snapshot().filter((l) => l.startsWith('{') && !l.includes('"done"')).map((l) => traceEventFromJson(JSON.parse(l)));
+    const fields = (i: number, layer: number) => Object.fromEntries(describeLayers(events[i])[layer]?.fields ?? []);
+    const send = events.findIndex((e) => e.stage === 'udp-send');
+    const receive = events.findIndex((e) => e.stage === 'udp-receive');
+    assert.ok(send >= 0 && receive >= 0, JSON.stringify(events.map((e) => e.stage)));
+    assert.equal(describeLayers(events[send]).map((l) => l.name), ['IPv6', 'UDP', 'IPv6', 'ICMPv6', 'payload'], 'IPv6 in UDP over IPv6');
+    assert.equal((({ src, dst }) => ({ src, dst }))(fields(send, 0)), { src: n1.underlayIp6, dst: n2.underlayIp6 });
+    assert.equal((({ src, dst }) => ({ src, dst }))(fields(receive, 0)), { src: n2.underlayIp6, dst: n1.underlayIp6 });
+  } finally {
+    await stopChild(trace);
+  }
 });
 
 udp.run();
