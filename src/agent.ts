@@ -515,7 +515,7 @@ export class Agent {
     this.publicIpv6 ??= publicIpv6Flag(opts);
     if (this.publicIpv6 !== undefined && this.ipv6 !== undefined) {
       log(`public IPv6 ${formatIPv6(this.publicIpv6)}: IPv6 pods travel over the IPv6 underlay to peers whose lease has a PublicIPv6, over the IPv4 underlay to the others`);
-    } else if (this.publicIpv6 !== undefined) {
+    } else if (this.publicIpv6 !== undefined && opts.publicIpv6 !== undefined) {
       log(`public IPv6 ${formatIPv6(this.publicIpv6)} unused: this node has no IPv6 pod subnet`);
     }
     if (this.subnet.ipv6Only && this.publicIp === 0 && this.publicIpv6 === undefined) {

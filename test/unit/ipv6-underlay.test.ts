@@ -13,6 +13,9 @@ import { buildLeaseTableSnapshot, LeaseTable } from '../../src/control/lease-tab
 import { parseLeaseAttrs, type Lease } from '../../src/control/lease.js';
 import { parseIPv6 } from '../../src/control/ipv6-address.js';
 import { Harness, packet, PEER_POD, OWN_POD } from '../support/forwarder-harness.js';
+import { detectPublicIpv6 } from '../../src/agent.js';
+import { formatIPv6 } from '../../src/control/ipv6-address.js';
+import type { NetworkInterfaceInfo } from 'node:os';
 
 const words = (a: Uint8Array) => [0, 4, 8, 12].map((i) => (a[i] << 24) | (a[i + 1] << 16) | (a[i + 2] << 8) | a[i + 3]);
 
@@ -189,6 +192,22 @@ test('receive over the IPv6 underlay: only from a lease\'s PublicIPv6, IPv6 pods
     assert.is(h.drops('SpoofedSource'), 1, 'an inner source of another node\'s subnet');
     assert.is(h.count('UnderlayIpv6ReceivedPackets'), 4);
   });
+});
+
+test('detectPublicIpv6, as flanneld without --public-ipv6: the global IPv6 address of the interface holding the public IPv4; link-local never', () => {
+  const addr = (family: 'IPv4' | 'IPv6', address: string): NetworkInterfaceInfo =>
+    ({ family, address, netmask: '', mac: '00:00:00:00:00:00', internal: false, cidr: null, ...(family === 'IPv6' ? { scopeid: 0 } : {}) }) as NetworkInterfaceInfo;
+  const interfaces = {
+    lo: [addr('IPv4', '127.0.0.1')],
+    eth0: [addr('IPv4', '192.0.2.1'), addr('IPv6', 'fe80::1'), addr('IPv6', '2001:db8::1')],
+    eth1: [addr('IPv4', '198.51.100.1'), addr('IPv6', 'fe80::2')],
+  };
+  const logged: string[] = [];
+  const found = detectPublicIpv6(0xc0000201, (l) => logged.push(l), interfaces);
+  assert.is(found && formatIPv6(found), '2001:db8::1');
+  assert.match(logged[0], /eth0's global IPv6 address/);
+  assert.is(detectPublicIpv6(0xc6336401, () => undefined, interfaces), undefined, 'eth1 has a link-local address only');
+  assert.is(detectPublicIpv6(0, () => undefined, interfaces), undefined, 'no public IPv4: nothing to look beside');
 });
 
 test('DatagramBatch.reset: nothing counts as received over IPv6 until a bind says so', () => {
