@@ -61,7 +61,7 @@ export function rehearseOrSkip(data: WorkerData, memory: WorkerMemory, post: (re
   const worker = `worker ${data.workerIndex}`;
   let r: RehearsalResult;
   try {
-    r = rehearse({ ...data, sendSockets: data.sendFds.length }, memory);
+    r = rehearse({ ...data, sendSockets: data.sendFds.length, underlay6: data.udp6Fd !== undefined && data.udp6Fd >= 0 }, memory);
   } catch (err) {
     post({ type: 'log', line: `${worker}: rehearsal skipped, the first packets will run unoptimised code: ${err instanceof Error ? err.message : String(err)}` });
     return undefined;

@@ -16,6 +16,7 @@ import { Harness, packet, PEER_POD, OWN_POD } from '../support/forwarder-harness
 import { detectPublicIpv6 } from '../../src/agent.js';
 import { formatIPv6 } from '../../src/control/ipv6-address.js';
 import type { NetworkInterfaceInfo } from 'node:os';
+import { execFile } from 'node:child_process';
 
 const words = (a: Uint8Array) => [0, 4, 8, 12].map((i) => (a[i] << 24) | (a[i + 1] << 16) | (a[i + 2] << 8) | a[i + 3]);
 
@@ -208,6 +209,34 @@ test('detectPublicIpv6, as flanneld without --public-ipv6: the global IPv6 addre
   assert.match(logged[0], /eth0's global IPv6 address/);
   assert.is(detectPublicIpv6(0xc6336401, () => undefined, interfaces), undefined, 'eth1 has a link-local address only');
   assert.is(detectPublicIpv6(0, () => undefined, interfaces), undefined, 'no public IPv4: nothing to look beside');
+});
+
+test('the rehearsal of a worker with the IPv6 underlay\'s socket forwards everything and leaves receive, forwardInbound and the loop optimised', async () => {
+  // In a child, as test/unit/rehearsal.test.ts does: V8's optimisation status needs --allow-natives-syntax.
+  const src = (path: string) => JSON.stringify(new URL(`../../src/${path}`, import.meta.url).href);
+  const code = `
+import { rehearse } from ${src('dataplane/rehearsal.js')};
+import { WorkerMemory } from ${src('dataplane/worker-memory.js')};
+import { Forwarder } from ${src('dataplane/forwarder.js')};
+import { WorkerLoop } from ${src('dataplane/worker-loop.js')};
+import { KernelBind } from ${src('dataplane/kernel-bind.js')};
+const memory = new WorkerMemory(64, false, 1472);
+const result = rehearse({ backend: 'udp', batchSize: 64, vnetHeader: false, udpGro: false, tunUso: false, udpGso: false, vni: 1,
+  vtepMac: new Uint8Array([2, 0, 0, 0, 0, 1]), mtu: 1472, pathMtu: 1472, sendSockets: 1, offload: false, udpChecksum: true, underlay6: true }, memory);
+const fns = { run: WorkerLoop.prototype.run, forwardInbound: Forwarder.prototype.forwardInbound, receive: KernelBind.prototype.receive };
+const status = Object.fromEntries(Object.entries(fns).map(([k, f]) => [k, %GetOptimizationStatus(f)]));
+process.stdout.write(JSON.stringify({ result, status }) + '\\n');`;
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, ['--allow-natives-syntax', '--no-concurrent-recompilation', '--input-type=module', '-e', code], { timeout: 120_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    ),
+  );
+  const { result, status } = JSON.parse(out.trim().split('\n').pop()!) as { result: Record<string, number>; status: Record<string, number> };
+  assert.ok(result.outboundSent > 1000);
+  assert.is(result.inboundForwarded, result.inboundSent);
+  assert.is(result.drops, 0);
+  const OPTIMIZED = 1 << 4;
+  for (const [name, st] of Object.entries(status)) assert.ok((st & OPTIMIZED) !== 0, `${name}: status ${st}`);
 });
 
 test('DatagramBatch.reset: nothing counts as received over IPv6 until a bind says so', () => {
