@@ -146,6 +146,17 @@ udp('flannel-udp trace shows the outer IPv6 header of a ping -6 on the way out a
   }
 });
 
+udp('a hand-over (a new agent while the old one runs, then SIGTERM to the old) keeps IPv6 flowing over the IPv6 underlay', async () => {
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  const exit = await cluster.handOverAgent(1);
+  assert.is(exit.code, 0, `the old agent exited ${JSON.stringify(exit)}`);
+  assert.match(cluster.agent(1)!.log.text(), /taking over once this one is ready \(hand-over\)/);
+  const r = await ping(cluster, p1.ns, p2.ip6!, { count: 5, intervalS: 0.1 });
+  assert.is(r.received, 5, JSON.stringify(r));
+  const c = await counters(cluster.agent(1));
+  assert.ok(c.UnderlayIpv6SentPackets >= 5 && c.UnderlayIpv6ReceivedPackets >= 5, 'the new agent\'s IPv6 sockets send and receive');
+});
+
 udp.run();
 
 const v6only = suite('IPv6 underlay, udp mode: an IPv6-only cluster over an IPv6-only underlay (no public IPv4)');
