@@ -1,12 +1,14 @@
 // Latency after idle, side by side with flannel's own C proxy (issue 21):
 //
 //   bash ../shared/anchors/flannel-cproxy/build.sh /tmp/flannel-cproxy
-//   npm run build && node dist/bench/idle-latency.js --cproxy /tmp/flannel-cproxy [--reps 3] [--aged 60] [--out DIR]
+//   npm run build && node dist/bench/idle-latency.js --cproxy /tmp/flannel-cproxy [--reps 3] [--aged 60] [--after-bulk 5] [--out DIR]
 //
 // Per repetition, each plane on a fresh two-node testbed, planes alternated
 // so drifting load hits them all: ping RTT avg and p99 at 0.02 s, 0.2 s and
 // 1 s between pings right after the forwarders start ("fresh"), then, with
-// --aged S, again after S s of idle ("aged"); and the forwarding processes'
+// --aged S, again after S s of idle ("aged"); with --after-bulk S, again after
+// S s of iperf3 TCP each way and 2 s of quiet ("after bulk": the issue's warm
+// agent, whose code has met GSO/GRO traffic); and the forwarding processes'
 // CPU per ping (bench/e2e/idle-latency.ts). Ratios are of medians over the
 // repetitions, against the C proxy measured in the same run. Writes
 // idle-latency.{md,json}. Needs root, ping, iperf3-free; the C proxy needs gcc to build.
@@ -23,18 +25,22 @@ import { createCluster, type Cluster, type Dataplane } from '../src/testbed/clus
 import { describeMachine } from './e2e/machine.js';
 import { cproxyPath, startCproxies } from './e2e/cproxy.js';
 import { IDLE_SPACINGS, measureIdleLatency, type IdleLatency } from './e2e/idle-latency.js';
+import { iperf3Tcp } from '../src/testbed/measure.js';
 
 const { values } = parseArgs({
   options: {
     cproxy: { type: 'string' },
     reps: { type: 'string', default: '3' },
     aged: { type: 'string', default: '0' },
+    'after-bulk': { type: 'string', default: '0' },
     out: { type: 'string', default: 'bench/results' },
     only: { type: 'string' },
   },
 });
 const reps = Number(values.reps);
 const agedS = Number(values.aged);
+const bulkS = Number(values['after-bulk']);
+if (!(bulkS >= 0)) throw new Error(`--after-bulk: "${values['after-bulk']}" is not a number of seconds`);
 if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps: "${values.reps}" is not a positive integer`);
 if (!(agedS >= 0)) throw new Error(`--aged: "${values.aged}" is not a number of seconds`);
 const cproxy = cproxyPath(values.cproxy);
@@ -71,6 +77,7 @@ interface Run {
   rep: number;
   fresh?: IdleLatency[];
   aged?: IdleLatency[];
+  afterBulk?: IdleLatency[];
   error?: string;
 }
 
@@ -92,6 +99,13 @@ async function measure(plane: Plane, rep: number): Promise<Run> {
     if (agedS > 0) {
       await new Promise((r) => setTimeout(r, agedS * 1000));
       run.aged = await measureIdleLatency(cluster, pids);
+    }
+    if (bulkS > 0) {
+      const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+      await iperf3Tcp(cluster, p2.ns, p2.ip, p1.ns, { seconds: bulkS });
+      await iperf3Tcp(cluster, p1.ns, p1.ip, p2.ns, { seconds: bulkS });
+      await new Promise((r) => setTimeout(r, 2000));
+      run.afterBulk = await measureIdleLatency(cluster, pids);
     }
   } catch (err) {
     run.error = (err as Error).message;
@@ -117,13 +131,16 @@ for (let rep = 1; rep <= reps; rep++) {
     const r = await measure(plane, rep);
     runs.push(r);
     const f = r.fresh?.map((x) => `${x.intervalS}s ${x.avgMs.toFixed(3)}/${x.p99Ms.toFixed(3)} ms ${x.cpuUsPerPing.toFixed(0)}µs`).join(', ');
-    console.log(`rep ${rep} ${plane.id}: fresh ${f ?? r.error}`);
+    const b = r.afterBulk?.map((x) => `${x.intervalS}s ${x.avgMs.toFixed(3)}/${x.p99Ms.toFixed(3)} ms ${x.cpuUsPerPing.toFixed(0)}µs`).join(', ');
+    console.log(`rep ${rep} ${plane.id}: fresh ${f ?? r.error}${b ? `; after bulk ${b}` : ''}`);
   }
 }
 const loadEnd = loadavg();
 
-type Phase = 'fresh' | 'aged';
-const phases: Phase[] = agedS > 0 ? ['fresh', 'aged'] : ['fresh'];
+type Phase = 'fresh' | 'aged' | 'afterBulk';
+const phases: Phase[] = ['fresh', ...(agedS > 0 ? ['aged' as const] : []), ...(bulkS > 0 ? ['afterBulk' as const] : [])];
+const phaseTitle = (phase: Phase) =>
+  phase === 'fresh' ? 'Fresh forwarders (measured right after start)' : phase === 'aged' ? `After ${agedS} s more idle` : `After bulk traffic (iperf3 TCP ${bulkS} s each way, then 2 s quiet)`;
 const fig = (plane: string, phase: Phase, intervalS: number, key: 'avgMs' | 'p99Ms' | 'cpuUsPerPing') =>
   median(runs.filter((r) => r.plane === plane).map((r) => r[phase]?.find((x) => x.intervalS === intervalS)?.[key] ?? NaN));
 const fmt = (x: number, digits = 3) => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
@@ -137,14 +154,14 @@ lines.push(
     `a shared machine (other sessions running builds and tests), so only ratios within this run mean anything. ` +
     `${reps} repetition(s), planes alternated, a fresh two-node testbed each; ${Math.round((Date.now() - t0) / 1000)} s in all.`,
   '',
-  `Command: \`node dist/bench/idle-latency.js --cproxy PATH --reps ${reps}${agedS ? ` --aged ${agedS}` : ''}\` (see the file's header).`,
+  `Command: \`node dist/bench/idle-latency.js --cproxy PATH --reps ${reps}${agedS ? ` --aged ${agedS}` : ''}${bulkS ? ` --after-bulk ${bulkS}` : ''}\` (see the file's header).`,
   '',
   'Per spacing: ping pod 1 → pod 2, ' + IDLE_SPACINGS.map((s) => `${s.count} pings ${s.intervalS} s apart`).join(', ') +
     ', one unmeasured ping first. RTT avg and p99 (nearest rank) in ms, median over repetitions; CPU = both nodes\' forwarding threads (the agent\'s workers flannel-w<i>; the C proxy\'s and the reference\'s single thread), run time from schedstat, µs per ping (kernel vxlan: n/a, its cost is softirq time).',
   '',
 );
 for (const phase of phases) {
-  lines.push(`## ${phase === 'fresh' ? 'Fresh forwarders (measured right after start)' : `After ${agedS} s more idle`}`, '');
+  lines.push(`## ${phaseTitle(phase)}`, '');
   const header = ['', ...PLANES.map((p) => p.id)];
   if (cproxy) header.push('agent / C proxy');
   lines.push(`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`);
@@ -164,7 +181,7 @@ for (const phase of phases) {
   lines.push('');
 }
 if (cproxy) {
-  lines.push('## Targets (issue 21), from the fresh figures above', '');
+  lines.push('## Targets (issue 21), from the figures above', '');
   lines.push('| target | measured | |', '|---|---|---|');
   for (const phase of phases) {
     for (const s of IDLE_SPACINGS) {
@@ -183,5 +200,5 @@ if (errors.length) lines.push('Failed repetitions:', '', ...errors.map((r) => `-
 
 mkdirSync(values.out, { recursive: true });
 writeFileSync(join(values.out, 'idle-latency.md'), lines.join('\n'));
-writeFileSync(join(values.out, 'idle-latency.json'), JSON.stringify({ machine, loadStart, loadEnd, reps, agedS, planes: PLANES, runs }, null, 2) + '\n');
+writeFileSync(join(values.out, 'idle-latency.json'), JSON.stringify({ machine, loadStart, loadEnd, reps, agedS, bulkS, planes: PLANES, runs }, null, 2) + '\n');
 console.log(lines.join('\n'));

@@ -107,6 +107,8 @@ export interface ForwarderConfig {
 
 /** Loop turns between looks at the control sequence while traffic keeps the loop busy. */
 const CONTROL_CHECK_ROUNDS = 64;
+/** poll()'s timeout while the observer keeps time: a capture is flushed, a trace's rate window moves, at least this often. */
+export const OBSERVER_TICK_MS = 1000;
 /** Most UDP payload bytes in one GSO message (64 KB minus outer IPv4 and UDP headers). */
 const GSO_MAX_BYTES = 65507;
 
@@ -147,6 +149,16 @@ export class Forwarder {
   private readonly clock = new WallClock();
   private readonly icmpLimiter = new IcmpRateLimiter();
   private observer: ForwarderObserver | undefined;
+  /**
+   * poll()'s timeout for the loop. -1 (none) while nothing is due: an idle
+   * worker is then never woken, where a 1 s timeout cost every idle worker a
+   * wake-up a second (docs/design.md, "Latency after idle"). OBSERVER_TICK_MS
+   * while the observer keeps time (a trace's rate, a capture's flushes). A
+   * field read by the loop, not a branch in it: set where the observer comes
+   * and goes, and by the rehearsal (0).
+   */
+  pollTimeoutMs = -1;
+  private idlePollTimeoutMs = -1;
   private traceSession = -1;
   private readonly cfg: ForwarderConfig;
 
@@ -467,8 +479,7 @@ export class Forwarder {
     const at = this.icmpOffset;
     const n = buildIcmpDestUnreachable(bytes, off, length, bytes, at, ipv4Destination(bytes, off), code, nextHopMtu);
     if (n === 0) return; // RFC 792: never an ICMP error about an ICMP error or a later fragment
-    // The time of the last heartbeat: at least once per 64 batches.
-    if (!this.icmpLimiter.allow(ipv4Source(bytes, off), this.c[Counter.HeartbeatMs], code === ICMP_FRAG_NEEDED)) {
+    if (!this.icmpLimiter.allow(ipv4Source(bytes, off), this.icmpNow(), code === ICMP_FRAG_NEEDED)) {
       this.c[Counter.IcmpSuppressed]++;
       return;
     }
@@ -488,7 +499,7 @@ export class Forwarder {
     const s = off + IPV6_OFFSET_SOURCE;
     let key = 0;
     for (let i = 0; i < 16; i += 4) key = Math.imul(key ^ ((bytes[s + i] << 24) | (bytes[s + i + 1] << 16) | (bytes[s + i + 2] << 8) | bytes[s + i + 3]), 0x9e3779b1);
-    if (!this.icmpLimiter.allow(key, this.c[Counter.HeartbeatMs], type === ICMPV6_PACKET_TOO_BIG)) {
+    if (!this.icmpLimiter.allow(key, this.icmpNow(), type === ICMPV6_PACKET_TOO_BIG)) {
       this.c[Counter.IcmpSuppressed]++;
       return;
     }
@@ -662,6 +673,26 @@ export class Forwarder {
   }
 
   /**
+   * The time for the ICMP rate limiter, read now: the last heartbeat may be
+   * from before a long sleep (poll() has no timeout when idle), and a stale
+   * clock would refill no tokens. The ICMP path is rare, so the clock call is too.
+   */
+  private icmpNow(): number {
+    this.clock.readInto(this.c, Counter.HeartbeatMs);
+    return this.c[Counter.HeartbeatMs];
+  }
+
+  /** The loop's poll() timeout when nothing is due: -1 (none) for a real worker, 0 in the rehearsal. */
+  setIdlePollTimeout(ms: number): void {
+    this.idlePollTimeoutMs = ms;
+    this.updatePollTimeout();
+  }
+
+  private updatePollTimeout(): void {
+    this.pollTimeoutMs = this.observer === undefined || this.idlePollTimeoutMs === 0 ? this.idlePollTimeoutMs : OBSERVER_TICK_MS;
+  }
+
+  /**
    * The worker's V8 heap into its counter. getHeapStatistics() allocates its
    * result, so it runs only where the worker allocates anyway: at start and
    * after handling control messages. In between the heap cannot change, as
@@ -727,6 +758,7 @@ export class Forwarder {
       this.vxlan ? 'vxlan-payload' : 'udp-payload',
       this.cfg.publicIpv6,
     );
+    this.updatePollTimeout();
     return this.observer;
   }
 
@@ -753,6 +785,7 @@ export class Forwarder {
     if (this.observer.idle) {
       this.observer = undefined;
       this.tun.capture = undefined;
+      this.updatePollTimeout();
     }
   }
 }

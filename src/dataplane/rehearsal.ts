@@ -239,7 +239,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       memory,
       () => {},
     );
-    const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpPollFd >= 0 ? agent.udpPollFd : agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, pollTimeoutMs: 0 });
+    const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpPollFd >= 0 ? agent.udpPollFd : agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, idlePollTimeoutMs: 0 });
     const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes, dualStack);
     const agentPort = portOf(agent.udpFd);
     const wakeValue = new libc.NativeMemory(8);

@@ -9,13 +9,13 @@
 // code's, not a fresh entry into a function called once per wake-up (which
 // V8 kept in its baseline tier: docs/design.md, "Latency after idle").
 // Bookkeeping (the heartbeat's clock, the observer's timers) comes after the
-// forwarding it would otherwise delay.
+// forwarding it would otherwise delay. With nothing due, poll() has no
+// timeout: an idle worker sleeps until a packet or a control message (a 1 s
+// timeout woke every idle worker once a second; with two workers a node and a
+// ping a second, that was more wake-ups than pings).
 import * as libc from './libc.js';
 import { Counter } from './worker-stats.js';
 import type { Forwarder } from './forwarder.js';
-
-/** How long an idle worker sleeps before its heartbeat moves (the main thread's stuck-worker check reads it). */
-export const POLL_TIMEOUT_MS = 1000;
 
 export interface WorkerLoopOptions {
   tunFd: number;
@@ -25,8 +25,11 @@ export interface WorkerLoopOptions {
   /** After traffic, keep polling without sleeping for this long (µs) before blocking; 0 = never. */
   busyPollUs: number;
   counters: Float64Array;
-  /** poll() timeout; default POLL_TIMEOUT_MS (the rehearsal waits less). */
-  pollTimeoutMs?: number;
+  /**
+   * poll() timeout when nothing is due; default none (-1): an idle worker
+   * sleeps until a packet or a control message. The rehearsal passes 0.
+   */
+  idlePollTimeoutMs?: number;
 }
 
 export class WorkerLoop {
@@ -37,7 +40,6 @@ export class WorkerLoop {
   // optimised code specialised on one shape is thrown away on another.
   private readonly wakeFd: number;
   private readonly busyPollUs: number;
-  private readonly pollTimeoutMs: number;
   // Monotonic ms for busy polling, read into a typed array (performance.now() allocates an array per call).
   private readonly clock = new libc.MonotonicClock();
   private readonly now = new Float64Array(1);
@@ -49,7 +51,7 @@ export class WorkerLoop {
     this.c = opts.counters;
     this.wakeFd = opts.wakeFd;
     this.busyPollUs = opts.busyPollUs;
-    this.pollTimeoutMs = opts.pollTimeoutMs ?? POLL_TIMEOUT_MS;
+    forwarder.setIdlePollTimeout(opts.idlePollTimeoutMs ?? -1);
     const view = this.pollFds.view;
     [opts.tunFd, opts.udpFd, opts.wakeFd].forEach((fd, i) => {
       view.setInt32(i * libc.SIZEOF_POLLFD, fd, true);
@@ -86,7 +88,10 @@ export class WorkerLoop {
         busyUntil = 0;
       }
       if (ready === 0) {
-        ready = libc.poll(pollFds, 3, this.pollTimeoutMs);
+        // Waiting tells the main thread an old heartbeat is an idle worker, not a stuck one.
+        c[Counter.Waiting] = 1;
+        ready = libc.poll(pollFds, 3, forwarder.pollTimeoutMs);
+        c[Counter.Waiting] = 0;
         c[Counter.SyscallsPoll]++;
       }
       if (ready > 0) {

@@ -21,7 +21,7 @@ export const Counter = {
   SendBatches: 14,
   ReceiveBatches: 15,
   LeaseTableVersion: 16,
-  HeartbeatMs: 17, // Date.now() of the worker's last loop turn: detects a stuck worker
+  HeartbeatMs: 17, // Date.now() of the worker's last loop turn (with Waiting: detects a stuck worker)
   Restarts: 18, // maintained by the main thread
   PoolSlots: 19, // fixed at start: pool size, to show the pool never grows
   HeapUsedBytes: 20, // the worker isolate's V8 heap, sampled at start and after control messages: nothing else allocates (worker-no-gc.test.ts)
@@ -61,13 +61,16 @@ export const Counter = {
   // IPv6 packets as not-ipv4 drops, as before.
   Ipv6TunReadPackets: 50,
   Ipv6UdpReceivedPackets: 51,
+  // 1 while the worker sleeps in poll() with no timeout (nothing due: an idle worker is never woken), else 0.
+  // An old HeartbeatMs with Waiting 1 is an idle worker; with Waiting 0, a stuck one.
+  Waiting: 52,
   // The outer family: datagrams sent to / received from a peer's PublicIPv6 (the IPv6 underlay). The
   // rest of UdpSentPackets / UdpReceivedPackets went over IPv4. Zero on a node without a public IPv6.
-  UnderlayIpv6SentPackets: 52,
-  UnderlayIpv6ReceivedPackets: 53,
+  UnderlayIpv6SentPackets: 53,
+  UnderlayIpv6ReceivedPackets: 54,
 } as const;
 
-const FIXED_COUNTERS = 54;
+const FIXED_COUNTERS = 55;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

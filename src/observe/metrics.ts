@@ -234,8 +234,14 @@ export const WORKER_METRICS: readonly FamilySpec[] = [
   {
     name: 'flannel_udp_worker_heartbeat_timestamp_seconds',
     type: 'gauge',
-    help: "Unix time of the worker's last loop turn (its poll timeout is 1 s: older means stuck).",
+    help: "Unix time of the worker's last loop turn. An idle worker sleeps in poll() with no timeout, so an old value means stuck only where flannel_udp_worker_waiting is 0.",
     series: [{ counter: 'HeartbeatMs', scale: 0.001 }],
+  },
+  {
+    name: 'flannel_udp_worker_waiting',
+    type: 'gauge',
+    help: 'Whether the worker is asleep in poll() waiting for packets or a control message (1) or running (0).',
+    series: [{ counter: 'Waiting' }],
   },
 ];
 
