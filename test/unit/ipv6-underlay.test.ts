@@ -227,7 +227,7 @@ const fns = { run: WorkerLoop.prototype.run, forwardInbound: Forwarder.prototype
 const status = Object.fromEntries(Object.entries(fns).map(([k, f]) => [k, %GetOptimizationStatus(f)]));
 process.stdout.write(JSON.stringify({ result, status }) + '\\n');`;
   const out = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, ['--allow-natives-syntax', '--no-concurrent-recompilation', '--input-type=module', '-e', code], { timeout: 120_000 }, (err, stdout, stderr) =>
+    execFile(process.execPath, ['--allow-natives-syntax', '--no-concurrent-recompilation', '--trace-turbo-inlining', '--input-type=module', '-e', code], { timeout: 120_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
       err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
     ),
   );
@@ -236,7 +236,11 @@ process.stdout.write(JSON.stringify({ result, status }) + '\\n');`;
   assert.is(result.inboundForwarded, result.inboundSent);
   assert.is(result.drops, 0);
   const OPTIMIZED = 1 << 4;
-  for (const [name, st] of Object.entries(status)) assert.ok((st & OPTIMIZED) !== 0, `${name}: status ${st}`);
+  // A step TurboFan inlined into the optimised loop runs as part of it (test/unit/rehearsal.test.ts says why that counts).
+  const inlinedIntoRun = (name: string) => new RegExp(`Inlining .*<SharedFunctionInfo ${name}>\\} into .*<SharedFunctionInfo run>`).test(out);
+  assert.ok((status.run & OPTIMIZED) !== 0, `run: status ${status.run}`);
+  assert.ok((status.receive & OPTIMIZED) !== 0, `KernelBind.receive: status ${status.receive}`);
+  assert.ok((status.forwardInbound & OPTIMIZED) !== 0 || inlinedIntoRun('forwardInbound'), `forwardInbound: status ${status.forwardInbound}, not inlined into run`);
 });
 
 test('DatagramBatch.reset: nothing counts as received over IPv6 until a bind says so', () => {
