@@ -7,6 +7,10 @@
 //                 for why there is no flannel-v6.1 on an IPv4 underlay)
 //   agent udp     this agent, UDP mode, 2 workers
 //   agent vxlan   this agent, VXLAN mode, 2 workers, in place of flannel.1
+// and the same three over a dual-stack underlay (2001:db8::i beside
+// 192.0.2.i), where IPv6 pods travel over the IPv6 underlay: flanneld's
+// flannel-v6.1 for the kernel, --public-ipv6 for the agent. IPv4 pods stay on
+// the IPv4 underlay there, so its IPv4 columns are the same path as above.
 //
 //   npm run build && node dist/bench/ipv6.js [--reps 2] [--seconds 5] [--out bench/results]
 //
@@ -34,11 +38,16 @@ interface Plane {
   dataplane: Dataplane;
   workers?: number;
   agentVxlan?: boolean;
+  /** 'dual-stack': IPv6 pods over the IPv6 underlay (testbed ClusterOptions.underlay). */
+  underlay?: 'dual-stack';
 }
 const PLANES: Plane[] = [
   { id: 'kernel-vxlan', label: "kernel vxlan (flanneld's programming, IPv6 on flannel.1)", dataplane: 'kernel-vxlan' },
   { id: 'agent-udp', label: 'this agent, UDP mode, 2 workers', dataplane: 'agent', workers: 2 },
   { id: 'agent-vxlan', label: 'this agent, VXLAN mode, 2 workers', dataplane: 'kernel-vxlan', agentVxlan: true },
+  { id: 'kernel-vxlan-ul6', label: 'IPv6 underlay: kernel vxlan (flannel.1 and flanneld\'s flannel-v6.1)', dataplane: 'kernel-vxlan', underlay: 'dual-stack' },
+  { id: 'agent-udp-ul6', label: 'IPv6 underlay: this agent, UDP mode, 2 workers', dataplane: 'agent', workers: 2, underlay: 'dual-stack' },
+  { id: 'agent-vxlan-ul6', label: 'IPv6 underlay: this agent, VXLAN mode, 2 workers', dataplane: 'kernel-vxlan', agentVxlan: true, underlay: 'dual-stack' },
 ];
 
 interface Figures {
@@ -51,7 +60,7 @@ interface Figures {
 async function measure(plane: Plane): Promise<Figures> {
   let cluster: Cluster | undefined;
   try {
-    cluster = await createCluster({ nodes: 2, dataplane: plane.dataplane, workers: plane.workers, ipFamilies: 'dual-stack' });
+    cluster = await createCluster({ nodes: 2, dataplane: plane.dataplane, workers: plane.workers, ipFamilies: 'dual-stack', underlay: plane.underlay });
     if (plane.agentVxlan) for (const i of [1, 2]) await replaceKernelVxlanWithAgent(cluster, i, [], 2);
     const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
     if (p2.ip6 === undefined) throw new Error('the dual-stack testbed gave pod 2 no IPv6 address');

@@ -32,6 +32,8 @@ import { createHash } from 'node:crypto';
 import { chooseInterface, type InterfaceChoice } from './control/default-interface.js';
 
 export const UDP_ENCAP_OVERHEAD = 28; // outer IPv4 (20) + UDP (8)
+/** Over the IPv6 underlay the outer header is IPv6's 40 bytes, not IPv4's 20. */
+export const IPV6_UNDERLAY_EXTRA = 20;
 export type Backend = 'udp' | 'vxlan';
 export const READY_LINE = 'flannel-udp agent ready';
 
@@ -188,7 +190,7 @@ export class Agent {
         subnetFile: opts.subnetFile,
         ipMasq: opts.ipMasq ?? false,
         publicIp: given,
-        publicIpv6: publicIpv6Flag(opts),
+        publicIpv6: publicIpv6Flag(opts) ?? (given !== undefined ? detectPublicIpv6(given, log) : undefined),
         vtepMacFor: (ip) => {
           this.publicIp = ip;
           return formatMac(this.resolveVtepMac());
@@ -211,7 +213,7 @@ export class Agent {
       this.etcd = new EtcdSubnetManager({
         ...opts.etcd,
         publicIp: this.publicIp,
-        publicIpv6: publicIpv6Flag(opts),
+        publicIpv6: (this.publicIpv6 = publicIpv6Flag(opts) ?? detectPublicIpv6(this.publicIp, log)),
         vtepMac: formatMac(this.vtepMac),
         subnetFile: opts.subnetFile,
         ipMasq: opts.ipMasq ?? false,
@@ -230,12 +232,16 @@ export class Agent {
     } else {
       this.subnet = await readSubnetFile(opts.subnetFile);
       this.publicIp = await resolvePublicIp(opts, log);
+      if (this.subnet.ipv6Only || this.subnet.ipv6Network !== undefined) this.publicIpv6 = publicIpv6Flag(opts) ?? detectPublicIpv6(this.publicIp, log);
       if (opts.ipMasq !== undefined && this.subnet.ipMasq !== opts.ipMasq) {
         log(`warning: ${opts.subnetFile} says FLANNEL_IPMASQ=${this.subnet.ipMasq} but --ip-masq is ${opts.ipMasq ? 'on' : 'off'}; pods may be masqueraded twice or not at all`);
       }
     }
     for (const note of this.subnet.unsupported) log(`warning: ${note}`);
     this.resolveIpv6(opts, log);
+    if (!this.subnet.ipv6Only && this.publicIp === 0) {
+      throw new ConfigError('--public-ip (or --iface) is required: only an IPv6-only node may go without a public IPv4 address');
+    }
     if (opts.backend === 'vxlan') this.vtepMac = this.resolveVtepMac();
     this.warnOnMtu();
 
@@ -372,6 +378,7 @@ export class Agent {
         port: this.port,
         mtu,
         pathMtu: this.pathMtu(mtu),
+        ...(this.ipv6Underlay() ? { bindAddress6: this.publicIpv6, pathMtu6: this.pathMtu6(mtu) } : {}),
         batchSize: opts.batchSize,
         socketBufferBytes: opts.socketBufferBytes,
         offload: opts.offload,
@@ -447,6 +454,7 @@ export class Agent {
       ownIpv6Subnet: this.ipv6?.subnet,
       ownIpv6Addresses: [...(this.publicIpv6 ? [this.publicIpv6] : []), ...localIpv6Addresses(interfaces)],
       ipv6Only: this.subnet.ipv6Only === true,
+      ipv6Underlay: this.ipv6Underlay(),
     });
     const rejectedNow = new Map<string, string>();
     for (const r of rejected) {
@@ -492,8 +500,9 @@ export class Agent {
 
   /**
    * The node's IPv6 side: its IPv6 subnet from the subnet config (dual-stack
-   * or IPv6-only) and --public-ipv6. The underlay stays IPv4 in this version:
-   * IPv6 pod packets travel in UDP datagrams between the PublicIPs.
+   * or IPv6-only) and its public IPv6 (--public-ipv6, else the underlay
+   * interface's global IPv6 address, as flanneld's ExtV6Addr). With both, IPv6
+   * pods travel over the IPv6 underlay to peers whose lease has a PublicIPv6.
    */
   private resolveIpv6(opts: AgentOptions, log: Log): void {
     try {
@@ -504,8 +513,13 @@ export class Agent {
     if (this.subnet.ipv6Only && this.ipv6 === undefined) throw new ConfigError('an IPv6-only node needs FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET');
     // Kube mode: the node-public-ipv6 annotation (as flanneld) may have chosen it already.
     this.publicIpv6 ??= publicIpv6Flag(opts);
-    if (this.publicIpv6 !== undefined) {
-      log(`public IPv6 ${formatIPv6(this.publicIpv6)}: IPv6 pods still travel over the IPv4 underlay (PublicIP ${formatIPv4(this.publicIp)}); an IPv6 underlay is not supported yet`);
+    if (this.publicIpv6 !== undefined && this.ipv6 !== undefined) {
+      log(`public IPv6 ${formatIPv6(this.publicIpv6)}: IPv6 pods travel over the IPv6 underlay to peers whose lease has a PublicIPv6, over the IPv4 underlay to the others`);
+    } else if (this.publicIpv6 !== undefined && opts.publicIpv6 !== undefined) {
+      log(`public IPv6 ${formatIPv6(this.publicIpv6)} unused: this node has no IPv6 pod subnet`);
+    }
+    if (this.subnet.ipv6Only && this.publicIp === 0 && this.publicIpv6 === undefined) {
+      throw new ConfigError('an IPv6-only node without a public IPv4 address needs --public-ipv6: the address peers send its packets to');
     }
     if (this.ipv6 && this.subnet.mtu < 1280) {
       throw new ConfigError(`FLANNEL_MTU ${this.subnet.mtu} is below IPv6's minimum of 1280: the kernel turns IPv6 off on such a device`);
@@ -528,6 +542,32 @@ export class Agent {
     } catch {
       return tunMtu;
     }
+  }
+
+  /** This node sends and receives over an IPv6 underlay: it has IPv6 pods and a public IPv6. */
+  private ipv6Underlay(): boolean {
+    return this.ipv6 !== undefined && this.publicIpv6 !== undefined;
+  }
+
+  /**
+   * The largest IPv6 packet one datagram over the IPv6 underlay carries: the
+   * underlay MTU minus 48 (UDP mode) or 70 (VXLAN). The TUN MTU stays
+   * FLANNEL_MTU (flannel's rule, from the IPv4 overhead): a larger IPv6
+   * packet gets ICMPv6 packet too big, as flannel-v6.1's smaller MTU gives it.
+   */
+  private pathMtu6(tunMtu: number): number {
+    const overhead = (this.opts.backend === 'vxlan' ? VXLAN_OVERHEAD : UDP_ENCAP_OVERHEAD) + IPV6_UNDERLAY_EXTRA;
+    const target = formatIPv6(this.publicIpv6!);
+    for (const [name, addrs] of Object.entries(networkInterfaces())) {
+      if (!addrs?.some((a) => a.family === 'IPv6' && formatIPv6(parseIPv6(a.address)) === target)) continue;
+      try {
+        return Math.min(tunMtu, underlayMtu(name) - overhead);
+      } catch {
+        break;
+      }
+    }
+    // Not on a local interface (a NAT'd address): the IPv4 underlay's figure, less the larger outer header.
+    return this.pathMtu(tunMtu) - IPV6_UNDERLAY_EXTRA;
   }
 
   /** The interface that holds the public IP, if it is on this host. */
@@ -638,7 +678,27 @@ async function resolvePublicIp(opts: AgentOptions, log: Log): Promise<number> {
     }
   }
   if (chosen) return parseIPv4(chosen.address);
+  // An IPv6-only node over an IPv6-only underlay: no public IPv4 (checked once the subnet is known).
+  if (opts.publicIpv6 !== undefined) return 0;
   throw new ConfigError("either --public-ip or --iface is required: the address peers send this node's packets to");
+}
+
+/**
+ * flanneld's ExtV6Addr without --public-ipv6: a global IPv6 address of the
+ * interface that holds the public IPv4 address (link-local and loopback
+ * addresses never qualify). Only a node with IPv6 pods uses it.
+ */
+export function detectPublicIpv6(publicIp: number, log: Log, interfaces = networkInterfaces()): Uint8Array | undefined {
+  if (publicIp === 0) return undefined;
+  const v4 = formatIPv4(publicIp);
+  for (const [name, addrs] of Object.entries(interfaces)) {
+    if (!addrs?.some((a) => a.family === 'IPv4' && a.address === v4)) continue;
+    const global = addrs.find((a) => a.family === 'IPv6' && !a.internal && !/^fe[89ab]/i.test(a.address));
+    if (global === undefined) return undefined;
+    log(`public IPv6 ${global.address}: ${name}'s global IPv6 address (as flanneld without --public-ipv6)`);
+    return parseIPv6(global.address);
+  }
+  return undefined;
 }
 
 /** --public-ipv6, parsed: the node's IPv6 address its leases publish as PublicIPv6. */

@@ -44,7 +44,7 @@ export const UP_FLAGS: readonly FlagGroup[] = [
         help: "as flanneld: accept the cluster network in the filter table's FORWARD chain (flannel's FLANNEL-FWD chain), so a FORWARD policy of DROP (Docker sets it) does not drop pod traffic; kept like the masquerade rules. --iptables-forward-rules=false leaves FORWARD alone" },
       { name: 'iptables-resync', type: 'string', value: 'S', default: '5', help: 're-check the masquerade and forward rules every S seconds' },
       { name: 'public-ip', type: 'string', value: 'IP', help: "this node's underlay address: the UDP socket binds to it and peers send to it" },
-      { name: 'public-ipv6', type: 'string', value: 'IP', help: "as flanneld: this node's IPv6 underlay address (a lease's PublicIPv6). IPv6 pods travel over the IPv4 underlay in this version; the address is checked and kept out of the peers' leases" },
+      { name: 'public-ipv6', type: 'string', value: 'IP', help: "as flanneld: this node's IPv6 underlay address (its lease's PublicIPv6; default: the global IPv6 address of the interface holding the public IP). IPv6 pods go over IPv6 to peers whose lease has a PublicIPv6; enough alone on an IPv6-only node" },
       { name: 'iface', type: 'string', value: 'NAME|IP', multiple: true,
         help: "as flanneld: the interface for node-to-node traffic, by name or by one of its addresses; repeat it to try several in order, the first that exists wins. The public IP is its first IPv4 address (--public-ip overrides the address)" },
       { name: 'iface-regex', type: 'string', value: 'REGEX', multiple: true,

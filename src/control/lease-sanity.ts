@@ -71,6 +71,8 @@ export interface LeaseSanityContext {
   ownIpv6Addresses?: readonly Uint8Array[];
   /** this node has no IPv4 pod subnet (IPv6-only): the leases' IPv4 halves are not used */
   ipv6Only?: boolean;
+  /** this node sends over an IPv6 underlay (it has a public IPv6): an IPv6-only lease may then go without a PublicIP */
+  ipv6Underlay?: boolean;
 }
 
 const in8 = (addr: number, first: number) => addr >>> 24 === first;
@@ -133,10 +135,16 @@ export function checkLeases(leases: readonly Lease[], ctx: LeaseSanityContext): 
         : `a lease without an IPv6 subnet, and this node is IPv6-only`);
       continue;
     }
-    // The underlay is IPv4 (see docs/design.md, "IPv6"): every lease needs its PublicIP.
-    const ipProblem = publicIpProblem(lease.publicIp >>> 0, ctx);
+    // Every lease needs its PublicIP, except an IPv6-only one reached over the IPv6 underlay: flannel
+    // publishes 0.0.0.0 there, and its packets go to PublicIPv6 (docs/design.md, "IPv6 underlay").
+    const overIpv6Only = lease.ipv6Only === true && lease.publicIp === 0 && lease.publicIpv6 !== undefined && ctx.ipv6Underlay === true;
+    const ipProblem = overIpv6Only ? undefined : publicIpProblem(lease.publicIp >>> 0, ctx);
     if (ipProblem) {
-      if (lease.ipv6Only === true && lease.publicIp === 0) ipProblem[1] += ' (an IPv6-only lease needs a PublicIP too: the IPv6 underlay is not supported yet)';
+      if (lease.ipv6Only === true && lease.publicIp === 0) {
+        ipProblem[1] += lease.publicIpv6 !== undefined
+          ? ' (an IPv6-only lease without a PublicIP is reached over the IPv6 underlay, and this node has no public IPv6: --public-ipv6)'
+          : ' (an IPv6-only lease needs a PublicIP or a PublicIPv6)';
+      }
       reject(...ipProblem);
       continue;
     }

@@ -84,6 +84,12 @@ export interface LeaseTableSnapshot {
   length6SlotMasks: Uint32Array;
   length6SlotOffsets: Uint32Array;
   prefix6Slots: Int32Array;
+  // The IPv6 underlay: each lease's PublicIPv6 as 4 big-endian int32 words
+  // (all zero when absent), and PublicIPv6 → first lease with it, hashed as the IPv6 prefixes.
+  publicIpv6Words: Int32Array;
+  publicIpv6HashShift: number;
+  publicIpv6SlotMask: number;
+  publicIpv6Slots: Int32Array;
 }
 
 /** prefixLengths6 of a lease without an IPv6 subnet. */
@@ -276,7 +282,41 @@ function buildIpv6Regions(leases: readonly Lease[]) {
     }
     prefix6Slots[base + slot] = i;
   }
+  const publicIpv6Words = new Int32Array(4 * leaseCount);
+  let withPublicIpv6 = 0;
+  for (let i = 0; i < leaseCount; i++) {
+    const b = publicIpv6s;
+    for (let w = 0; w < 4; w++) {
+      const o = 16 * i + 4 * w;
+      publicIpv6Words[4 * i + w] = (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
+    }
+    if (leases[i].publicIpv6 !== undefined) withPublicIpv6++;
+  }
+  const publicIpv6Bits = regionBits(withPublicIpv6);
+  const publicIpv6HashShift = 32 - publicIpv6Bits;
+  const publicIpv6SlotMask = (1 << publicIpv6Bits) - 1;
+  const publicIpv6Slots = new Int32Array(1 << publicIpv6Bits).fill(-1);
+  for (let i = 0; i < leaseCount; i++) {
+    if (leases[i].publicIpv6 === undefined) continue;
+    const k = 4 * i;
+    let slot = hash6(publicIpv6Words[k], publicIpv6Words[k + 1], publicIpv6Words[k + 2], publicIpv6Words[k + 3], publicIpv6HashShift);
+    let taken = false;
+    while (publicIpv6Slots[slot] !== -1) {
+      const j = 4 * publicIpv6Slots[slot];
+      // One node can hold several leases; the first one stands for it.
+      if (publicIpv6Words[j] === publicIpv6Words[k] && publicIpv6Words[j + 1] === publicIpv6Words[k + 1] && publicIpv6Words[j + 2] === publicIpv6Words[k + 2] && publicIpv6Words[j + 3] === publicIpv6Words[k + 3]) {
+        taken = true;
+        break;
+      }
+      slot = (slot + 1) & publicIpv6SlotMask;
+    }
+    if (!taken) publicIpv6Slots[slot] = i;
+  }
   return {
+    publicIpv6Words,
+    publicIpv6HashShift,
+    publicIpv6SlotMask,
+    publicIpv6Slots,
     networks6,
     prefixLengths6,
     publicIpv6s,
@@ -325,6 +365,11 @@ export class LeaseTable {
   private readonly length6SlotMasks: Uint32Array;
   private readonly length6SlotOffsets: Uint32Array;
   private readonly prefix6Slots: Int32Array;
+  /** Every lease's PublicIPv6 as 4 int32 words (all zero when absent): the IPv6 underlay's destinations. */
+  readonly publicIpv6Words: Int32Array;
+  private readonly publicIpv6HashShift: number;
+  private readonly publicIpv6SlotMask: number;
+  private readonly publicIpv6Slots: Int32Array;
 
   constructor(snapshot: LeaseTableSnapshot) {
     this.version = snapshot.version;
@@ -352,6 +397,34 @@ export class LeaseTable {
     this.length6SlotMasks = snapshot.length6SlotMasks;
     this.length6SlotOffsets = snapshot.length6SlotOffsets;
     this.prefix6Slots = snapshot.prefix6Slots;
+    this.publicIpv6Words = snapshot.publicIpv6Words;
+    this.publicIpv6HashShift = snapshot.publicIpv6HashShift;
+    this.publicIpv6SlotMask = snapshot.publicIpv6SlotMask;
+    this.publicIpv6Slots = snapshot.publicIpv6Slots;
+  }
+
+  /**
+   * Index of a lease whose PublicIPv6 is the address w0..w3 (big-endian words),
+   * or -1: who may send over the IPv6 underlay. The all-zero address (a lease
+   * without PublicIPv6) is never found.
+   */
+  findByPublicIpv6(w0: number, w1: number, w2: number, w3: number): number {
+    const slots = this.publicIpv6Slots;
+    const words = this.publicIpv6Words;
+    let slot = hash6(w0, w1, w2, w3, this.publicIpv6HashShift);
+    for (;;) {
+      const index = slots[slot];
+      if (index === -1) return -1;
+      const j = 4 * index;
+      if (words[j] === w0 && words[j + 1] === w1 && words[j + 2] === w2 && words[j + 3] === w3) return index;
+      slot = (slot + 1) & this.publicIpv6SlotMask;
+    }
+  }
+
+  /** Whether the leases at a and b have the same PublicIPv6 (anti-spoofing over the IPv6 underlay). */
+  samePublicIpv6(a: number, b: number): boolean {
+    const w = this.publicIpv6Words;
+    return w[4 * a] === w[4 * b] && w[4 * a + 1] === w[4 * b + 1] && w[4 * a + 2] === w[4 * b + 2] && w[4 * a + 3] === w[4 * b + 3];
   }
 
   /**
@@ -409,9 +482,8 @@ export class LeaseTable {
 
   /** Whether the lease has a PublicIPv6 (an IPv6 underlay address). */
   hasPublicIpv6At(index: number): boolean {
-    const b = this.publicIpv6s;
-    for (let i = 16 * index; i < 16 * index + 16; i++) if (b[i] !== 0) return true;
-    return false;
+    const w = this.publicIpv6Words;
+    return (w[4 * index] | w[4 * index + 1] | w[4 * index + 2] | w[4 * index + 3]) !== 0;
   }
 
   /** Every lease's PublicIPv6, 16 bytes each (lease i's at 16 * i, all zero when absent). */

@@ -95,6 +95,9 @@ export class PacketList {
   }
 }
 
+/** DatagramBatch.outer6From when nothing came over the IPv6 underlay. */
+export const NO_OUTER6 = 0x7fffffff;
+
 /**
  * What one receive hands the forwarder: UDP payloads in pool slots with their
  * senders. A message the kernel coalesced (UDP GRO) arrives here already cut
@@ -104,10 +107,14 @@ export class DatagramBatch {
   count = 0;
   /** The socket had nothing more (a short batch or EAGAIN). */
   drained = false;
+  /** Datagrams [outer6From, count) came over the IPv6 underlay (senders in sourceIp6); none when it is ≥ count. */
+  outer6From = NO_OUTER6;
   readonly offset: Int32Array;
   readonly length: Int32Array;
   /** Sender address as int32 (same bits as the uint32): never a heap number (see LeaseTable.publicIps). */
   readonly sourceIp: Int32Array;
+  /** IPv6 underlay: the sender's IPv6 address as 4 big-endian int32 words per datagram (sourceIp is then 0). */
+  readonly sourceIp6: Int32Array;
   readonly sourcePort: Uint16Array;
   /** 1: the datagram was larger than its slot (MSG_TRUNC): only its first bytes are here. */
   readonly truncated: Uint8Array;
@@ -116,6 +123,7 @@ export class DatagramBatch {
     this.offset = new Int32Array(capacity);
     this.length = new Int32Array(capacity);
     this.sourceIp = new Int32Array(capacity);
+    this.sourceIp6 = new Int32Array(4 * capacity);
     this.sourcePort = new Uint16Array(capacity);
     this.truncated = new Uint8Array(capacity);
   }
@@ -123,6 +131,7 @@ export class DatagramBatch {
   reset(): void {
     this.count = 0;
     this.drained = false;
+    this.outer6From = NO_OUTER6;
   }
 
   add(offset: number, length: number, sourceIp: number, sourcePort: number, truncated: boolean): void {
@@ -132,6 +141,15 @@ export class DatagramBatch {
     this.sourceIp[i] = sourceIp;
     this.sourcePort[i] = sourcePort;
     this.truncated[i] = truncated ? 1 : 0;
+  }
+
+  /** The IPv6 sender of datagram i (after add()). */
+  setSource6(i: number, w0: number, w1: number, w2: number, w3: number): void {
+    const s = this.sourceIp6;
+    s[4 * i] = w0;
+    s[4 * i + 1] = w1;
+    s[4 * i + 2] = w2;
+    s[4 * i + 3] = w3;
   }
 }
 
@@ -145,6 +163,8 @@ export class SendBatch {
   messages = 0;
   pieces = 0;
   readonly peer: Int32Array;
+  /** IPv6 underlay: each message's destination as 4 big-endian int32 words (set with setPeer6 after begin). */
+  readonly peer6: Int32Array;
   readonly port: Uint16Array;
   readonly segmentSize: Int32Array;
   /** Datagrams each message becomes on the wire. */
@@ -160,6 +180,7 @@ export class SendBatch {
     readonly maxPieces: number,
   ) {
     this.peer = new Int32Array(maxMessages);
+    this.peer6 = new Int32Array(4 * maxMessages);
     this.port = new Uint16Array(maxMessages);
     this.segmentSize = new Int32Array(maxMessages);
     this.datagrams = new Int32Array(maxMessages);
@@ -183,6 +204,16 @@ export class SendBatch {
     this.datagrams[m] = datagrams;
     this.bytes[m] = 0;
     this.firstPiece[m] = this.pieces;
+  }
+
+  /** The message begun last goes to the IPv6 address in words[4 * at .. 4 * at + 3] (a lease table's PublicIPv6 words). */
+  setPeer6(words: Int32Array, at: number): void {
+    const m = 4 * this.messages;
+    const w = 4 * at;
+    this.peer6[m] = words[w];
+    this.peer6[m + 1] = words[w + 1];
+    this.peer6[m + 2] = words[w + 2];
+    this.peer6[m + 3] = words[w + 3];
   }
 
   add(offset: number, length: number): void {

@@ -9,6 +9,12 @@ import type { DatagramBatch, SendBatch } from './batches.js';
 export interface UdpBind {
   /** Sockets to send from (UDP mode: 1; VXLAN: one per source port). A SendBatch goes through one of them. */
   readonly senders: number;
+  /**
+   * The last senders6 of them send over the IPv6 underlay (SendBatch.peer6
+   * destinations), and receive() appends what that socket got, from
+   * batch.outer6From on. 0: no IPv6 underlay.
+   */
+  readonly senders6: number;
   /** Sends may carry UDP GSO messages (SendBatch segmentSize > 0). Cleared by disableGso(). */
   readonly gso: boolean;
   disableGso(): void;

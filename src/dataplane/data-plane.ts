@@ -11,7 +11,7 @@ import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as libc from './libc.js';
 import { openTunQueues, closeTunQueues, describeOffloads, disableTunQueues, enableTunQueues, inspectTun, unpersistUnlessShared, TUN_F_TSO4, TUN_F_USO4, type TunOrigin } from './tun-device.js';
 import { openWorkerSockets, closeWorkerSockets, type WorkerSockets } from './worker-sockets.js';
-import { bindUdpSocket, queuedBytes, setReceiveSpread, withdrawUdpSocket } from './udp-socket.js';
+import { bindUdpSocket, bindUdpSocket6, queuedBytes, setReceiveSpread, withdrawUdpSocket, withdrawUdpSocket6 } from './udp-socket.js';
 import { receiveSpreadOutcome } from './reuseport-cbpf.js';
 import { allocateStats, workerCounters, snapshotWorker, Counter, type WorkerStatsSnapshot } from './worker-stats.js';
 import type { WorkerData } from './worker-build.js';
@@ -41,6 +41,13 @@ export interface DataPlaneOptions {
   mtu: number;
   /** Largest inner packet one underlay datagram carries (underlay MTU minus encapsulation). */
   pathMtu: number;
+  /**
+   * The IPv6 underlay: this node's public IPv6 (16 bytes) to bind its sockets
+   * to, and the largest IPv6 packet one datagram over it carries. Absent: IPv6
+   * pods travel over the IPv4 underlay and nothing IPv6 is opened.
+   */
+  bindAddress6?: Uint8Array;
+  pathMtu6?: number;
   batchSize: number;
   socketBufferBytes: number;
   /** Use TUN offloads (virtio headers, TSO) and UDP GSO/GRO where the kernel has them. */
@@ -142,6 +149,7 @@ export class DataPlane {
       // flows only now that every worker has rehearsed; until then the old agent forwards everything.
       if (this.tunOrigin === 'handover') {
         for (const slot of this.slots) bindUdpSocket(slot.udpFd, opts.bindAddress, opts.port);
+        if (opts.bindAddress6) for (const slot of this.slots) bindUdpSocket6(slot.udp6Fd, opts.bindAddress6, opts.port);
         this.spreadReceives();
         enableTunQueues(opts.tunName, this.tunFds);
       }
@@ -173,6 +181,7 @@ export class DataPlane {
         offload: opts.offload,
         vxlan: opts.backend === 'vxlan' && opts.vxlan ? opts.vxlan : undefined,
         deferBind: this.tunOrigin === 'handover',
+        bindAddress6: opts.bindAddress6,
       });
       this.slots.push({
         index: i,
@@ -191,6 +200,13 @@ export class DataPlane {
       );
     } else {
       opts.log('offloads: off (--offload off): one packet per TUN read and write');
+    }
+    if (opts.bindAddress6) {
+      const s = this.slots[0];
+      opts.log(
+        `IPv6 underlay: ${opts.workers} more socket(s) on port ${opts.port}${s.send6Fds.length > 1 ? ` and ${s.send6Fds.length} senders each` : ''}, ` +
+          `UDP GSO ${s.udp6Gso ? 'on' : 'off'}, UDP GRO ${s.udp6Gro ? 'on' : 'off'}, path MTU ${opts.pathMtu6 ?? opts.pathMtu}`,
+      );
     }
   }
 
@@ -227,6 +243,17 @@ export class DataPlane {
       vtepMac: this.opts.vxlan?.vtepMac ?? new Uint8Array(6),
       sendFds: slot.sendFds,
       sendPorts: slot.sendPorts,
+      ...(slot.udp6Fd >= 0
+        ? {
+            udp6Fd: slot.udp6Fd,
+            send6Fds: slot.send6Fds,
+            udp6Gro: slot.udp6Gro,
+            udp6Gso: slot.udp6Gso,
+            pathMtu6: this.opts.pathMtu6,
+            udpPollFd: slot.udpPollFd,
+            publicIpv6: this.opts.bindAddress6,
+          }
+        : {}),
       node: this.opts.node,
       publicIp: this.opts.bindAddress,
       capture: this.opts.capture,
@@ -350,9 +377,10 @@ export class DataPlane {
     if (!this.opts.persistTun || state.kind !== 'tun' || state.queues <= this.tunFds.length) return false;
     disableTunQueues(this.opts.tunName, this.tunFds);
     for (const slot of this.slots) withdrawUdpSocket(slot.udpFd, this.opts.bindAddress);
+    if (this.opts.bindAddress6) for (const slot of this.slots) withdrawUdpSocket6(slot.udp6Fd, this.opts.bindAddress6);
     const deadline = Date.now() + maxWaitMs;
     // Drained: nothing left in the sockets, then one more moment for the workers' last batch.
-    while (Date.now() < deadline && this.slots.some((slot) => queuedBytes(slot.udpFd) > 0)) {
+    while (Date.now() < deadline && this.slots.some((slot) => queuedBytes(slot.udpFd) > 0 || (slot.udp6Fd >= 0 && queuedBytes(slot.udp6Fd) > 0))) {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     await new Promise((resolve) => setTimeout(resolve, 20));

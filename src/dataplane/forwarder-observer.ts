@@ -24,6 +24,8 @@ interface PendingSend {
   start: number;
   length: number;
   peer: number;
+  /** Over the IPv6 underlay: the destination PublicIPv6 (16 bytes). */
+  peer6: Uint8Array | undefined;
   srcPort: number;
   datagrams: number;
 }
@@ -53,6 +55,8 @@ export class ForwarderObserver {
     /** Source port of each send socket (VXLAN: one per flow hash). */
     private readonly sendPorts: number[],
     private readonly payloadLayers: TraceLayers,
+    /** This node's public IPv6 (16 bytes), when it has the IPv6 underlay: the outer source traces show. */
+    private readonly localIp6: Uint8Array | undefined = undefined,
   ) {}
 
   /** Starts (or replaces) the trace; events go to `post`. */
@@ -133,9 +137,9 @@ export class ForwarderObserver {
   }
 
   /** A traced packet is in send queue `queue`; reported as udp-send after that queue's sendmmsg. */
-  queuedSend(packet: number, queue: number, buf: Uint8Array, start: number, length: number, peer: number, datagrams: number): void {
+  queuedSend(packet: number, queue: number, buf: Uint8Array, start: number, length: number, peer: number, datagrams: number, peer6?: Uint8Array): void {
     if (this.tracer === undefined || packet < 0) return;
-    this.pendingSends.push({ packet, buf, queue, start, length, peer, srcPort: this.sendPorts[queue] ?? this.peerPort, datagrams });
+    this.pendingSends.push({ packet, buf, queue, start, length, peer, peer6, srcPort: this.sendPorts[queue] ?? this.peerPort, datagrams });
   }
 
   /** After sendmmsg on queue `queue`: the udp-send events of its traced packets. */
@@ -148,9 +152,14 @@ export class ForwarderObserver {
         rest.push(p);
         continue;
       }
-      t.emitOuter(p.packet, 'udp-send', this.localIp, p.peer, p.srcPort, this.peerPort, p.buf, p.start, p.length, {
-        note: `sendmmsg: ${messages} message(s) in one call${p.datagrams > 1 ? `; this one becomes ${p.datagrams} datagrams (UDP GSO)` : ''}`,
-      });
+      const note = `sendmmsg: ${messages} message(s) in one call${p.datagrams > 1 ? `; this one becomes ${p.datagrams} datagrams (UDP GSO)` : ''}`;
+      if (p.peer6 !== undefined) {
+        t.emitOuter6(p.packet, 'udp-send', this.localIp6 ?? new Uint8Array(16), p.peer6, p.srcPort, this.peerPort, p.buf, p.start, p.length, {
+          note: `${note}; over the IPv6 underlay, to the lease's PublicIPv6`,
+        });
+      } else {
+        t.emitOuter(p.packet, 'udp-send', this.localIp, p.peer, p.srcPort, this.peerPort, p.buf, p.start, p.length, { note });
+      }
     }
     this.pendingSends = rest;
   }
@@ -191,17 +200,26 @@ export class ForwarderObserver {
     peerPort: number,
     table: LeaseTable,
     peer: number,
+    outer6 = false,
   ): number {
     const t = this.tracer;
     if (t === undefined) return -1;
     const packet = t.admit(buf, inner, this.nowMs);
     if (packet < 0) return -1;
-    t.emitOuter(packet, 'udp-receive', peerIp, this.localIp, peerPort, this.localPort, buf, off, length, {
-      note: 'recvmmsg: a batch of datagrams in one call',
-    });
+    // Over the IPv6 underlay the sender is the lease's PublicIPv6 (it was found by it).
+    const from6 = outer6 ? table.publicIpv6Bytes.slice(16 * peer, 16 * peer + 16) : undefined;
+    if (from6 !== undefined) {
+      t.emitOuter6(packet, 'udp-receive', from6, this.localIp6 ?? new Uint8Array(16), peerPort, this.localPort, buf, off, length, {
+        note: 'recvmmsg on the IPv6 underlay\'s socket: a batch of datagrams in one call',
+      });
+    } else {
+      t.emitOuter(packet, 'udp-receive', peerIp, this.localIp, peerPort, this.localPort, buf, off, length, {
+        note: 'recvmmsg: a batch of datagrams in one call',
+      });
+    }
     const v6 = buf[inner] >>> 4 === 6;
     t.emit(packet, 'validate', 'ip', buf, inner, innerLength, {
-      note: `sent by ${formatIPv4(peerIp)}, the node of lease ${leaseKey(table, peer, v6)}; ${v6 ? 'payload length good (IPv6 has no header checksum)' : 'header checksum and lengths good'}`,
+      note: `sent by ${from6 !== undefined ? formatIPv6(from6) : formatIPv4(peerIp)}, the node of lease ${leaseKey(table, peer, v6)}; ${v6 ? 'payload length good (IPv6 has no header checksum)' : 'header checksum and lengths good'}`,
     });
     t.emit(packet, 'decapsulate', 'ip', buf, inner, innerLength, {
       note: inner === off ? 'UDP mode: the payload is the inner packet, nothing to strip' : `${inner - off} bytes of VXLAN and Ethernet header skipped; ${v6 ? 'hop limit' : 'TTL'} decremented`,

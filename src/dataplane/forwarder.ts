@@ -11,6 +11,14 @@
 // Ethernet frame with ethertype 0x86dd, vxlan.ts). A node
 // without an IPv6 subnet treats version 6 exactly as before (not-ipv4).
 //
+// IPv6 underlay (a node with a public IPv6; the bind then has IPv6 senders
+// after its IPv4 ones, bind.senders6): an IPv6 packet whose lease has a
+// PublicIPv6 is queued for an IPv6 sender, with its own path MTU (the outer
+// IPv6 header is 20 bytes larger); datagrams received over IPv6 (the
+// batch's tail from outer6From) are checked against the leases' PublicIPv6
+// and carry IPv6 pods only, as flannel's flannel-v6.1 does. Without IPv6
+// senders none of it runs: the IPv4 path is the one it was.
+//
 // It never makes a syscall: the devices do (kernel-tun.ts, kernel-bind.ts),
 // or stand in for the kernel in tests (memory-tun.ts, memory-bind.ts). Per
 // packet it allocates nothing: batches are typed arrays refilled in place,
@@ -77,6 +85,8 @@ export interface ForwarderConfig {
    * set, or are sent for the kernel to fragment the outer datagram if not.
    */
   pathMtu: number;
+  /** pathMtu for IPv6 packets over the IPv6 underlay (its outer header is 20 bytes larger); used only with IPv6 senders. */
+  pathMtu6?: number;
   /** This node's pod subnet: inbound packets for anything else are not written to the TUN. */
   ownNetwork: number;
   ownMask: number;
@@ -86,6 +96,8 @@ export interface ForwarderConfig {
   /** For trace events and captures: this node's name (its subnet key), public IP and the send sockets' ports. */
   node: string;
   publicIp: number;
+  /** This node's public IPv6 (16 bytes) when it has the IPv6 underlay: traces show it as the outer source. */
+  publicIpv6?: Uint8Array;
   sendPorts: number[];
   /** --trace from the start (session 0, rendered to the agent's log). */
   trace?: TraceRequest;
@@ -119,6 +131,10 @@ export class Forwarder {
   // optimised code specialised on one shape is thrown away on the other.
   private readonly mtu: number;
   private readonly pathMtu: number;
+  private readonly pathMtu6: number;
+  /** The bind's IPv4 senders come first (senders4 of them), then its IPv6 underlay's (senders6, 0 without it). */
+  private readonly senders4: number;
+  private readonly senders6: number;
   private readonly peerPort: number;
   private readonly ownNetwork: number;
   private readonly ownMask: number;
@@ -162,6 +178,9 @@ export class Forwarder {
     this.c = cfg.counters;
     this.mtu = cfg.mtu;
     this.pathMtu = cfg.pathMtu;
+    this.pathMtu6 = cfg.pathMtu6 ?? cfg.pathMtu;
+    this.senders6 = bind.senders6;
+    this.senders4 = bind.senders - bind.senders6;
     this.peerPort = cfg.peerPort;
     this.ownNetwork = cfg.ownNetwork;
     this.ownMask = cfg.ownMask;
@@ -285,7 +304,7 @@ export class Forwarder {
       if (traced >= 0) o!.dropped(traced, bytes, off, length, 'ttl-expired');
       return this.drop(DropReason.TtlExpired);
     }
-    return this.sendOut(batch, p, off, length, lease, this.senderFor(off), segments, traced);
+    return this.sendOut(batch, p, off, length, lease, this.senderFor(off), segments, traced, false);
   }
 
   /**
@@ -314,14 +333,17 @@ export class Forwarder {
       }
       return this.drop(DropReason.NoLease);
     }
-    if (batch.wireSize[p] > this.pathMtu) {
+    // Over the IPv6 underlay when both ends have a public IPv6 (flannel-v6.1 always uses PublicIPv6).
+    const six = this.senders6 > 0 && this.leaseTable.hasPublicIpv6At(lease);
+    const pathMtu = six ? this.pathMtu6 : this.pathMtu;
+    if (batch.wireSize[p] > pathMtu) {
       // IPv6 routers never fragment: the sender learns the size that fits (RFC 8201). A path below
       // IPv6's 1280 cannot be reported (senders would take 1280 anyway): the outer datagram is fragmented instead.
-      if (this.pathMtu >= IPV6_MIN_MTU || segments > 0) {
+      if (pathMtu >= IPV6_MIN_MTU || segments > 0) {
         if (!firstRun) return false;
-        this.answerIcmp6(off, length, ICMPV6_PACKET_TOO_BIG, 0, Math.max(this.pathMtu, IPV6_MIN_MTU));
+        this.answerIcmp6(off, length, ICMPV6_PACKET_TOO_BIG, 0, Math.max(pathMtu, IPV6_MIN_MTU));
         if (traced >= 0) {
-          o!.dropped(traced, bytes, off, length, dropReasonNames[DropReason.Ipv6PacketTooBig], `ICMPv6 packet too big (mtu ${Math.max(this.pathMtu, IPV6_MIN_MTU)}) written back into the TUN`);
+          o!.dropped(traced, bytes, off, length, dropReasonNames[DropReason.Ipv6PacketTooBig], `ICMPv6 packet too big (mtu ${Math.max(pathMtu, IPV6_MIN_MTU)}) written back into the TUN`);
         }
         return this.drop(DropReason.Ipv6PacketTooBig);
       }
@@ -333,37 +355,45 @@ export class Forwarder {
       if (traced >= 0) o!.dropped(traced, bytes, off, length, 'ttl-expired', 'hop limit exhausted');
       return this.drop(DropReason.TtlExpired);
     }
-    return this.sendOut(batch, p, off, length, lease, this.senderFor6(off), segments, traced);
+    const k = six ? this.senders4 + this.senderFor6(off, this.senders6) : this.senderFor6(off, this.senders4);
+    return this.sendOut(batch, p, off, length, lease, k, segments, traced, six);
   }
 
-  /** Either family, checked and decremented: to the lease's node, as one datagram or as the super-packet's segments. */
-  private sendOut(batch: TunReadBatch, p: number, off: number, length: number, lease: number, k: number, segments: number, traced: number): boolean {
+  /**
+   * Either family, checked and decremented: to the lease's node, as one
+   * datagram or as the super-packet's segments. `six`: sender k is one of the
+   * IPv6 underlay's, the destination the lease's PublicIPv6 (peer is 0 then).
+   */
+  private sendOut(batch: TunReadBatch, p: number, off: number, length: number, lease: number, k: number, segments: number, traced: number, six: boolean): boolean {
     const bytes = this.bytes;
     const o = this.observer;
     if (traced >= 0) o!.leaseLookup(traced, bytes, off, length, this.leaseTable, lease);
-    const peer = this.leaseTable.publicIpAt(lease);
+    const peer = six ? 0 : this.leaseTable.publicIpAt(lease);
     if (segments > 0) {
-      this.queueSegments(batch, p, lease, peer, k, traced);
+      this.queueSegments(batch, p, lease, peer, k, traced, six);
       return true;
     }
     const start = this.encap.encapsulate(bytes, off, length, lease);
     const queue = this.sendBatches[k];
     queue.begin(peer, this.peerPort, 0, 1);
+    if (six) {
+      queue.setPeer6(this.leaseTable.publicIpv6Words, lease);
+      this.c[Counter.UnderlayIpv6SentPackets]++;
+    }
     queue.add(start, off + length - start);
     queue.end();
     if (o !== undefined) {
       o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
       if (traced >= 0) {
         o.encapsulated(traced, bytes, start, off + length - start, 1);
-        o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1);
+        o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1, six ? this.publicIpv6Of(lease) : undefined);
       }
     }
     return true;
   }
 
   /** senderFor for an IPv6 header: the addresses' low words (interface identifiers) and the flow label. */
-  private senderFor6(off: number): number {
-    const n = this.sendBatches.length;
+  private senderFor6(off: number, n: number): number {
     if (n === 1) return 0;
     const b = this.bytes;
     const s = off + IPV6_OFFSET_SOURCE + 12;
@@ -375,7 +405,7 @@ export class Forwarder {
   }
 
   /** The segments the device cut from a super-packet: TTL − 1 each, encapsulated, queued as GSO messages of up to 64. */
-  private queueSegments(batch: TunReadBatch, p: number, lease: number, peer: number, k: number, traced: number): void {
+  private queueSegments(batch: TunReadBatch, p: number, lease: number, peer: number, k: number, traced: number, six: boolean): void {
     const bytes = this.bytes;
     const v6 = bytes[batch.offset[p]] >>> 4 === 6;
     const seg = batch.segments;
@@ -389,6 +419,10 @@ export class Forwarder {
     for (let from = first; from < end; from += perMessage) {
       const last = Math.min(end, from + perMessage);
       queue.begin(peer, this.peerPort, last - from > 1 ? datagramSize : 0, last - from);
+      if (six) {
+        queue.setPeer6(this.leaseTable.publicIpv6Words, lease);
+        this.c[Counter.UnderlayIpv6SentPackets] += last - from;
+      }
       for (let i = from; i < last; i++) {
         const header = seg.headerOffset[i];
         if (v6) decrementHopLimit(bytes, header);
@@ -408,7 +442,7 @@ export class Forwarder {
       shown.set(bytes.subarray(start, start + headerBytes), 0);
       shown.set(bytes.subarray(seg.payloadOffset[first], seg.payloadOffset[first] + seg.payloadLength[first]), headerBytes);
       o.encapsulated(traced, shown, 0, shown.length, seg.total);
-      o.queuedSend(traced, k, shown, 0, shown.length, peer, seg.total);
+      o.queuedSend(traced, k, shown, 0, shown.length, peer, seg.total, six ? this.publicIpv6Of(lease) : undefined);
     }
   }
 
@@ -422,9 +456,14 @@ export class Forwarder {
     }
   }
 
+  /** A lease's PublicIPv6, copied: for traces only (a traced packet may allocate). */
+  private publicIpv6Of(lease: number): Uint8Array {
+    return this.leaseTable.publicIpv6Bytes.slice(16 * lease, 16 * lease + 16);
+  }
+
   /** Which send socket a packet leaves from: always the one in UDP mode, a flow hash in VXLAN. */
   private senderFor(off: number): number {
-    const n = this.sendBatches.length;
+    const n = this.senders4;
     if (n === 1) return 0;
     const b = this.bytes;
     const ihl = (b[off] & 0x0f) << 2;
@@ -495,7 +534,42 @@ export class Forwarder {
     return batch.drained;
   }
 
+  /**
+   * A datagram over the IPv6 underlay: from a lease's PublicIPv6, carrying an
+   * IPv6 pod packet (flannel-v6.1 carries nothing else), then receive6's checks.
+   */
+  private receiveDatagram6(batch: DatagramBatch, i: number): void {
+    const c = this.c;
+    const bytes = this.bytes;
+    const off = batch.offset[i];
+    const length = batch.length[i];
+    c[Counter.UdpReceivedPackets]++;
+    c[Counter.UnderlayIpv6ReceivedPackets]++;
+    if (batch.truncated[i] !== 0) {
+      this.drop(DropReason.TooBig);
+      return;
+    }
+    c[Counter.UdpReceivedBytes] += length;
+    const s = batch.sourceIp6;
+    const peer = this.leaseTable.findByPublicIpv6(s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]);
+    if (peer < 0) {
+      this.drop(DropReason.UnknownPeer);
+      return;
+    }
+    const inner = this.encap.decapsulate(bytes, off, length);
+    if (inner < 0) {
+      this.drop(-inner);
+      return;
+    }
+    if (this.ownPrefix6 < 0 || bytes[inner] >>> 4 !== 6) {
+      this.drop(DropReason.Ipv4OverIpv6Underlay);
+      return;
+    }
+    this.receive6(off, length, inner, length - (inner - off), 0, batch.sourcePort[i], peer, true);
+  }
+
   private receiveDatagram(batch: DatagramBatch, i: number): void {
+    if (i >= batch.outer6From) return this.receiveDatagram6(batch, i);
     const c = this.c;
     const bytes = this.bytes;
     const off = batch.offset[i];
@@ -523,7 +597,7 @@ export class Forwarder {
     }
     const innerLength = length - (inner - off);
     if (this.ownPrefix6 >= 0 && bytes[inner] >>> 4 === 6) {
-      this.receive6(off, length, inner, innerLength, peerIp, peerPort, peer);
+      this.receive6(off, length, inner, innerLength, peerIp, peerPort, peer, false);
       return;
     }
     const reason = validateIPv4(bytes, inner, innerLength);
@@ -556,7 +630,7 @@ export class Forwarder {
   }
 
   /** receiveDatagram's checks for an IPv6 inner packet (the datagram at off, its inner packet at inner). */
-  private receive6(off: number, length: number, inner: number, innerLength: number, peerIp: number, peerPort: number, peer: number): void {
+  private receive6(off: number, length: number, inner: number, innerLength: number, peerIp: number, peerPort: number, peer: number, outer6: boolean): void {
     const bytes = this.bytes;
     this.c[Counter.Ipv6UdpReceivedPackets]++;
     const reason = validateIPv6(bytes, inner, innerLength);
@@ -565,9 +639,10 @@ export class Forwarder {
       return;
     }
     const o = this.observer;
-    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer);
+    const traced = o === undefined ? -1 : o.received(bytes, off, length, inner, innerLength, peerIp, peerPort, this.leaseTable, peer, outer6);
+    // The inner source's lease must be the sender's: by PublicIPv6 over the IPv6 underlay, by PublicIP over IPv4.
     const owner = this.leaseTable.lookup6(bytes, inner + IPV6_OFFSET_SOURCE);
-    if (owner < 0 || this.leaseTable.publicIpAt(owner) !== peerIp) {
+    if (owner < 0 || (outer6 ? !this.leaseTable.samePublicIpv6(owner, peer) : this.leaseTable.publicIpAt(owner) !== peerIp)) {
       this.dropTraced(DropReason.SpoofedSource, traced, inner, innerLength);
       return;
     }
@@ -697,6 +772,7 @@ export class Forwarder {
       this.cfg.peerPort,
       this.cfg.sendPorts,
       this.vxlan ? 'vxlan-payload' : 'udp-payload',
+      this.cfg.publicIpv6,
     );
     this.updatePollTimeout();
     return this.observer;
@@ -749,12 +825,14 @@ function normalizeConfig(c: ForwarderConfig): ForwarderConfig {
     peerPort: c.peerPort,
     mtu: c.mtu,
     pathMtu: c.pathMtu,
+    pathMtu6: c.pathMtu6,
     ownNetwork: c.ownNetwork,
     ownMask: c.ownMask,
     ownNetwork6: c.ownNetwork6 !== undefined ? Uint8Array.from(c.ownNetwork6) : undefined,
     ownPrefix6: c.ownPrefix6,
     node: c.node,
     publicIp: c.publicIp,
+    publicIpv6: c.publicIpv6 !== undefined ? Uint8Array.from(c.publicIpv6) : undefined,
     sendPorts: Array.from(c.sendPorts),
     trace: c.trace,
     capture: c.capture,

@@ -20,6 +20,7 @@ export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const AF_UNIX = 1;
 export const AF_INET = 2;
+export const AF_INET6 = 10;
 export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = O_NONBLOCK;
 export const SOCK_CLOEXEC = O_CLOEXEC;
@@ -33,6 +34,8 @@ export const SO_RCVBUFFORCE = 33;
 export const SO_ATTACH_REUSEPORT_CBPF = 51; // a classic BPF program picks the socket of a SO_REUSEPORT group
 export const SO_DETACH_REUSEPORT_BPF = 68;
 export const SOL_UDP = 17;
+export const IPPROTO_IPV6 = 41;
+export const IPV6_V6ONLY = 26; // an AF_INET6 socket that takes IPv6 only: IPv4 stays on its own socket
 export const UDP_SEGMENT = 103; // UDP GSO: one sendmsg, many datagrams of this size
 export const UDP_GRO = 104; // UDP GRO: one recvmsg, many datagrams back to back
 export const MSG_DONTWAIT = 0x40;
@@ -59,6 +62,9 @@ export const MSGHDR_CONTROLLEN = 40;
 export const MSGHDR_FLAGS = 48;
 export const MMSGHDR_LEN = 56;
 export const SIZEOF_SOCKADDR_IN = 16;
+// struct sockaddr_in6 { u16 family; u16 port (BE); u32 flowinfo; u8 addr[16]; u32 scope_id; }
+export const SIZEOF_SOCKADDR_IN6 = 28;
+export const SOCKADDR_IN6_ADDR = 8;
 export const SIZEOF_IFREQ = 40;
 // struct cmsghdr { size_t len; int level; int type; } then data, 8-byte aligned.
 export const SIZEOF_CMSGHDR = 16;
@@ -88,6 +94,8 @@ const c_recvmmsg = libc.func(
 );
 const c_sendmmsg = libc.func('int sendmmsg(int fd, uintptr_t msgs, unsigned int count, int flags)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+const c_epoll_create1 = libc.func('int epoll_create1(int flags)');
+const c_epoll_ctl = libc.func('int epoll_ctl(int epfd, int op, int fd, uintptr_t event)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 const c_clock_gettime = libc.func('int clock_gettime(int clock, uintptr_t ts)');
 const c_prctl = libc.func('int prctl(int option, ...)');
@@ -204,6 +212,25 @@ export function getsockname(fd: number, addr: number, lengthAddr: number): void 
 
 export function eventfd(initval: number, flags: number): number {
   return check(c_eventfd(initval, flags) as number, 'eventfd');
+}
+
+/**
+ * An epoll descriptor watching `fds` for input, level-triggered: poll() on it
+ * says "readable" while any of them is. The worker loop polls it in place of
+ * one socket when there are two (the IPv6 underlay's), so the loop is unchanged.
+ */
+export function epollOf(fds: readonly number[]): number {
+  const ep = check(c_epoll_create1(O_CLOEXEC) as number, 'epoll_create1');
+  // struct epoll_event: u32 events, then u64 data (packed at 4 on x86_64, aligned at 8 on arm64); data unused.
+  const event = new NativeMemory(16);
+  event.view.setUint32(0, POLLIN, true);
+  try {
+    for (const fd of fds) check(c_epoll_ctl(ep, 1 /* EPOLL_CTL_ADD */, fd, event.address) as number, 'epoll_ctl');
+  } catch (err) {
+    c_close(ep);
+    throw err;
+  }
+  return ep;
 }
 
 /** Names the calling thread (15 bytes at most), as top -H, perf and /proc/<pid>/task/<tid>/comm show it. Best effort. */

@@ -11,6 +11,8 @@ import type { UdpBind } from './bind.js';
 export interface SentDatagram {
   sender: number;
   peer: number; // uint32
+  /** Sent by an IPv6 underlay sender: its destination, 16 bytes (undefined for an IPv4 sender). */
+  peer6?: Uint8Array;
   port: number;
   bytes: Uint8Array;
 }
@@ -20,12 +22,15 @@ interface Incoming {
   sourceIp: number;
   sourcePort: number;
   groSize: number;
+  /** Came over the IPv6 underlay from this address (16 bytes). */
+  source6?: Uint8Array;
 }
 
 const EIO = 5;
 
 export class MemoryBind implements UdpBind {
   gso: boolean;
+  private readonly queue6: Incoming[] = [];
   private readonly queue: Incoming[] = [];
   private queueHead = 0;
   private floodItem: Incoming | undefined;
@@ -50,6 +55,8 @@ export class MemoryBind implements UdpBind {
     private readonly slots: Int32Array,
     readonly senders = 1,
     gso = true,
+    /** The last senders6 senders are the IPv6 underlay's (0: none), as in KernelBind. */
+    readonly senders6 = 0,
   ) {
     this.gso = gso;
   }
@@ -61,6 +68,11 @@ export class MemoryBind implements UdpBind {
   /** Queues a datagram from sourceIp:sourcePort; groSize > 0 makes it a GRO message of datagrams that size. */
   inject(bytes: Uint8Array, sourceIp: number, sourcePort: number, groSize = 0): void {
     this.queue.push({ bytes, sourceIp: sourceIp | 0, sourcePort, groSize });
+  }
+
+  /** Queues a datagram that came over the IPv6 underlay from source6 (16 bytes). */
+  inject6(bytes: Uint8Array, source6: Uint8Array, sourcePort: number): void {
+    this.queue6.push({ bytes, sourceIp: 0, sourcePort, groSize: 0, source6 });
   }
 
   flood(bytes: Uint8Array, sourceIp: number, sourcePort: number, count: number): void {
@@ -95,6 +107,20 @@ export class MemoryBind implements UdpBind {
       }
     }
     if (messages < this.slots.length) batch.drained = true;
+    if (this.senders6 === 0 || this.queue6.length === 0) return;
+    // As KernelBind: the IPv6 socket's datagrams after the IPv4 ones (into slots the IPv4 ones left).
+    batch.outer6From = batch.count;
+    while (messages < this.slots.length && this.queue6.length > 0) {
+      const item = this.queue6.shift()!;
+      const off = this.slots[messages++];
+      const n = Math.min(item.bytes.length, this.pool.capacity);
+      this.pool.bytes.set(item.bytes.subarray(0, n), off);
+      batch.add(off, n, 0, item.sourcePort, item.bytes.length > n);
+      const a = item.source6!;
+      const w = (i: number) => (a[i] << 24) | (a[i + 1] << 16) | (a[i + 2] << 8) | a[i + 3];
+      batch.setSource6(batch.count - 1, w(0), w(4), w(8), w(12));
+    }
+    batch.drained = this.queue6.length === 0 && batch.drained;
   }
 
   send(sender: number, batch: SendBatch, from: number): number {
@@ -114,7 +140,9 @@ export class MemoryBind implements UdpBind {
       }
       const size = batch.segmentSize[m] > 0 ? batch.segmentSize[m] : whole.length;
       for (let p = 0; p < whole.length || p === 0; p += size) {
-        this.sent.push({ sender, peer: batch.peer[m] >>> 0, port: batch.port[m], bytes: whole.slice(p, Math.min(whole.length, p + size)) });
+        const six = sender >= this.senders - this.senders6;
+        const peer6 = six ? Uint8Array.from({ length: 16 }, (_, i) => (batch.peer6[4 * m + (i >> 2)] >>> (24 - 8 * (i & 3))) & 255) : undefined;
+        this.sent.push({ sender, peer: batch.peer[m] >>> 0, ...(six ? { peer6 } : {}), port: batch.port[m], bytes: whole.slice(p, Math.min(whole.length, p + size)) });
         if (whole.length === 0) break;
       }
     }

@@ -60,6 +60,12 @@ export interface RehearsalOptions extends DeviceOptions {
   turns?: number;
   /** Dual-stack: the worker's IPv6 subnet (its prefix length here); present, the rehearsal sends IPv6 as well (UDP mode). */
   ownPrefix6?: number;
+  /**
+   * The worker has the IPv6 underlay's socket: the rehearsal's bind gets one
+   * too (on ::1), so the bind's and the loop's branches for it are the ones
+   * optimised. Its IPv6-underlay sends are not rehearsed.
+   */
+  underlay6?: boolean;
 }
 
 export interface RehearsalResult {
@@ -154,6 +160,17 @@ const BURSTS = [1, 1, 2, 1, 8, 1, 1, 16];
 /** Every this many turns, a lease update arrives as from the main thread (the control path is warmed too). */
 const CONTROL_EVERY = 50;
 
+/** The worker's sockets on loopback; with the IPv6 underlay's on ::1 too, or without it where ::1 is missing. */
+function openRehearsalSockets(o: Parameters<typeof openWorkerSockets>[0], underlay6: boolean): ReturnType<typeof openWorkerSockets> {
+  if (!underlay6) return openWorkerSockets(o);
+  try {
+    return openWorkerSockets({ ...o, bindAddress6: IPV6_LOOPBACK });
+  } catch {
+    return openWorkerSockets(o);
+  }
+}
+const IPV6_LOOPBACK = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
+
 /**
  * Forwards `turns` rounds of packets each way through a private copy of the
  * worker's path on `memory`, then closes what it opened. Throws only if a
@@ -169,13 +186,14 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
   const channel = new MessageChannel();
   opened.push(() => channel.port1.close());
   try {
-    const agent = openWorkerSockets({
+    const socketOptions = {
       bindAddress: LOOPBACK,
       port: 0,
       socketBufferBytes: 4 << 20,
       offload: opts.offload,
       vxlan: opts.backend === 'vxlan' ? { sourcePorts: opts.sendSockets, udpChecksum: opts.udpChecksum } : undefined,
-    });
+    };
+    const agent = openRehearsalSockets(socketOptions, opts.underlay6 === true);
     opened.push(() => closeWorkerSockets(agent));
     // IPv6 in VXLAN mode is not rehearsed (this version carries IPv6 in UDP mode only).
     const dualStack = opts.ownPrefix6 !== undefined && opts.ownPrefix6 >= 0 && opts.backend === 'udp';
@@ -189,7 +207,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
     }
     const { tun, bind } = buildKernelDevices(
       { ...opts, udpGro: agent.udpGro, udpGso: opts.udpGso && agent.udpGso },
-      { tunFd, udpFd: agent.udpFd, sendFds: agent.sendFds },
+      { tunFd, udpFd: agent.udpFd, sendFds: agent.sendFds, udp6Fd: agent.udp6Fd, send6Fds: agent.send6Fds },
       memory,
       counters,
     );
@@ -221,7 +239,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       memory,
       () => {},
     );
-    const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, idlePollTimeoutMs: 0 });
+    const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpPollFd >= 0 ? agent.udpPollFd : agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, idlePollTimeoutMs: 0 });
     const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes, dualStack);
     const agentPort = portOf(agent.udpFd);
     const wakeValue = new libc.NativeMemory(8);

@@ -81,6 +81,7 @@ export class SendPolicy {
     let piece = batch.firstPiece[m];
     for (let d = 0; d < datagrams; d++) {
       f.begin(batch.peer[m], batch.port[m], 0, 1);
+      f.setPeer6(batch.peer6, m); // the IPv6 underlay's destination (unused on an IPv4 socket)
       for (let i = 0; i < perDatagram; i++, piece++) f.add(batch.pieceOffset[piece], batch.pieceLength[piece]);
       f.end();
     }

@@ -21,6 +21,8 @@ export interface WorkerData extends Omit<ForwarderConfig, 'counters' | 'controlS
   /** How the send sockets were opened, for the rehearsal's copies. */
   offload: boolean;
   udpChecksum: boolean;
+  /** The IPv6 underlay: an epoll descriptor readable when either UDP socket is (absent: poll udpFd itself). */
+  udpPollFd?: number;
 }
 
 export interface BuiltWorker {
@@ -40,7 +42,8 @@ export function buildWorker(data: WorkerData, post: (report: WorkerReport) => vo
     memory,
     post,
   );
-  const loop = new WorkerLoop(forwarder, { tunFd: data.tunFd, udpFd: data.udpFd, wakeFd: data.wakeFd, busyPollUs: data.busyPollUs, counters });
+  // With the IPv6 underlay the loop polls an epoll descriptor holding both UDP sockets (worker-sockets.ts).
+  const loop = new WorkerLoop(forwarder, { tunFd: data.tunFd, udpFd: data.udpPollFd ?? data.udpFd, wakeFd: data.wakeFd, busyPollUs: data.busyPollUs, counters });
   // The rehearsal comes after the real objects are built: building them
   // later would change what V8 has learnt about the fields of these classes
   // and throw away the code the rehearsal optimised.
@@ -58,7 +61,7 @@ export function rehearseOrSkip(data: WorkerData, memory: WorkerMemory, post: (re
   const worker = `worker ${data.workerIndex}`;
   let r: RehearsalResult;
   try {
-    r = rehearse({ ...data, sendSockets: data.sendFds.length }, memory);
+    r = rehearse({ ...data, sendSockets: data.sendFds.length, underlay6: data.udp6Fd !== undefined && data.udp6Fd >= 0 }, memory);
   } catch (err) {
     post({ type: 'log', line: `${worker}: rehearsal skipped, the first packets will run unoptimised code: ${err instanceof Error ? err.message : String(err)}` });
     return undefined;

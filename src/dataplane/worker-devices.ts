@@ -19,6 +19,9 @@ export interface DeviceOptions {
   tunUso: boolean;
   /** The kernel takes UDP_SEGMENT sends. */
   udpGso: boolean;
+  /** The IPv6 underlay's sockets have UDP_GRO on / take UDP_SEGMENT sends (absent: no IPv6 underlay). */
+  udp6Gro?: boolean;
+  udp6Gso?: boolean;
 }
 
 export interface DeviceFds {
@@ -26,6 +29,9 @@ export interface DeviceFds {
   udpFd: number;
   /** Sockets to send from: UDP mode [udpFd] (peers expect the well-known source port); VXLAN several, one per source port. */
   sendFds: number[];
+  /** The IPv6 underlay: its receive socket and senders (absent or -1: this node has no public IPv6). */
+  udp6Fd?: number;
+  send6Fds?: number[];
 }
 
 export function buildKernelDevices(opts: DeviceOptions, fds: DeviceFds, memory: WorkerMemory, counters: Float64Array): { tun: KernelTun; bind: KernelBind } {
@@ -53,10 +59,12 @@ export function buildKernelDevices(opts: DeviceOptions, fds: DeviceFds, memory: 
     firstSlot: memory.firstReceiveSlot,
     batchSize: opts.batchSize,
     gro: opts.udpGro,
-    gso: opts.udpGso,
+    // One GSO switch for both families: a message goes as GSO only if every socket takes it.
+    gso: opts.udpGso && (fds.udp6Fd === undefined || fds.udp6Fd < 0 || opts.udp6Gso === true),
     maxMessages: memory.txArenaSegments + opts.batchSize,
     maxPieces: 2 * memory.txArenaSegments + opts.batchSize,
     counters,
+    ...(fds.udp6Fd !== undefined && fds.udp6Fd >= 0 ? { receiveFd6: fds.udp6Fd, sendFds6: fds.send6Fds ?? [fds.udp6Fd], gro6: opts.udp6Gro === true } : {}),
   });
   return { tun, bind };
 }

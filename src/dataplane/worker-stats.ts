@@ -64,9 +64,13 @@ export const Counter = {
   // 1 while the worker sleeps in poll() with no timeout (nothing due: an idle worker is never woken), else 0.
   // An old HeartbeatMs with Waiting 1 is an idle worker; with Waiting 0, a stuck one.
   Waiting: 52,
+  // The outer family: datagrams sent to / received from a peer's PublicIPv6 (the IPv6 underlay). The
+  // rest of UdpSentPackets / UdpReceivedPackets went over IPv4. Zero on a node without a public IPv6.
+  UnderlayIpv6SentPackets: 53,
+  UnderlayIpv6ReceivedPackets: 54,
 } as const;
 
-const FIXED_COUNTERS = 53;
+const FIXED_COUNTERS = 55;
 export const DROPS_BASE = FIXED_COUNTERS;
 export const COUNTERS_PER_WORKER = FIXED_COUNTERS + DROP_REASON_COUNT;
 export const counterNames = Object.keys(Counter);

@@ -35,6 +35,8 @@ export const DropReason = {
   // IPv6 (ipv6.ts, forwarder.ts). TooShort, TtlExpired (hop limit), NoLease, SpoofedSource and NotForThisNode count IPv6 too.
   Ipv6BadPayloadLength: 26, // 40 + payload length beyond the bytes received, or 0 without "no next header" (a jumbogram)
   Ipv6PacketTooBig: 27, // too big for the underlay: answered with ICMPv6 packet too big (IPv6 routers never fragment)
+  // IPv6 underlay (issue 24): it carries IPv6 pods only, as flannel's flannel-v6.1 does.
+  Ipv4OverIpv6Underlay: 28, // an IPv4 inner packet in a datagram that came over the IPv6 underlay
 } as const;
 
 export type DropReasonCode = (typeof DropReason)[keyof typeof DropReason];

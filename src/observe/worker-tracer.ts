@@ -112,4 +112,38 @@ export class WorkerTracer {
       ...extra,
     });
   }
+
+  /**
+   * emitOuter over the IPv6 underlay: an outer IPv6 header (hop limit 64,
+   * flow label 0: the kernel's defaults) and UDP around the payload, src6 and
+   * dst6 16 bytes each. Only traced packets come here, so it may allocate.
+   */
+  emitOuter6(
+    packet: number,
+    stage: TraceStage,
+    src6: Uint8Array,
+    dst6: Uint8Array,
+    srcPort: number,
+    dstPort: number,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    extra: TraceExtra = {},
+  ): void {
+    const headers = 48;
+    const scratch = new Uint8Array(TRACE_HEADER_BYTES);
+    const shown = Math.min(len, TRACE_HEADER_BYTES - headers);
+    scratch.set(buf.subarray(off, off + shown), headers);
+    const v = new DataView(scratch.buffer);
+    scratch[0] = 0x60;
+    v.setUint16(4, 8 + len);
+    scratch[6] = 17;
+    scratch[7] = 64;
+    scratch.set(src6.subarray(0, 16), 8);
+    scratch.set(dst6.subarray(0, 16), 24);
+    v.setUint16(40, srcPort);
+    v.setUint16(42, dstPort);
+    v.setUint16(44, 8 + len);
+    this.emit(packet, stage, 'outer-ip', scratch, 0, headers + shown, { bytes: headers + len, ...extra });
+  }
 }

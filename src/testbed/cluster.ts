@@ -103,14 +103,26 @@ export interface ClusterOptions {
   ipMasq?: boolean;
   /** Pod address families: 'ipv4' (default), 'dual-stack', or 'ipv6-only'; agents only (and 'dual-stack' with 'kernel-vxlan'). */
   ipFamilies?: IpFamilies;
+  /**
+   * The underlay's families: 'ipv4' (default: 192.0.2.i on eth0), 'dual-stack'
+   * (and 2001:db8::i/64, each lease with PublicIPv6, agents with
+   * --public-ipv6), or 'ipv6' (2001:db8::i only, leases with PublicIP
+   * 0.0.0.0; an 'ipv6-only' cluster of agents). Kernel vxlan on an IPv6
+   * underlay gets flanneld's second device, flannel-v6.1 (programVxlan6Device).
+   */
+  underlay?: UnderlayFamilies;
 }
 
 export type IpFamilies = 'ipv4' | 'dual-stack' | 'ipv6-only';
+export type UnderlayFamilies = 'ipv4' | 'dual-stack' | 'ipv6';
 
 export interface NodeInfo {
   index: number;
   ns: string;
+  /** eth0's IPv4 address, the lease's PublicIP ('' over an IPv6-only underlay). */
   underlayIp: string;
+  /** eth0's IPv6 address, the lease's PublicIPv6 (2001:db8::i; '' over an IPv4-only underlay). */
+  underlayIp6: string;
   /** The node's pod subnet in CIDR form, e.g. 10.244.1.0/24. */
   subnet: string;
   /** cni0's address, the pods' default gateway. */
@@ -167,6 +179,7 @@ export interface Cluster {
   readonly podMtu: number;
   readonly underlayMtu: number;
   readonly ipFamilies: IpFamilies;
+  readonly underlay: UnderlayFamilies;
   readonly underlayNs: string;
   readonly tempDir: string;
   readonly leasesFile: string;
@@ -222,6 +235,7 @@ const NAME_PATTERN = /^fut-([0-9a-z]+)-([0-9a-z]+)-/;
 const CLUSTER_NETWORK = '10.244.0.0/16';
 const CLUSTER_NETWORK6 = 'fd00:10:244::/48';
 const UNDERLAY_PREFIX = '192.0.2';
+const UNDERLAY6_PREFIX = '2001:db8::'; // the documentation prefix, as 192.0.2.0/24 is IPv4's
 const VXLAN_VNI = 1;
 const VXLAN_PORT = 8472; // the Linux default, which flannel keeps unless configured
 const AGENT_READY = /flannel-udp agent ready/;
@@ -295,6 +309,11 @@ function overheadFor(dataplane: Dataplane): number {
   return dataplane === 'host-gw' ? 0 : dataplane === 'kernel-vxlan' ? 50 : 28;
 }
 
+/** The agent's --public-ip / --public-ipv6 for the node's underlay addresses. */
+export function underlayArgs(node: NodeInfo): string[] {
+  return [...(node.underlayIp ? ['--public-ip', node.underlayIp] : []), ...(node.underlayIp6 ? ['--public-ipv6', node.underlayIp6] : [])];
+}
+
 /** Fixed per node so tests can recognise it: locally administered, unicast, "fu" in the middle. */
 function vtepMac(i: number): string {
   return `0e:66:75:00:00:${i.toString(16).padStart(2, '0')}`;
@@ -308,6 +327,7 @@ class ClusterImpl implements Cluster {
   readonly podMtu: number;
   readonly underlayMtu: number;
   readonly ipFamilies: IpFamilies;
+  readonly underlay: UnderlayFamilies;
   readonly underlayNs: string;
   readonly tempDir: string;
   readonly leasesFile: string;
@@ -342,6 +362,11 @@ class ClusterImpl implements Cluster {
     this.underlayMtu = opts.underlayMtu ?? 1500;
     this.podMtu = opts.podMtu ?? this.underlayMtu - overheadFor(this.dataplane);
     this.ipFamilies = opts.ipFamilies ?? 'ipv4';
+    this.underlay = opts.underlay ?? 'ipv4';
+    if (this.underlay !== 'ipv4' && this.ipFamilies === 'ipv4') throw new Error(`underlay '${this.underlay}' needs IPv6 pods (ipFamilies 'dual-stack' or 'ipv6-only')`);
+    if (this.underlay === 'ipv6' && (this.ipFamilies !== 'ipv6-only' || this.dataplane !== 'agent')) {
+      throw new Error("an IPv6-only underlay carries an 'ipv6-only' cluster of agents only");
+    }
     // Kernel vxlan carries dual-stack too (programVxlan), and its nodes can be handed to agents (vxlan-agents.ts).
     const dualStackPlane = this.dataplane === 'agent' || (this.dataplane === 'kernel-vxlan' && this.ipFamilies === 'dual-stack');
     if (this.ipFamilies !== 'ipv4' && (!dualStackPlane || Object.keys(opts.nodeDataplanes ?? {}).length > 0)) {
@@ -381,7 +406,8 @@ class ClusterImpl implements Cluster {
     return {
       index: i,
       ns: `${this.id}-n${i}`,
-      underlayIp: `${UNDERLAY_PREFIX}.${i}`,
+      underlayIp: this.underlay === 'ipv6' ? '' : `${UNDERLAY_PREFIX}.${i}`,
+      underlayIp6: this.underlay === 'ipv4' ? '' : `${UNDERLAY6_PREFIX}${i.toString(16)}`,
       subnet: `10.244.${i}.0/24`,
       gateway: `10.244.${i}.1`,
       subnet6: `fd00:10:244:${i.toString(16)}::/64`,
@@ -629,7 +655,7 @@ class ClusterImpl implements Cluster {
       this.agentCli, 'up',
       '--subnet-file', node.subnetFile,
       '--leases', this.leasesFile,
-      '--public-ip', node.underlayIp,
+      ...underlayArgs(node),
       '--workers', String(this.workers),
       ...this.agentArgs,
     ];
@@ -655,7 +681,10 @@ class ClusterImpl implements Cluster {
         Object.keys(this.nodeDataplanes).length ? ` (per node: ${this.nodes().map((n) => `${n.index}=${this.planeOf(n.index)}`).join(', ')})` : ''
       }`,
       `  cluster network ${this.ipFamilies === 'ipv6-only' ? CLUSTER_NETWORK6 : this.ipFamilies === 'dual-stack' ? `${CLUSTER_NETWORK} and ${CLUSTER_NETWORK6}` : CLUSTER_NETWORK}, pod MTU ${this.podMtu}, underlay MTU ${this.underlayMtu}`,
-      `  ${'underlay'.padEnd(10)}${this.underlayNs.padEnd(20)}bridge br0 joining every node's eth0 (${UNDERLAY_PREFIX}.0/24)`,
+      `  ${'underlay'.padEnd(10)}${this.underlayNs.padEnd(20)}bridge br0 joining every node's eth0 (${[
+        this.underlay !== 'ipv6' ? `${UNDERLAY_PREFIX}.0/24` : '',
+        this.underlay !== 'ipv4' ? `${UNDERLAY6_PREFIX}/64` : '',
+      ].filter(Boolean).join(', ')})`,
     ];
     for (const node of this.nodes()) {
       const agent = this.agents.get(node.index);
@@ -672,7 +701,9 @@ class ClusterImpl implements Cluster {
               ? 'host-gw routes via eth0'
               : 'no data plane';
       const cni0 = this.ipFamilies === 'ipv6-only' ? `${node.gateway6}/64` : this.ipFamilies === 'dual-stack' ? `${node.gateway}/24 ${node.gateway6}/64` : `${node.gateway}/24`;
-      lines.push(`  ${`node ${node.index}`.padEnd(10)}${node.ns.padEnd(20)}eth0 ${node.underlayIp}/24, cni0 ${cni0}, ${plane}`);
+      const eth0 = [node.underlayIp ? `${node.underlayIp}/24` : '', node.underlayIp6 ? `${node.underlayIp6}/64` : ''].filter(Boolean).join(' ');
+      const plane6 = this.dataplane === 'kernel-vxlan' && node.underlayIp6 && nodePlane !== 'agent' ? `, flannel-v6.1 vxlan over ${node.underlayIp6}` : '';
+      lines.push(`  ${`node ${node.index}`.padEnd(10)}${node.ns.padEnd(20)}eth0 ${eth0}, cni0 ${cni0}, ${plane}${plane6}`);
       for (const pod of this.pods().filter((p) => p.node === node.index)) {
         if (this.ipFamilies === 'ipv6-only') {
           lines.push(`    ${`pod ${node.index}.${pod.index}`.padEnd(8)}${pod.ns.padEnd(20)}eth0 ${pod.ip6}/64 via ${node.gateway6}, host side ${pod.hostVeth} on cni0`);
@@ -731,7 +762,9 @@ class ClusterImpl implements Cluster {
     await this.ip(ul, 'link', 'add', `n${i}`, 'mtu', String(this.underlayMtu), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
     await this.ip(ul, 'link', 'set', `n${i}`, 'master', 'br0', 'up');
     await this.ip(ns, 'link', 'set', 'eth0', 'mtu', String(this.underlayMtu), 'up');
-    await this.ip(ns, 'addr', 'add', `${node.underlayIp}/24`, 'dev', 'eth0');
+    if (node.underlayIp) await this.ip(ns, 'addr', 'add', `${node.underlayIp}/24`, 'dev', 'eth0');
+    // nodad: usable at once (duplicate address detection would hold it "tentative" for a second or more).
+    if (node.underlayIp6) await this.ip(ns, '-6', 'addr', 'add', `${node.underlayIp6}/64`, 'dev', 'eth0', 'nodad');
     // No cni0 here: the bridge plugin creates it (MTU = FLANNEL_MTU, the
     // gateway address from host-local) at the node's first pod ADD.
   }
@@ -775,7 +808,9 @@ class ClusterImpl implements Cluster {
       const v4key = this.ipFamilies === 'ipv6-only' ? '0.0.0.0-0' : node.subnet.replace('/', '-');
       const key = this.ipFamilies === 'ipv4' ? v4key : `${v4key}&${node.subnet6.replace('/', '-')}`;
       leases[key] = {
-        PublicIP: node.underlayIp,
+        // flannel's zero ip.IP4 when the node has no public IPv4 (an IPv6-only underlay).
+        PublicIP: node.underlayIp || '0.0.0.0',
+        ...(node.underlayIp6 ? { PublicIPv6: node.underlayIp6 } : {}),
         BackendType: backendType,
         ...(backendType === 'vxlan' ? { BackendData: { VNI: VXLAN_VNI, VtepMAC: vtepMac(node.index) } } : {}),
         // The IPv6 half's VTEP: flannel.1 itself here (programVxlan), so the same MAC.
@@ -817,7 +852,37 @@ class ClusterImpl implements Cluster {
       await this.exec(ns, 'bridge', ['fdb', 'replace', vtepMac(peer.index), 'dev', dev, 'dst', peer.underlayIp, 'self', 'permanent']);
       await this.ip(ns, 'route', 'replace', peer.subnet, 'via', vtepIp, 'dev', dev, 'onlink');
     }
-    if (this.ipFamilies === 'dual-stack') await this.programVxlan6(node, dev);
+    if (this.ipFamilies === 'dual-stack' && node.underlayIp6) await this.programVxlan6Device(node);
+    else if (this.ipFamilies === 'dual-stack') await this.programVxlan6(node, dev);
+  }
+
+  /**
+   * flanneld's flannel-v6.1 over the IPv6 underlay (pkg/backend/vxlan,
+   * EnableIPv6): a second vxlan device, same VNI and port, on eth0 with the
+   * node's PublicIPv6 as local address, no learning, and no MTU given (so the
+   * kernel's: eth0 − 70); accept_ra off; the IPv6 subnet's address as a /128;
+   * then per remote lease a permanent neighbour entry for its IPv6 gateway
+   * (the subnet's :: address) to the VTEP MAC of BackendV6Data, the fdb entry
+   * MAC → PublicIPv6, and last the onlink route. flanneld gives the device a
+   * MAC of its own; here it is flannel.1's, so a node handed to an agent (one
+   * VTEP MAC for both families, vxlan-agents.ts) keeps the peers' entries valid.
+   */
+  private async programVxlan6Device(node: NodeInfo): Promise<void> {
+    const { ns, index: i } = node;
+    const dev = `flannel-v6.${VXLAN_VNI}`;
+    await this.ip(ns, 'link', 'add', dev, 'address', vtepMac(i), 'type', 'vxlan', 'id', String(VXLAN_VNI), 'dev', 'eth0',
+      'local', node.underlayIp6, 'dstport', String(VXLAN_PORT), 'nolearning');
+    await this.exec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${dev.replace('.', '/')}.accept_ra=0`]).catch(() => undefined);
+    await this.exec(ns, 'sysctl', ['-qw', `net.ipv6.conf.${dev.replace('.', '/')}.disable_ipv6=0`]);
+    await this.ip(ns, '-6', 'addr', 'add', `${node.subnet6.split('/')[0]}/128`, 'dev', dev, 'nodad');
+    await this.ip(ns, 'link', 'set', dev, 'up');
+    for (const peer of this.nodes()) {
+      if (peer.index === i) continue;
+      const gateway = peer.subnet6.split('/')[0]!;
+      await this.ip(ns, '-6', 'neigh', 'replace', gateway, 'lladdr', vtepMac(peer.index), 'dev', dev, 'nud', 'permanent');
+      await this.exec(ns, 'bridge', ['fdb', 'replace', vtepMac(peer.index), 'dev', dev, 'dst', peer.underlayIp6, 'self', 'permanent']);
+      await this.ip(ns, '-6', 'route', 'replace', peer.subnet6, 'via', gateway, 'dev', dev, 'onlink');
+    }
   }
 
   /**

@@ -6,7 +6,7 @@
 // some, a mixed one. Dual-stack clusters too: the agent publishes that one MAC
 // for both families, as the kernel node's flannel.1 does there.
 import { readFileSync } from 'node:fs';
-import { type Cluster } from './cluster.js';
+import { type Cluster, underlayArgs } from './cluster.js';
 import { waitForLine, type CapturedChild } from './exec.js';
 
 /** Node i's VTEP MAC as the testbed published it in the leases file (BackendData.VtepMAC). */
@@ -25,9 +25,11 @@ export async function replaceKernelVxlanWithAgent(cluster: Cluster, i: number, a
   const node = cluster.node(i);
   const mac = publishedVtepMac(cluster, i);
   await cluster.exec(node.ns, 'ip', ['link', 'del', 'flannel.1']);
+  // Over an IPv6 underlay flanneld's second device goes too: the agent carries both families.
+  if (node.underlayIp6 && cluster.ipFamilies !== 'ipv4') await cluster.exec(node.ns, 'ip', ['link', 'del', 'flannel-v6.1']);
   const agent = cluster.spawn(node.ns, process.execPath, [
     cluster.agentCli, 'up', '--backend', 'vxlan', '--vtep-mac', mac,
-    '--subnet-file', node.subnetFile, '--leases', cluster.leasesFile, '--public-ip', node.underlayIp,
+    '--subnet-file', node.subnetFile, '--leases', cluster.leasesFile, ...underlayArgs(node),
     '--workers', String(workers), ...agentArgs,
   ]);
   await waitForLine(agent, /flannel-udp agent ready/, 15_000);

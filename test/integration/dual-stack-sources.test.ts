@@ -7,7 +7,10 @@
 // each other both ways. The pods keep the testbed's subnets because each agent
 // finds them again in the subnet.env the testbed left (etcd: the previous
 // subnets; kube: the nodes get the same podCIDRs). Then the same with
-// IPv6-only networks (EnableIPv4 false). Clusters destroyed in after().
+// IPv6-only networks (EnableIPv4 false). The underlay is dual-stack
+// (2001:db8::i on each eth0): the PublicIPv6 each agent publishes (given, or
+// found on eth0 as flanneld does) is what the other sends its IPv6 pods to,
+// which the agents' counters show. Clusters destroyed in after().
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -20,10 +23,21 @@ import { etcdctl, PREFIX, startEtcdAgent, startUnderlayEtcd } from '../support/e
 import { kubeletNode } from '../support/kube-standin-kit.js';
 import { StandInProcess, startKubeAgent } from '../support/kube-nodes.js';
 import { requireTools } from '../support/required-tool.js';
+import { readAgentStats } from '../support/agent-stats.js';
+import type { CapturedChild } from '../../src/testbed/exec.js';
 
 const P = 'flannel.alpha.coreos.com';
 /** The testbed's own IPv6 network and subnets (fd00:10:244:i::/64), which the pods already have. */
 const IPV6_NETWORK = 'fd00:10:244::/48';
+
+/** Each agent sent its IPv6 pods' packets over the IPv6 underlay, to the PublicIPv6 it learnt from the source. */
+async function assertOverIpv6Underlay(agents: CapturedChild[]): Promise<void> {
+  for (const [i, agent] of agents.entries()) {
+    const s = await readAgentStats(agent);
+    assert.ok((s.totals.UnderlayIpv6SentPackets ?? 0) >= 3, `agent ${i + 1} sent ${s.totals.UnderlayIpv6SentPackets} datagrams over IPv6`);
+    assert.ok((s.totals.UnderlayIpv6ReceivedPackets ?? 0) >= 3, `agent ${i + 1} received ${s.totals.UnderlayIpv6ReceivedPackets} over IPv6`);
+  }
+}
 
 async function pingBothWays(cluster: Cluster, ipv4 = true): Promise<void> {
   const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
@@ -39,7 +53,7 @@ async function pingBothWays(cluster: Cluster, ipv4 = true): Promise<void> {
 /** A dual-stack (or IPv6-only) testbed with its leases-file agents stopped (the pods, cni0 and subnet.env stay). */
 async function dualStackWithoutAgents(ipFamilies: 'dual-stack' | 'ipv6-only' = 'dual-stack'): Promise<Cluster> {
   requireTools('ping');
-  const cluster = await createCluster({ nodes: 2, dataplane: 'agent', ipFamilies });
+  const cluster = await createCluster({ nodes: 2, dataplane: 'agent', ipFamilies, underlay: 'dual-stack' });
   try {
     for (const i of [1, 2]) await cluster.stopAgent(i);
   } catch (err) {
@@ -75,6 +89,7 @@ etcdMode('agents lease both families from etcd ("10.244.i.0-24&fd00:10:244:i::-6
     const key = `10.244.${i}.0-24&fd00:10:244:${i}::-64`;
     assert.ok(key in stored, `flannel's dual-stack key ${key} in ${JSON.stringify(stored)}`);
     assert.is(stored[key].PublicIP, etcdCluster.node(i).underlayIp);
+    assert.is(stored[key].PublicIPv6, `2001:db8::${i}`, 'no --public-ipv6: eth0\'s global IPv6 address, as flanneld takes it');
     assert.is(stored[key].BackendType, 'udp');
     assert.match(readFileSync(etcdCluster.node(i).subnetFile, 'utf8'), new RegExp(`FLANNEL_IPV6_NETWORK=fd00:10:244::/48\nFLANNEL_IPV6_SUBNET=fd00:10:244:${i}::1/64\n`));
   }
@@ -82,6 +97,7 @@ etcdMode('agents lease both families from etcd ("10.244.i.0-24&fd00:10:244:i::-6
   await waitForLine(agents[0], /lease added: 10\.244\.2\.0-24&fd00:10:244:2::-64/, 5000);
   await waitForLine(agents[1], /lease added: 10\.244\.1\.0-24&fd00:10:244:1::-64/, 5000);
   await pingBothWays(etcdCluster);
+  await assertOverIpv6Underlay(agents);
 });
 
 const kubeMode = suite('dual-stack through the kube source (API-server stand-in)');
@@ -106,7 +122,7 @@ kubeMode('agents take both podCIDRs, publish public-ipv6 beside public-ip, learn
   const kubeconfig = api.kubeconfig('flannel-udp');
   const agents = [];
   for (const i of [1, 2]) {
-    // --public-ipv6: the node's IPv6 underlay address to announce (here a documentation address: the underlay stays IPv4).
+    // --public-ipv6: the node's IPv6 underlay address to announce (eth0's 2001:db8::i).
     agents.push(await startKubeAgent(kubeCluster, i, { kubeconfig, netConf, env: { NODE_NAME: `node-${i}` }, extraArgs: ['--public-ipv6', `2001:db8::${i}`] }));
   }
   for (const i of [1, 2]) {
@@ -120,6 +136,7 @@ kubeMode('agents take both podCIDRs, publish public-ipv6 beside public-ip, learn
   await waitForLine(agents[0], /lease added: 10\.244\.2\.0-24&fd00:10:244:2::-64/, 5000);
   await waitForLine(agents[1], /lease added: 10\.244\.1\.0-24&fd00:10:244:1::-64/, 5000);
   await pingBothWays(kubeCluster);
+  await assertOverIpv6Underlay(agents);
 });
 
 const etcdV6Only = suite('IPv6-only through the etcd source');
@@ -153,6 +170,7 @@ etcdV6Only('EnableIPv4 false: keys "0.0.0.0-0&fd00:10:244:i::-64", subnet.env wi
   await waitForLine(agents[0], /lease added: 0\.0\.0\.0-0&fd00:10:244:2::-64/, 5000);
   await waitForLine(agents[1], /lease added: 0\.0\.0\.0-0&fd00:10:244:1::-64/, 5000);
   await pingBothWays(v6Cluster, false);
+  await assertOverIpv6Underlay(agents);
 });
 
 const kubeV6Only = suite('IPv6-only through the kube source');
@@ -187,6 +205,7 @@ kubeV6Only('EnableIPv4 false: nodes with only an IPv6 podCIDR, subnet.env withou
   await waitForLine(agents[0], /lease added: 0\.0\.0\.0-0&fd00:10:244:2::-64/, 5000);
   await waitForLine(agents[1], /lease added: 0\.0\.0\.0-0&fd00:10:244:1::-64/, 5000);
   await pingBothWays(kubeV6Cluster, false);
+  await assertOverIpv6Underlay(agents);
 });
 
 etcdMode.run();

@@ -50,6 +50,9 @@ export interface HarnessOptions {
   pathMtu?: number;
   /** Dual-stack: this node's IPv6 subnet, e.g. fd00:10:244:1::/64. */
   ipv6Subnet?: string;
+  /** The IPv6 underlay: this many more senders (the last ones), and its path MTU. */
+  senders6?: number;
+  pathMtu6?: number;
 }
 
 export class Harness {
@@ -82,7 +85,8 @@ export class Harness {
       maxWritePackets: this.memory.maxDatagrams,
       counters: this.counters,
     });
-    this.bind = new MemoryBind(this.memory.pool, this.memory.receiveSlots, opts.senders ?? 1, opts.gso ?? vnet);
+    const senders6 = opts.senders6 ?? 0;
+    this.bind = new MemoryBind(this.memory.pool, this.memory.receiveSlots, (opts.senders ?? 1) + senders6, opts.gso ?? vnet, senders6);
     const cfg: ForwarderConfig = {
       workerIndex: 0,
       leases: this.snapshot(opts.leases ?? DEFAULT_LEASES),
@@ -95,6 +99,7 @@ export class Harness {
       peerPort: PORT,
       mtu: opts.mtu ?? MTU,
       pathMtu: opts.pathMtu ?? PATH_MTU,
+      ...(opts.pathMtu6 !== undefined ? { pathMtu6: opts.pathMtu6 } : {}),
       ownNetwork: ip('10.244.1.0'),
       ownMask: 0xffffff00,
       ...(opts.ipv6Subnet !== undefined ? { ownNetwork6: parseCidr6(opts.ipv6Subnet).network, ownPrefix6: parseCidr6(opts.ipv6Subnet).prefixLength } : {}),

@@ -115,7 +115,12 @@ test('IPv6-only leases: their zero IPv4 half is not checked, they need a node wi
   const noV4Underlay = parseLeaseAttrs('0.0.0.0-0&fd00:10:244:5::-64', { PublicIPv6: 'fd00:192::5', BackendType: 'udp' });
   const r = checkLeases([noV4Underlay], ctx6).rejected[0];
   assert.is(r.reason, 'public-ip-unspecified');
-  assert.match(r.detail, /IPv6 underlay is not supported yet/);
+  assert.match(r.detail, /this node has no public IPv6/);
+  // A node on the IPv6 underlay reaches it by its PublicIPv6 alone; without PublicIPv6 it stays unreachable.
+  assert.equal(checkLeases([noV4Underlay], { ...ctx6, ipv6Underlay: true }).accepted, [noV4Underlay]);
+  // One whose PublicIP is a bad address is still checked as such.
+  const badV4 = parseLeaseAttrs('0.0.0.0-0&fd00:10:244:6::-64', { PublicIP: '127.0.0.1', PublicIPv6: 'fd00:192::6', BackendType: 'udp' });
+  assert.equal(checkLeases([badV4], { ...ctx6, ipv6Underlay: true }).rejected.map((x) => x.reason), ['public-ip-loopback']);
   // This node IPv6-only: IPv4 halves (even one that would overlap 0.0.0.0/0) are not looked at.
   const v6node = { ...ctx6, network: makeCidr(0, 0), ownSubnet: makeCidr(0, 0), ipv6Only: true };
   const dualPeer = lease6('10.244.2.0-24&fd00:10:244:2::-64', '192.0.2.2');
