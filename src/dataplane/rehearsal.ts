@@ -16,10 +16,12 @@
 // takes. It shares the worker's packet memory (the real devices start after
 // it), so it costs no memory beyond its few sockets.
 //
-// A dual-stack worker (UDP mode, an IPv6 subnet in its config) rehearses IPv6
-// too: ICMPv6, TCP and UDP over IPv6 each way, interleaved with the IPv4
-// packets, so its IPv6 branches (forwardPacket6, receive6, the IPv6 lease
-// lookup) are warm as well. The IPv4 rehearsal has no expired or unleased
+// A dual-stack worker (an IPv6 subnet in its config) rehearses IPv6 too:
+// ICMPv6, TCP and UDP over IPv6 each way, interleaved with the IPv4 packets,
+// so its IPv6 branches (forwardPacket6, receive6, the IPv6 lease lookup) are
+// warm as well; in VXLAN mode the peers' datagrams carry them in Ethernet
+// frames of ethertype 0x86dd to the peers' IPv6 VTEP MACs, as flannel-v6.1
+// sends them, so the encapsulation's IPv6 branches are warm too. The IPv4 rehearsal has no expired or unleased
 // packets (every packet must come out: drops are reported as a partial
 // rehearsal), so neither has the IPv6 one.
 import { MessageChannel } from 'node:worker_threads';
@@ -45,7 +47,7 @@ import { buildIPv4Header, IP_PROTOCOL_TCP, IP_PROTOCOL_UDP, IPV4_DEFAULT_TTL, IP
 import { internetChecksum, pseudoHeaderSum } from '../encap/checksum.js';
 import { write16, write32 } from '../encap/bytes.js';
 import { VIRTIO_NET_HDR_LEN } from '../encap/virtio-net-header.js';
-import { VXLAN_FLAG_VNI, VXLAN_HEADER, VXLAN_HEADROOM, ETHERTYPE_IPV4, formatMac } from '../encap/vxlan.js';
+import { VXLAN_FLAG_VNI, VXLAN_HEADER, VXLAN_HEADROOM, ETHERTYPE_IPV4, ETHERTYPE_IPV6, formatMac } from '../encap/vxlan.js';
 
 export interface RehearsalOptions extends DeviceOptions {
   vni: number;
@@ -58,7 +60,7 @@ export interface RehearsalOptions extends DeviceOptions {
   udpChecksum: boolean;
   /** Loop turns; each moves a few packets each way. */
   turns?: number;
-  /** Dual-stack: the worker's IPv6 subnet (its prefix length here); present, the rehearsal sends IPv6 as well (UDP mode). */
+  /** Dual-stack: the worker's IPv6 subnet (its prefix length here); present, the rehearsal sends IPv6 as well (both modes). */
   ownPrefix6?: number;
 }
 
@@ -87,6 +89,8 @@ const OWN_POD = OWN_SUBNET + 5;
 /** Peer nodes, each on its own loopback address with its own subnet (pickPeers). */
 const PEERS = 16;
 const peerMac = (k: number) => new Uint8Array([0x02, 0x52, 0x45, 0x48, 0x52, k]);
+/** A peer's IPv6 VTEP MAC (BackendV6Data): not its IPv4 one, as flanneld's two devices have two MACs. */
+const peerMac6 = (k: number) => new Uint8Array([0x02, 0x52, 0x45, 0x48, 0x36, k]);
 // IPv6 pod subnets, ULA (fd00::/8) with a made-up global id: they never leave the socketpair and loopback either.
 const OWN_SUBNET6 = Uint8Array.of(0xfd, 0x52, 0x45, 0x48, 0x52, 0x53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 const subnet6 = (c: number): Uint8Array => {
@@ -107,7 +111,8 @@ interface Peer {
   subnet: number;
   pod: number;
   mac: Uint8Array;
-  /** Dual-stack: the peer's IPv6 subnet (/64) and a pod in it. */
+  /** Dual-stack: the peer's IPv6 VTEP MAC, IPv6 subnet (/64) and a pod in it. */
+  mac6: Uint8Array;
   subnet6: Cidr6;
   pod6: Uint8Array;
 }
@@ -130,11 +135,15 @@ function pickPeers(ownMac: Uint8Array, dualStack: boolean): { peers: Peer[]; lea
       subnet: subnet(subnetChoice[k]),
       pod: subnet(subnetChoice[k]) + 7,
       mac: peerMac(k),
+      mac6: peerMac6(k),
       subnet6: makeCidr6(subnet6(subnetChoice[k] + 1), 64),
       pod6: pod6(subnet6(subnetChoice[k] + 1), 7),
     }));
     const own6 = dualStack ? makeCidr6(OWN_SUBNET6, 64) : undefined;
-    const leases = [lease(OWN_SUBNET, LOOPBACK, ownMac, own6), ...peers.map((p) => lease(p.subnet, p.address, p.mac, dualStack ? p.subnet6 : undefined))];
+    const leases = [
+      lease(OWN_SUBNET, LOOPBACK, ownMac, ownMac, own6),
+      ...peers.map((p) => lease(p.subnet, p.address, p.mac, p.mac6, dualStack ? p.subnet6 : undefined)),
+    ];
     return { peers, leases, displaced: new LeaseTable(buildLeaseTableSnapshot(leases, 0)).displaced() };
   };
   let built = build();
@@ -177,8 +186,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       vxlan: opts.backend === 'vxlan' ? { sourcePorts: opts.sendSockets, udpChecksum: opts.udpChecksum } : undefined,
     });
     opened.push(() => closeWorkerSockets(agent));
-    // IPv6 in VXLAN mode is not rehearsed (this version carries IPv6 in UDP mode only).
-    const dualStack = opts.ownPrefix6 !== undefined && opts.ownPrefix6 >= 0 && opts.backend === 'udp';
+    const dualStack = opts.ownPrefix6 !== undefined && opts.ownPrefix6 >= 0;
     const { peers: peerNodes, leases } = pickPeers(opts.vtepMac, dualStack);
     // Every peer listens on the same port, as flannel's nodes do.
     const peers = [];
@@ -274,11 +282,12 @@ function drops(counters: Float64Array): number {
   return n;
 }
 
-function lease(network: number, publicIp: number, mac: Uint8Array, ipv6Subnet?: Cidr6): Lease {
+function lease(network: number, publicIp: number, mac: Uint8Array, mac6: Uint8Array, ipv6Subnet?: Cidr6): Lease {
   const subnet = makeCidr(network, 24);
   const backendData = { VNI: 1, VtepMAC: formatMac(mac) };
   if (ipv6Subnet === undefined) return { subnet, publicIp, backendType: 'rehearsal', backendData, key: formatSubnetKey(subnet) };
-  return { subnet, publicIp, backendType: 'rehearsal', backendData, ipv6Subnet, key: formatSubnetKey(subnet, ipv6Subnet) };
+  const backendV6Data = { VNI: 1, VtepMAC: formatMac(mac6) };
+  return { subnet, publicIp, backendType: 'rehearsal', backendData, ipv6Subnet, backendV6Data, key: formatSubnetKey(subnet, ipv6Subnet) };
 }
 
 function portOf(fd: number): number {
@@ -338,7 +347,7 @@ class Driver {
         bytes.fill(0, at, at + vnet);
         this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD, peer.pod, i) });
         const dat = this.pool.packetOffsets[slot++];
-        if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac);
+        if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac, ETHERTYPE_IPV4);
         this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod, OWN_POD, i), peer: k });
       });
       shapes6.forEach((shape, i) => {
@@ -346,7 +355,8 @@ class Driver {
         bytes.fill(0, at, at + vnet);
         this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD6, peer.pod6, i) });
         const dat = this.pool.packetOffsets[slot++];
-        this.datagrams.push({ offset: dat, length: shape(bytes, dat, peer.pod6, OWN_POD6, i), peer: k });
+        if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac6, ETHERTYPE_IPV6);
+        this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod6, OWN_POD6, i), peer: k });
       });
     });
     this.bind = new KernelBind({
@@ -437,8 +447,8 @@ function buildTransport6(b: Uint8Array, at: number, src: Uint8Array, dst: Uint8A
   return IPV6_HEADER + l4Length;
 }
 
-/** What a peer VTEP puts in front of the inner packet: VXLAN header, then Ethernet to our VTEP MAC. */
-function writeVxlanHeaders(b: Uint8Array, at: number, vni: number, ourMac: Uint8Array, theirMac: Uint8Array): void {
+/** What a peer VTEP puts in front of the inner packet: VXLAN header, then Ethernet to our VTEP MAC (one for both families). */
+function writeVxlanHeaders(b: Uint8Array, at: number, vni: number, ourMac: Uint8Array, theirMac: Uint8Array, ethertype: number): void {
   b.fill(0, at, at + VXLAN_HEADER);
   b[at] = VXLAN_FLAG_VNI;
   b[at + 4] = vni >>> 16;
@@ -447,6 +457,6 @@ function writeVxlanHeaders(b: Uint8Array, at: number, vni: number, ourMac: Uint8
   const eth = at + VXLAN_HEADER;
   b.set(ourMac, eth);
   b.set(theirMac, eth + 6);
-  b[eth + 12] = ETHERTYPE_IPV4 >>> 8;
-  b[eth + 13] = ETHERTYPE_IPV4 & 0xff;
+  b[eth + 12] = ethertype >>> 8;
+  b[eth + 13] = ethertype & 0xff;
 }
