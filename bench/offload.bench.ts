@@ -1,7 +1,7 @@
 // Microbenchmarks for the TUN offload path (src/encap/segmentation.ts,
 // coalescing.ts, virtio-net-header.ts): splitting a 64 KB-class TSO
-// super-packet into MSS 1420 segments, coalescing 45 such segments back,
-// coalescing 64 small UDP datagrams (iperf3 -u -l 64) into one USO write, and
+// super-packet into MSS 1420 segments, coalescing 45 such segments back
+// (over IPv4, and the same TCP segments over IPv6), coalescing 64 small UDP datagrams (iperf3 -u -l 64) into one USO write, and
 // finishing a partial checksum on a 1500-byte packet.
 //
 // As in checksum.bench.ts each task runs a batch of calls and reports the
@@ -18,6 +18,7 @@ import { onesComplementSum, pseudoHeaderSum } from '../src/encap/checksum.js';
 import { allocateChecksumMemory } from '../src/encap/checksum-wasm.js';
 import { COALESCE_MAX_WRITE_HEADER, CoalesceBatch } from '../src/encap/coalescing.js';
 import { IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../src/encap/ipv4.js';
+import { buildIPv6Header, ipv6PseudoHeaderSum, IPV6_HEADER } from '../src/encap/ipv6.js';
 import { SegmentList, TCP_FLAG_ACK, TCP_FLAG_PSH, splitSuperPacket } from '../src/encap/segmentation.js';
 import {
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -52,6 +53,9 @@ const UDP_RECEIVED = 210_003;
 const UDP_DATAGRAMS = 64;
 const UDP_PAYLOAD = 64;
 const UDP_LENGTH = IP_HEADER + 8 + UDP_PAYLOAD;
+const RECEIVED6 = 400_005;
+const SRC6 = Uint8Array.of(0xfd, 0, 0, 0x10, 2, 0x44, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5);
+const DST6 = Uint8Array.of(0xfd, 0, 0, 0x10, 2, 0x44, 0, 9, 0, 0, 0, 0, 0, 0, 0, 9);
 
 function write16(at: number, v: number): void {
   buf[at] = v >>> 8;
@@ -120,6 +124,23 @@ function coalesceAll(b: CoalesceBatch): number {
 }
 if (coalesceAll(batch) !== 1 || coalesceAll(verifyingBatch) !== 1) throw new Error('coalescing failed');
 
+// The same TCP segments behind an IPv6 header, their checksums redone over IPv6's pseudo-header.
+const TCP6_LENGTH = TCP_HEADER + MSS;
+for (let i = 0; i < SEGMENTS; i++) {
+  const at = RECEIVED6 + i * SLOT;
+  buildIPv6Header(buf, at, TCP6_LENGTH, IP_PROTOCOL_TCP, 63, SRC6, 0, DST6, 0);
+  const tcp = at + IPV6_HEADER;
+  buf.copyWithin(tcp, RECEIVED + i * SLOT + IP_HEADER, RECEIVED + i * SLOT + HEADERS + MSS);
+  write16(tcp + 16, 0);
+  write16(tcp + 16, ~onesComplementSum(buf, tcp, TCP6_LENGTH, ipv6PseudoHeaderSum(buf, at, IP_PROTOCOL_TCP, TCP6_LENGTH)) & 0xffff);
+}
+function coalesceAll6(b: CoalesceBatch): number {
+  b.reset();
+  for (let i = 0; i < SEGMENTS; i++) b.add(buf, RECEIVED6 + i * SLOT, IPV6_HEADER + TCP6_LENGTH);
+  return b.finish(buf, COALESCE_ARENA, COALESCE_MAX_WRITE_HEADER + 6);
+}
+if (coalesceAll6(batch) !== 1 || coalesceAll6(verifyingBatch) !== 1) throw new Error('IPv6 coalescing failed');
+
 // The UDP receive side: 64 datagrams of one flow, 64 B of payload each, full
 // checksums and consecutive ids, one per slot.
 for (let i = 0; i < UDP_DATAGRAMS; i++) {
@@ -167,6 +188,8 @@ const SPLIT = `splitSuperPacket ${SUPER_LENGTH} B → ${SEGMENTS} x ${MSS}`;
 const CHECKSUM_ONLY = `onesComplementSum over the ${PAYLOAD} B payload (floor)`;
 const COALESCE = `CoalesceBatch ${SEGMENTS} x ${MSS} → 1 write`;
 const COALESCE_VERIFY = `${COALESCE}, verifyChecksums`;
+const COALESCE6 = `CoalesceBatch ${SEGMENTS} x ${MSS} TCPv6 → 1 write`;
+const COALESCE6_VERIFY = `${COALESCE6}, verifyChecksums`;
 const COALESCE_UDP = `CoalesceBatch ${UDP_DATAGRAMS} x ${UDP_PAYLOAD} B UDP → 1 USO write`;
 const COALESCE_UDP_VERIFY = `${COALESCE_UDP}, verifyChecksums`;
 const COMPLETE = `completePartialChecksum ${MTU_PACKET} B`;
@@ -192,6 +215,16 @@ bench
   .add(COALESCE_VERIFY, () => {
     const start = bench.now();
     for (let i = 0; i < 50; i++) sink += coalesceAll(verifyingBatch);
+    return perCall(bench.now() - start, 50);
+  })
+  .add(COALESCE6, () => {
+    const start = bench.now();
+    for (let i = 0; i < 200; i++) sink += coalesceAll6(batch);
+    return perCall(bench.now() - start, 200);
+  })
+  .add(COALESCE6_VERIFY, () => {
+    const start = bench.now();
+    for (let i = 0; i < 50; i++) sink += coalesceAll6(verifyingBatch);
     return perCall(bench.now() - start, 50);
   })
   .add(COALESCE_UDP, () => {
@@ -231,6 +264,9 @@ console.log(`split:     ${split.toFixed(0)} ns per super-packet, ${(split / PAYL
 console.log(`           of which the payload checksum alone ≈ ${floor.toFixed(0)} ns (${(floor / PAYLOAD).toFixed(3)} ns/B)`);
 console.log(`coalesce:  ${coalesce.toFixed(0)} ns per ${SEGMENTS} segments, ${(coalesce / SEGMENTS).toFixed(0)} ns per segment, ${(coalesce / PAYLOAD).toFixed(3)} ns/B`);
 console.log(`  verify:  ${coalesceVerify.toFixed(0)} ns per ${SEGMENTS} segments, ${(coalesceVerify / SEGMENTS).toFixed(0)} ns per segment`);
+const coalesce6 = meanNs(COALESCE6);
+console.log(`tcpv6:     ${coalesce6.toFixed(0)} ns per ${SEGMENTS} segments, ${(coalesce6 / SEGMENTS).toFixed(0)} ns per segment`);
+console.log(`  verify:  ${meanNs(COALESCE6_VERIFY).toFixed(0)} ns per ${SEGMENTS} segments`);
 const coalesceUdpNs = meanNs(COALESCE_UDP);
 const coalesceUdpVerifyNs = meanNs(COALESCE_UDP_VERIFY);
 console.log(`udp:       ${coalesceUdpNs.toFixed(0)} ns per ${UDP_DATAGRAMS} datagrams, ${(coalesceUdpNs / UDP_DATAGRAMS).toFixed(1)} ns per datagram`);

@@ -26,6 +26,7 @@ import {
 } from '../../src/encap/virtio-net-header.js';
 
 import { read16, read32 } from '../../src/encap/bytes.js';
+import { buildIPv6Header, IPV6_HEADER } from '../../src/encap/ipv6.js';
 import { SRC, DST, TIMESTAMPS, ROUTER_ALERT, pattern, writePacket, type PacketSpec } from '../support/packet-fixtures.js';
 
 // The shared pool: received packets from PACKETS on, one per SLOT bytes; the
@@ -594,6 +595,36 @@ test('UDP round trip: split then coalesce gives back the USO super-packet', () =
   assert.equal(bytes.subarray(0, 10), originalVnet, 'virtio_net_hdr');
   assert.equal(bytes.subarray(10, 38), original.subarray(0, 28), 'headers, partial checksum included');
   assert.equal(bytes.subarray(38), payload, 'payload');
+});
+
+// An IPv6 flow whose folded addresses (each address's four words XORed) and
+// ports equal an IPv4 flow's: the two used to share one flow-table bucket, and
+// interleaved they kept closing each other's group (4 writes). With IPv6
+// keyed by a protocol of its own, each flow merges (2 writes).
+test('an IPv6 flow whose address folds equal an IPv4 flow\'s: both still merge, each on its own', () => {
+  const batch = new CoalesceBatch(8, 8);
+  const v4 = flowSegments(2, 100);
+  const offsets: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    const off4 = PACKETS + (2 * i) * SLOT;
+    const length4 = writePacket(pool, off4, v4[i]);
+    const off6 = PACKETS + (2 * i + 1) * SLOT;
+    const src6 = new Uint8Array(16);
+    const dst6 = new Uint8Array(16);
+    new DataView(src6.buffer).setUint32(0, SRC);
+    new DataView(dst6.buffer).setUint32(0, DST);
+    const tcpLength = length4 - 20;
+    buildIPv6Header(pool, off6, tcpLength, IP_PROTOCOL_TCP, 64, src6, 0, dst6, 0);
+    pool.copyWithin(off6 + IPV6_HEADER, off4 + 20, off4 + length4);
+    batch.add(pool, off4, length4);
+    batch.add(pool, off6, IPV6_HEADER + tcpLength);
+    offsets.push(off4, off6);
+  }
+  assert.is(batch.finish(pool, ARENA, STRIDE), 2);
+  assert.equal(grouping(batch, offsets), [
+    [0, 2],
+    [1, 3],
+  ]);
 });
 
 test.run();

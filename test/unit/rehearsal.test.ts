@@ -22,7 +22,7 @@ const TURBOFANNED = 1 << 6;
 const tier = (s: number) => ((s & TURBOFANNED) !== 0 ? 'TurboFan' : (s & MAGLEVVED) !== 0 ? 'Maglev' : (s & OPTIMIZED) !== 0 ? 'optimised' : 'not optimised');
 
 // The child's last step in both shapes: V8's status of each step of the
-// forwarding path (needs Forwarder, WorkerLoop, KernelTun, KernelBind imported).
+// forwarding path (needs Forwarder, WorkerLoop, KernelTun, KernelBind, LeaseTable imported).
 const PATH_STATUS = `
 const fns = {
   'WorkerLoop.run': WorkerLoop.prototype.run,
@@ -35,6 +35,7 @@ if (DUAL_STACK) {
   // The IPv6 branches are functions of their own: a dual-stack rehearsal must leave them optimised too.
   fns['Forwarder.forwardPacket6'] = Forwarder.prototype.forwardPacket6;
   fns['Forwarder.receive6'] = Forwarder.prototype.receive6;
+  fns['LeaseTable.lookup6'] = LeaseTable.prototype.lookup6;
 }
 const status = Object.fromEntries(Object.entries(fns).map(([name, f]) => [name, %GetOptimizationStatus(f)]));`;
 
@@ -47,6 +48,7 @@ import { Forwarder } from ${src('dataplane/forwarder.js')};
 import { WorkerLoop } from ${src('dataplane/worker-loop.js')};
 import { KernelTun } from ${src('dataplane/kernel-tun.js')};
 import { KernelBind } from ${src('dataplane/kernel-bind.js')};
+import { LeaseTable } from ${src('control/lease-table.js')};
 const memory = new WorkerMemory(64, ${vnet}, 1472);
 const result = ${rehearse}
   ? rehearse({ backend: '${backend}', batchSize: 64, vnetHeader: ${vnet}, udpGro: ${vnet}, tunUso: ${vnet}, udpGso: ${vnet},
@@ -131,37 +133,48 @@ for (const backend of ['udp', 'vxlan'] as const) {
   }
 }
 
-for (const vnet of [false, true]) {
-  test(`dual-stack udp mode, offloads ${vnet ? 'on' : 'off'}: IPv6 packets are rehearsed too, every one forwarded, and the IPv6 branches are left optimised`, async () => {
-    const { result, status } = await run('udp', vnet, true, true);
+for (const [backend, vnet] of [['udp', false], ['udp', true], ['vxlan', false], ['vxlan', true]] as const) {
+  test(`dual-stack ${backend} mode, offloads ${vnet ? 'on' : 'off'}: IPv6 packets are rehearsed too, every one forwarded, and the IPv6 branches are left optimised`, async () => {
+    const { result, status } = await run(backend, vnet, true, true);
     assert.ok(result);
     assert.ok(result.outboundSent > 1000, `${result.outboundSent} packets out`);
     assert.is(result.outboundForwarded, result.outboundSent);
     assert.is(result.inboundForwarded, result.inboundSent);
     assert.is(result.drops, 0);
+    assert.ok(result.unleasedSent > 0, 'the kernel\'s MLD report is rehearsed');
+    assert.is(result.noLeaseDrops, result.unleasedSent, 'each one a no-lease drop, nothing else dropped');
     assert.ok('Forwarder.forwardPacket6' in status && 'Forwarder.receive6' in status);
     assert.equal(optimised(status), Object.keys(status), tiers(status));
   });
 }
 
-test('control: an IPv4-only rehearsal leaves the IPv6 branches cold (so the check above can fail)', async () => {
-  const { status } = await run('udp', false, true, false, true);
-  assert.equal(
-    Object.keys(status).filter((name) => name.endsWith('6') && (status[name] & OPTIMIZED) !== 0),
-    [],
-    tiers(status),
-  );
-  assert.ok(optimised(status).includes('Forwarder.forwardOutbound'), 'the IPv4 path is warm');
-});
+for (const backend of ['udp', 'vxlan'] as const) {
+  test(`control, ${backend} mode: an IPv4-only rehearsal leaves the IPv6 branches cold (so the check above can fail)`, async () => {
+    const { status } = await run(backend, false, true, false, true);
+    assert.equal(
+      Object.keys(status).filter((name) => name.endsWith('6') && (status[name] & OPTIMIZED) !== 0),
+      [],
+      tiers(status),
+    );
+    assert.ok(optimised(status).includes('Forwarder.forwardOutbound'), 'the IPv4 path is warm');
+  });
+}
 
 // The agent's own construction (worker-build.ts) on a structured clone of its
 // WorkerData, as a worker thread receives it, then a few real packets each way
 // through the loop: the code the rehearsal left optimised must stay optimised
 // (a config or device options of another shape than the rehearsal's used to
 // throw it away on the first packet: V8's "wrong map" deoptimisation).
-function agentChild(backend: 'udp' | 'vxlan', vnet: boolean): string {
+//
+// Dual-stack, the first packet is the MLDv2 report the kernel sends into the
+// TUN at every start (no lease covers it: it took branches a rehearsal of
+// leased packets never ran, and threw forwardPacket6's and lookup6's
+// optimised code away), then an ICMPv6 echo each way follows every IPv4
+// packet: in VXLAN mode its frame (ethertype 0x86dd, the peer's IPv6 VTEP MAC)
+// takes branches of the encapsulation that an IPv4-only rehearsal never ran.
+function agentChild(backend: 'udp' | 'vxlan', vnet: boolean, dualStack = false): string {
   return `
-const DUAL_STACK = false;
+const DUAL_STACK = ${dualStack};
 import { MessageChannel } from 'node:worker_threads';
 import * as libc from ${src('dataplane/libc.js')};
 import { buildWorker } from ${src('dataplane/worker-build.js')};
@@ -172,8 +185,12 @@ import { KernelBind } from ${src('dataplane/kernel-bind.js')};
 import { WorkerMemory } from ${src('dataplane/worker-memory.js')};
 import { SendBatch } from ${src('dataplane/batches.js')};
 import { openWorkerSockets } from ${src('dataplane/worker-sockets.js')};
-import { allocateStats, workerCounters, Counter } from ${src('dataplane/worker-stats.js')};
-import { buildLeaseTableSnapshot } from ${src('control/lease-table.js')};
+import { allocateStats, workerCounters, Counter, DROPS_BASE } from ${src('dataplane/worker-stats.js')};
+import { DropReason } from ${src('encap/drop-reasons.js')};
+import { buildLeaseTableSnapshot, LeaseTable } from ${src('control/lease-table.js')};
+import { buildKernelMldReport } from ${src('dataplane/rehearsal.js')};
+import { makeCidr6, parseIPv6 } from ${src('control/ipv6-address.js')};
+import { buildIcmpv6Echo, ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY } from ${src('encap/icmpv6.js')};
 import { packet, plainFrame, leaseOf, ip } from ${JSON.stringify(new URL('../support/forwarder-harness.js', import.meta.url).href)};
 const VXLAN = ${backend === 'vxlan'};
 const LOOPBACK = 0x7f000001;
@@ -181,7 +198,12 @@ const [tunFd, testFd] = libc.socketpair(libc.AF_UNIX, libc.SOCK_DGRAM | libc.SOC
 const agent = openWorkerSockets({ bindAddress: LOOPBACK, port: 0, socketBufferBytes: 1 << 20, offload: ${vnet}, vxlan: VXLAN ? { sourcePorts: 4, udpChecksum: true } : undefined });
 const peer = openWorkerSockets({ bindAddress: LOOPBACK, port: 0, socketBufferBytes: 1 << 20, offload: false });
 const peerMac = '02:00:00:00:00:02';
+const peerMac6 = '02:00:00:00:06:02';
 const leases = [leaseOf('10.244.1.0/24', '127.0.0.9'), leaseOf('10.244.2.0/24', '127.0.0.1', { VNI: 1, VtepMAC: peerMac })];
+if (DUAL_STACK) {
+  leases[0] = { ...leases[0], ipv6Subnet: makeCidr6(parseIPv6('fd00:10:244:1::'), 64), backendV6Data: { VNI: 1, VtepMAC: '02:00:00:00:00:01' } };
+  leases[1] = { ...leases[1], ipv6Subnet: makeCidr6(parseIPv6('fd00:10:244:2::'), 64), backendV6Data: { VNI: 1, VtepMAC: peerMac6 } };
+}
 const channel = new MessageChannel();
 const vtepMac = new Uint8Array([2, 0, 0, 0, 0, 1]);
 const data = structuredClone({
@@ -191,6 +213,7 @@ const data = structuredClone({
   capture: undefined, trace: undefined, peerPort: peer.sendPorts[0], batchSize: 64, mtu: 1422, pathMtu: 1422,
   vnetHeader: ${vnet}, udpGro: agent.udpGro, udpGso: agent.udpGso, tunUso: ${vnet}, busyPollUs: 0, rehearsal: true,
   offload: ${vnet}, udpChecksum: true, ownNetwork: ip('10.244.1.0'), ownMask: 0xffffff00,
+  ...(DUAL_STACK ? { ownNetwork6: parseIPv6('fd00:10:244:1::'), ownPrefix6: 64 } : {}),
 }, { transfer: [channel.port2] });
 const { loop, rehearsal } = buildWorker(data, () => {});
 const counters = workerCounters(data.stats, 0);
@@ -210,12 +233,38 @@ if (VXLAN) {
   dmem.pool.bytes.set([2, 0, 0, 0, 0, 2, 8, 0], d + 14);
 }
 dmem.pool.bytes.set(inner, d + vx);
+// IPv6: an echo request out from our pod, a reply in from the peer's pod.
+const vn = ${vnet} ? 10 : 0;
+const pod6 = parseIPv6('fd00:10:244:1::5');
+const peerPod6 = parseIPv6('fd00:10:244:2::7');
+const f6 = dmem.readSlots[2];
+dmem.pool.bytes.fill(0, f6, f6 + vn);
+const frame6Length = vn + buildIcmpv6Echo(dmem.pool.bytes, f6 + vn, pod6, peerPod6, ICMPV6_ECHO_REQUEST, 7, 1, 56);
+const d6 = dmem.readSlots[3];
+if (VXLAN) {
+  dmem.pool.bytes.set([8, 0, 0, 0, 0, 0, 1, 0], d6);
+  dmem.pool.bytes.set(vtepMac, d6 + 8);
+  dmem.pool.bytes.set([2, 0, 0, 0, 6, 2, 0x86, 0xdd], d6 + 14);
+}
+const datagram6Length = vx + buildIcmpv6Echo(dmem.pool.bytes, d6 + vx, peerPod6, pod6, ICMPV6_ECHO_REPLY, 7, 1, 56);
 const batch = new SendBatch(1, 1);
 const scratch = new libc.NativeMemory(70000);
+if (DUAL_STACK) {
+  const m = dmem.readSlots[4];
+  dmem.pool.bytes.fill(0, m, m + vn);
+  libc.write(testFd, dmem.pool.memory.address + m, vn + buildKernelMldReport(dmem.pool.bytes, m + vn));
+  loop.run(1);
+}
+const agentPort = agent.sendPorts.length && !VXLAN ? agent.sendPorts[0] : portOf(agent.udpFd);
 for (let i = 0; i < 5; i++) {
   libc.write(testFd, dmem.pool.memory.address + dmem.readSlots[0], frame.length);
-  batch.reset(); batch.begin(LOOPBACK, agent.sendPorts.length && !VXLAN ? agent.sendPorts[0] : portOf(agent.udpFd), 0, 1); batch.add(d, vx + inner.length); batch.end();
+  batch.reset(); batch.begin(LOOPBACK, agentPort, 0, 1); batch.add(d, vx + inner.length); batch.end();
   dbind.send(0, batch, 0);
+  if (DUAL_STACK) {
+    libc.write(testFd, dmem.pool.memory.address + f6, frame6Length);
+    batch.reset(); batch.begin(LOOPBACK, agentPort, 0, 1); batch.add(d6, datagram6Length); batch.end();
+    dbind.send(0, batch, 0);
+  }
   loop.run(1);
   while (libc.read(testFd, scratch.address, 70000) >= 0);
   while (libc.read(peer.udpFd, scratch.address, 70000) >= 0);
@@ -227,18 +276,25 @@ function portOf(fd) {
   return m.view.getUint16(2, false);
 }
 ${PATH_STATUS}
-const forwarded = { out: counters[Counter.UdpSentPackets], in: counters[Counter.TunWrittenPackets] };
+const forwarded = { out: counters[Counter.UdpSentPackets], in: counters[Counter.TunWrittenPackets], drops: counters.slice(DROPS_BASE).reduce((a, b) => a + b, 0), noLease: counters[DROPS_BASE + DropReason.NoLease] };
 process.stdout.write(JSON.stringify({ rehearsal, status, forwarded }) + '\\n');
 process.exit(0);
 `;
 }
 
-for (const [backend, vnet] of [['udp', false], ['udp', true], ['vxlan', true]] as const) {
-  test(`${backend} mode, offloads ${vnet ? 'on' : 'off'}: the agent's own worker, built from a structured clone, keeps the rehearsed code optimised through its first real packets`, async () => {
+for (const [backend, vnet, dualStack] of [
+  ['udp', false, false],
+  ['udp', true, false],
+  ['vxlan', true, false],
+  ['udp', true, true],
+  ['vxlan', false, true],
+  ['vxlan', true, true],
+] as const) {
+  test(`${dualStack ? 'dual-stack ' : ''}${backend} mode, offloads ${vnet ? 'on' : 'off'}: the agent's own worker, built from a structured clone, keeps the rehearsed code optimised through its first real packets`, async () => {
     const out = await new Promise<string>((resolve, reject) =>
       execFile(
         process.execPath,
-        ['--allow-natives-syntax', '--no-concurrent-recompilation', ...V8_TRACE_FLAGS, '--input-type=module', '-e', agentChild(backend, vnet)],
+        ['--allow-natives-syntax', '--no-concurrent-recompilation', ...V8_TRACE_FLAGS, '--input-type=module', '-e', agentChild(backend, vnet, dualStack)],
         { timeout: 120_000, maxBuffer: 64 << 20 },
         (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
       ),
@@ -246,11 +302,17 @@ for (const [backend, vnet] of [['udp', false], ['udp', true], ['vxlan', true]] a
     const { rehearsal, status: own, forwarded } = JSON.parse(out.trim().split('\n').pop()!) as {
       rehearsal: Record<string, number>;
       status: Record<string, number>;
-      forwarded: { out: number; in: number };
+      forwarded: { out: number; in: number; drops: number; noLease: number };
     };
     const status = effective(own, out);
     assert.is(rehearsal.drops, 0);
-    assert.equal(forwarded, { out: 5, in: 5 }, 'five real packets each way');
+    const each = dualStack ? 10 : 5;
+    const unleased = dualStack ? 1 : 0;
+    assert.equal(
+      forwarded,
+      { out: each, in: each, drops: unleased, noLease: unleased },
+      `five real packets each way${dualStack ? ' in each family, the MLD report dropped as no-lease' : ''}`,
+    );
     assert.equal(optimised(status), Object.keys(status), tiers(status));
   });
 }
