@@ -58,38 +58,6 @@ test('outbound: a packet for a leased pod leaves as one datagram to that node, T
   });
 });
 
-test('inbound then outbound in one drive: an answer the TUN write queued (as the kernel runs the write through to the pod) goes out without another poll', () => {
-  withHarness({}, (h) => {
-    const answer = packet({ src: OWN_POD, dst: PEER_POD, payload: 56 });
-    // The kernel delivers what we write to the pod inside the write, and the pod's reply is queued on our TUN queue by then.
-    const tun = h.tun as unknown as { writeFrame(pieces: number, total: number): number };
-    const write = tun.writeFrame.bind(h.tun);
-    tun.writeFrame = (pieces, total) => {
-      const n = write(pieces, total);
-      h.tun.inject(answer);
-      return n;
-    };
-    h.bind.inject(inbound({ ttl: 10 }), PEER_PUBLIC, PORT);
-    h.forwarder.drive(false, true); // poll() said: the socket only
-    assert.is(h.tun.writtenPackets().length, 1);
-    assert.is(h.bind.sent.length, 1, 'the answer was not read and sent in the same drive');
-    assert.is(h.bind.sent[0].peer, PEER_PUBLIC);
-    assert.is(h.tun.pending, 0);
-    assert.equal(h.nonZeroDrops(), {});
-  });
-});
-
-test('inbound with nothing written (a dropped datagram): the TUN is not read', () => {
-  withHarness({}, (h) => {
-    h.bind.inject(inbound({ ttl: 10 }), ip('192.0.2.99'), PORT); // no lease holds this node: dropped
-    h.tun.inject(packet({ src: OWN_POD, dst: PEER_POD, payload: 56 }));
-    h.forwarder.drive(false, true);
-    assert.is(h.tun.pending, 1, 'the queued packet waits for poll() to report the TUN');
-    assert.is(h.bind.sent.length, 0);
-    assert.is(h.drops('UnknownPeer'), 1);
-  });
-});
-
 test('inbound: a datagram from a leased node for one of our pods is written to the TUN, TTL − 1', () => {
   withHarness({}, (h) => {
     const p = inbound({ ttl: 10 });
