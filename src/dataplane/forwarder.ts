@@ -159,8 +159,6 @@ export class Forwarder {
    */
   pollTimeoutMs = -1;
   private idlePollTimeoutMs = -1;
-  /** forwardInbound wrote into the TUN: drive() then reads the TUN once (the answer may be there already). */
-  private wroteTun = false;
   private traceSession = -1;
   private readonly cfg: ForwarderConfig;
 
@@ -228,18 +226,7 @@ export class Forwarder {
     let rounds = 0;
     while (!(tunDrained && udpDrained)) {
       if (!tunDrained) tunDrained = this.forwardOutbound();
-      if (!udpDrained) {
-        udpDrained = this.forwardInbound();
-        // The kernel runs a packet written into the TUN through to the pod
-        // inside our write, so the pod's answer (an echo reply, a TCP ACK) is
-        // usually queued on our TUN queue (tun's automq steers a flow's
-        // packets to the queue that wrote it) when the write returns: read it
-        // now, as flannel's C proxy does, not after another poll() and loop turn.
-        if (this.wroteTun) {
-          this.wroteTun = false;
-          tunDrained = false;
-        }
-      }
+      if (!udpDrained) udpDrained = this.forwardInbound();
       if (++rounds % CONTROL_CHECK_ROUNDS === 0) {
         this.heartbeat();
         this.checkControl();
@@ -526,10 +513,7 @@ export class Forwarder {
     const batch = this.receiveBatch;
     this.bind.receive(batch);
     for (let i = 0; i < batch.count; i++) this.receiveDatagram(batch, i);
-    if (this.tunWrites.count > 0) {
-      this.tun.write(this.tunWrites);
-      this.wroteTun = true;
-    }
+    if (this.tunWrites.count > 0) this.tun.write(this.tunWrites);
     this.observer?.written(this.bytes, this.vnet ? 'writev' : 'write', this.vnet);
     return batch.drained;
   }
