@@ -76,7 +76,13 @@ export interface RehearsalOptions extends DeviceOptions {
   /**
    * The worker has the IPv6 underlay's socket: the rehearsal's bind gets one
    * too (on ::1), so the bind's and the loop's branches for it are the ones
-   * optimised. Its IPv6-underlay sends are not rehearsed.
+   * optimised. A dual-stack worker also rehearses the IPv6 underlay's
+   * traffic: every peer's lease but the last has PublicIPv6 ::1 (all of them
+   * one node's leases to the lease table), so their IPv6 packets go out and
+   * come in over IPv6; the last peer's go over IPv4, as to a node without a
+   * public IPv6. Enough calls for V8 to optimise the IPv6 underlay's own
+   * functions (receiveDatagram6, the bind's send6 and receive6): with one
+   * peer of 16 they stayed in the baseline tier.
    */
   underlay6?: boolean;
 }
@@ -92,6 +98,9 @@ export interface RehearsalResult {
   /** Dual-stack: the kernel's MLD reports sent into the TUN stand-in (no lease covers them), and the no-lease drops counted. */
   unleasedSent: number;
   noLeaseDrops: number;
+  /** Of the packets each way, those that went over the IPv6 underlay (underlay6 with a dual-stack worker). */
+  underlay6Sent: number;
+  underlay6Received: number;
   ms: number;
 }
 
@@ -144,7 +153,7 @@ interface Peer {
  * real cluster's take for some nodes and V8 would otherwise meet first on
  * real traffic (and throw the optimised code away there).
  */
-function pickPeers(ownMac: Uint8Array, dualStack: boolean): { peers: Peer[]; leases: Lease[] } {
+function pickPeers(ownMac: Uint8Array, dualStack: boolean, underlay6: boolean): { peers: Peer[]; leases: Lease[] } {
   const address = (c: number) => LOOPBACK + 0x100 + c + 1;
   const subnet = (c: number) => OWN_SUBNET + ((c + 1) << 8);
   const addressChoice = Array.from({ length: PEERS }, (_, k) => k);
@@ -162,7 +171,7 @@ function pickPeers(ownMac: Uint8Array, dualStack: boolean): { peers: Peer[]; lea
     const own6 = dualStack ? makeCidr6(OWN_SUBNET6, 64) : undefined;
     const leases = [
       lease(OWN_SUBNET, LOOPBACK, ownMac, ownMac, own6),
-      ...peers.map((p) => lease(p.subnet, p.address, p.mac, p.mac6, dualStack ? p.subnet6 : undefined)),
+      ...peers.map((p, k) => lease(p.subnet, p.address, p.mac, p.mac6, dualStack ? p.subnet6 : undefined, underlay6 && overIpv6Underlay(k) ? IPV6_LOOPBACK : undefined)),
     ];
     return { peers, leases, displaced: new LeaseTable(buildLeaseTableSnapshot(leases, 0)).displaced() };
   };
@@ -193,6 +202,8 @@ function openRehearsalSockets(o: Parameters<typeof openWorkerSockets>[0], underl
   }
 }
 const IPV6_LOOPBACK = Uint8Array.of(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
+/** ::1 as a lease table's PublicIPv6 words (big-endian 32-bit), what SendBatch.setPeer6 reads. */
+const IPV6_LOOPBACK_WORDS = Int32Array.of(0, 0, 0, 1);
 
 /**
  * Forwards `turns` rounds of packets each way through a private copy of the
@@ -219,12 +230,16 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
     const agent = openRehearsalSockets(socketOptions, opts.underlay6 === true);
     opened.push(() => closeWorkerSockets(agent));
     const dualStack = opts.ownPrefix6 !== undefined && opts.ownPrefix6 >= 0;
-    const { peers: peerNodes, leases } = pickPeers(opts.vtepMac, dualStack);
     // Every peer listens on the same port, as flannel's nodes do.
     const peers = [];
+    const first = openUdpSocket({ bindAddress: LOOPBACK + 0x101, port: 0, bufferBytes: 1 << 20, gro: false });
+    opened.push(() => libc.close(first.fd));
+    // The IPv6 underlay's peers share one socket on [::1] at that port (where ::1 is missing, no IPv6-underlay traffic).
+    const peer6Fd = dualStack && agent.udp6Fd >= 0 ? openPeer6(first.port, opened) : -1;
+    const { peers: peerNodes, leases } = pickPeers(opts.vtepMac, dualStack, peer6Fd >= 0);
     for (const p of peerNodes) {
-      const peer = openUdpSocket({ bindAddress: p.address, port: peers.length === 0 ? 0 : peers[0].port, bufferBytes: 1 << 20, gro: false });
-      opened.push(() => libc.close(peer.fd));
+      const peer = p.address === LOOPBACK + 0x101 ? first : openUdpSocket({ bindAddress: p.address, port: first.port, bufferBytes: 1 << 20, gro: false });
+      if (peer !== first) opened.push(() => libc.close(peer.fd));
       peers.push(peer);
     }
     const { tun, bind } = buildKernelDevices(
@@ -262,7 +277,7 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       () => {},
     );
     const loop = new WorkerLoop(forwarder, { tunFd, udpFd: agent.udpPollFd >= 0 ? agent.udpPollFd : agent.udpFd, wakeFd: agent.wakeFd, busyPollUs: 0, counters, idlePollTimeoutMs: 0 });
-    const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes, dualStack);
+    const driver = new Driver(opts, testFd, peers.map((p) => p.fd), peerNodes, dualStack, peer6Fd, peer6Fd >= 0 ? portOf(agent.udp6Fd) : 0);
     const agentPort = portOf(agent.udpFd);
     const wakeValue = new libc.NativeMemory(8);
     wakeValue.view.setUint32(0, 1, true);
@@ -304,6 +319,8 @@ export function rehearse(opts: RehearsalOptions, memory: WorkerMemory): Rehearsa
       drops: drops(counters) - Math.min(noLeaseDrops, driver.unleasedSent),
       unleasedSent: driver.unleasedSent,
       noLeaseDrops,
+      underlay6Sent: counters[Counter.UnderlayIpv6SentPackets],
+      underlay6Received: counters[Counter.UnderlayIpv6ReceivedPackets],
       ms: Math.round(performance.now() - t0),
     };
   } finally {
@@ -317,12 +334,28 @@ function drops(counters: Float64Array): number {
   return n;
 }
 
-function lease(network: number, publicIp: number, mac: Uint8Array, mac6: Uint8Array, ipv6Subnet?: Cidr6): Lease {
+function lease(network: number, publicIp: number, mac: Uint8Array, mac6: Uint8Array, ipv6Subnet?: Cidr6, publicIpv6?: Uint8Array): Lease {
   const subnet = makeCidr(network, 24);
   const backendData = { VNI: 1, VtepMAC: formatMac(mac) };
   if (ipv6Subnet === undefined) return { subnet, publicIp, backendType: 'rehearsal', backendData, key: formatSubnetKey(subnet) };
   const backendV6Data = { VNI: 1, VtepMAC: formatMac(mac6) };
-  return { subnet, publicIp, backendType: 'rehearsal', backendData, ipv6Subnet, backendV6Data, key: formatSubnetKey(subnet, ipv6Subnet) };
+  const lease: Lease = { subnet, publicIp, backendType: 'rehearsal', backendData, ipv6Subnet, backendV6Data, key: formatSubnetKey(subnet, ipv6Subnet) };
+  if (publicIpv6 !== undefined) lease.publicIpv6 = publicIpv6;
+  return lease;
+}
+
+/** With the IPv6 underlay: whether peer k's IPv6 packets go over it (all but the last peer, see RehearsalOptions.underlay6). */
+const overIpv6Underlay = (k: number) => k < PEERS - 1;
+
+/** The IPv6 underlay's peer socket on [::1]:port, or -1 where it cannot be opened (no ::1 in this namespace). */
+function openPeer6(port: number, opened: Array<() => void>): number {
+  try {
+    const s = openUdpSocket({ bindAddress: 0, bindAddress6: IPV6_LOOPBACK, port, bufferBytes: 1 << 20, gro: false });
+    opened.push(() => libc.close(s.fd));
+    return s.fd;
+  } catch {
+    return -1;
+  }
 }
 
 function portOf(fd: number): number {
@@ -341,7 +374,8 @@ class Driver {
   private readonly pool: PacketPool;
   /** Per shape and peer: a frame from our pod to the peer's, a datagram from the peer's pod to ours. */
   private readonly frames: { offset: number; length: number }[] = [];
-  private readonly datagrams: { offset: number; length: number; peer: number }[] = [];
+  /** v6: sent by the IPv6 underlay's peer from [::1] (its IPv6 packets), else from the peer's IPv4 address. */
+  private readonly datagrams: { offset: number; length: number; peer: number; v6: boolean }[] = [];
   /** Dual-stack: which entry of `frames` is the kernel's MLD report (-1: none), and how many were written. */
   private readonly unleasedFrame: number = -1;
   unleasedSent = 0;
@@ -355,6 +389,8 @@ class Driver {
     private readonly peerFds: number[],
     peers: Peer[],
     dualStack: boolean,
+    private readonly peer6Fd: number,
+    private readonly agentPort6: number,
   ) {
     const vnet = opts.vnetHeader ? VIRTIO_NET_HDR_LEN : 0;
     const vxlan = opts.backend === 'vxlan' ? VXLAN_HEADROOM : 0;
@@ -386,7 +422,7 @@ class Driver {
         this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD, peer.pod, i) });
         const dat = this.pool.packetOffsets[slot++];
         if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac, ETHERTYPE_IPV4);
-        this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod, OWN_POD, i), peer: k });
+        this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod, OWN_POD, i), peer: k, v6: false });
       });
       shapes6.forEach((shape, i) => {
         const at = this.pool.packetOffsets[slot++];
@@ -394,7 +430,7 @@ class Driver {
         this.frames.push({ offset: at, length: vnet + shape(bytes, at + vnet, OWN_POD6, peer.pod6, i) });
         const dat = this.pool.packetOffsets[slot++];
         if (vxlan > 0) writeVxlanHeaders(bytes, dat, opts.vni, opts.vtepMac, peer.mac6, ETHERTYPE_IPV6);
-        this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod6, OWN_POD6, i), peer: k });
+        this.datagrams.push({ offset: dat, length: vxlan + shape(bytes, dat + vxlan, peer.pod6, OWN_POD6, i), peer: k, v6: peer6Fd >= 0 && overIpv6Underlay(k) });
       });
     });
     if (dualStack) {
@@ -409,12 +445,13 @@ class Driver {
       sendFds: peerFds,
       pool: this.pool,
       firstSlot: slot,
-      batchSize: 1,
+      batchSize: 2,
       gro: false,
       gso: false,
       maxMessages: 1,
       maxPieces: 1,
       counters: new Float64Array(COUNTERS_PER_WORKER),
+      ...(peer6Fd >= 0 ? { receiveFd6: peer6Fd, sendFds6: [peer6Fd] } : {}),
     });
   }
 
@@ -437,10 +474,12 @@ class Driver {
     for (let i = 0; i < n; i++) {
       const d = this.datagrams[(turn * 3 + i) % this.datagrams.length];
       batch.reset();
-      batch.begin(LOOPBACK, agentPort, 0, 1);
+      batch.begin(LOOPBACK, d.v6 ? this.agentPort6 : agentPort, 0, 1);
+      if (d.v6) batch.setPeer6(IPV6_LOOPBACK_WORDS, 0);
       batch.add(d.offset, d.length);
       batch.end();
-      if (this.bind.send(d.peer, batch, 0) === 1) sent++;
+      // The IPv6 sender comes after the IPv4 ones.
+      if (this.bind.send(d.v6 ? this.peerFds.length : d.peer, batch, 0) === 1) sent++;
     }
     return sent;
   }
@@ -449,6 +488,7 @@ class Driver {
     const at = this.scratch.address;
     while (libc.read(this.testFd, at, 70000) >= 0);
     for (const fd of this.peerFds) while (libc.read(fd, at, 70000) >= 0);
+    if (this.peer6Fd >= 0) while (libc.read(this.peer6Fd, at, 70000) >= 0);
   }
 }
 

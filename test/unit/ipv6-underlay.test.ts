@@ -243,6 +243,42 @@ process.stdout.write(JSON.stringify({ result, status }) + '\\n');`;
   assert.ok((status.forwardInbound & OPTIMIZED) !== 0 || inlinedIntoRun('forwardInbound'), `forwardInbound: status ${status.forwardInbound}, not inlined into run`);
 });
 
+for (const backend of ['udp', 'vxlan'] as const) {
+  test(`${backend} mode: a dual-stack worker with the IPv6 underlay rehearses IPv6-underlay traffic each way, and leaves its own functions optimised`, async () => {
+    const src = (path: string) => JSON.stringify(new URL(`../../src/${path}`, import.meta.url).href);
+    const code = `
+import { rehearse } from ${src('dataplane/rehearsal.js')};
+import { WorkerMemory } from ${src('dataplane/worker-memory.js')};
+import { Forwarder } from ${src('dataplane/forwarder.js')};
+import { KernelBind } from ${src('dataplane/kernel-bind.js')};
+const memory = new WorkerMemory(64, true, 1472);
+const result = rehearse({ backend: '${backend}', batchSize: 64, vnetHeader: true, udpGro: true, tunUso: true, udpGso: true, vni: 1,
+  vtepMac: new Uint8Array([2, 0, 0, 0, 0, 1]), mtu: 1472, pathMtu: 1472, sendSockets: ${backend === 'vxlan' ? 4 : 1}, offload: true, udpChecksum: true,
+  underlay6: true, ownPrefix6: 64 }, memory);
+const fns = { receiveDatagram6: Forwarder.prototype.receiveDatagram6, receive6: KernelBind.prototype.receive6, send6: KernelBind.prototype.send6 };
+const status = Object.fromEntries(Object.entries(fns).map(([k, f]) => [k, %GetOptimizationStatus(f)]));
+process.stdout.write(JSON.stringify({ result, status }) + '\\n');`;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--allow-natives-syntax', '--no-concurrent-recompilation', '--trace-turbo-inlining', '--input-type=module', '-e', code], { timeout: 120_000, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const { result, status } = JSON.parse(out.trim().split('\n').pop()!) as { result: Record<string, number>; status: Record<string, number> };
+    assert.is(result.outboundForwarded, result.outboundSent);
+    assert.is(result.inboundForwarded, result.inboundSent);
+    assert.is(result.drops, 0);
+    // A third of the packets or more each way are IPv6 to peers with a PublicIPv6: they took the IPv6 underlay.
+    assert.ok(result.underlay6Sent > 1000 && result.underlay6Received > 1000, `IPv6 underlay: ${result.underlay6Sent} sent, ${result.underlay6Received} received`);
+    assert.ok(result.underlay6Sent < result.outboundSent, 'IPv4 packets and one peer\'s IPv6 ones stay on the IPv4 underlay');
+    const OPTIMIZED = 1 << 4;
+    // The bind's send6 is small: TurboFan inlines it into its caller (SendPolicy.flush), where it runs optimised.
+    const inlined = (name: string) => new RegExp(`Inlining .*<SharedFunctionInfo ${name}>\\} into .*<SharedFunctionInfo flush>`).test(out);
+    assert.ok((status.receiveDatagram6 & OPTIMIZED) !== 0, `Forwarder.receiveDatagram6: status ${status.receiveDatagram6}`);
+    assert.ok((status.receive6 & OPTIMIZED) !== 0, `KernelBind.receive6: status ${status.receive6}`);
+    assert.ok((status.send6 & OPTIMIZED) !== 0 || inlined('send6'), `KernelBind.send6: status ${status.send6}, not inlined into flush`);
+  });
+}
+
 test('DatagramBatch.reset: nothing counts as received over IPv6 until a bind says so', () => {
   const b = new DatagramBatch(4);
   b.add(0, 1, 1, 1, false);
