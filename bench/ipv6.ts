@@ -12,7 +12,7 @@
 // flannel-v6.1 for the kernel, --public-ipv6 for the agent. IPv4 pods stay on
 // the IPv4 underlay there, so its IPv4 columns are the same path as above.
 //
-//   npm run build && node dist/bench/ipv6.js [--reps 2] [--seconds 5] [--out bench/results]
+//   npm run build && node dist/bench/ipv6.js [--reps 2] [--seconds 5] [--only ID,ID] [--out bench/results]
 //
 // With BENCH_BASE_BUILD=<tree with an earlier build> (as npm run bench), that
 // build's agent runs too, in both modes, alternated with this one's: a
@@ -31,7 +31,12 @@ import { replaceKernelVxlanWithAgent } from '../src/testbed/vxlan-agents.js';
 import { describeMachine } from './e2e/machine.js';
 
 const { values } = parseArgs({
-  options: { reps: { type: 'string', default: '2' }, seconds: { type: 'string', default: '5' }, out: { type: 'string', default: 'bench/results' } },
+  options: {
+    reps: { type: 'string', default: '2' },
+    seconds: { type: 'string', default: '5' },
+    out: { type: 'string', default: 'bench/results' },
+    only: { type: 'string' },
+  },
 });
 const reps = Number(values.reps);
 const seconds = Number(values.seconds);
@@ -63,7 +68,16 @@ if (BASE_BUILD !== undefined) {
   PLANES.push(
     { id: 'agent-udp-base', label: `the build before (${BASE_BUILD}), UDP mode, 2 workers`, dataplane: 'agent', workers: 2, agentCli },
     { id: 'agent-vxlan-base', label: `the build before (${BASE_BUILD}), VXLAN mode, 2 workers`, dataplane: 'kernel-vxlan', agentVxlan: true, agentCli },
+    { id: 'agent-udp-ul6-base', label: `IPv6 underlay: the build before (${BASE_BUILD}), UDP mode, 2 workers`, dataplane: 'agent', workers: 2, underlay: 'dual-stack', agentCli },
+    { id: 'agent-vxlan-ul6-base', label: `IPv6 underlay: the build before (${BASE_BUILD}), VXLAN mode, 2 workers`, dataplane: 'kernel-vxlan', agentVxlan: true, underlay: 'dual-stack', agentCli },
   );
+}
+// --only id,id: a subset of the planes above, in their order.
+if (values.only !== undefined) {
+  const only = values.only.split(',');
+  const unknown = only.filter((id) => !PLANES.some((p) => p.id === id));
+  if (unknown.length > 0) throw new Error(`--only: no plane ${unknown.join(', ')} (planes: ${PLANES.map((p) => p.id).join(', ')})`);
+  PLANES.splice(0, PLANES.length, ...PLANES.filter((p) => only.includes(p.id)));
 }
 
 interface Figures {
