@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS, UDP_HEADER } from '../encap/udp-frame.js';
 import { IPV6_DEFAULT_HOP_LIMIT, IPV6_HEADER } from '../encap/ipv6.js';
 import { IP_PROTOCOL_UDP } from '../encap/ipv4.js';
-import { onesComplementSum } from '../encap/checksum.js';
+import { onesComplementSumNaive } from '../encap/checksum.js';
 
 /** Raw IP: each record starts with the IPv4 header (what crosses the TUN). */
 export const LINKTYPE_RAW = 101;
@@ -324,11 +324,14 @@ export function writeSyntheticUdp6Prefix(
  * The folded one's complement sum of a payload in two pieces, a[aOff..+aLen)
  * then b[bOff..+bLen), as the UDP checksum pairs its bytes: after an odd first
  * piece the second one's bytes pair the other way round, so its sum is
- * byte-swapped (RFC 1071 §2(B)). For writeSyntheticUdp6Prefix. No allocation.
+ * byte-swapped (RFC 1071 §2(B)). For writeSyntheticUdp6Prefix. No allocation:
+ * the plain 16-bit loop, whose sum of a datagram (≤ 32 Ki words) stays a small
+ * integer; checksum.ts's fast path adds 32-bit words, and called from here its
+ * partial sums came back as heap numbers, one per call (observe-allocation.test.ts).
  */
 export function udpPayloadSum(a: Uint8Array, aOff: number, aLen: number, b: Uint8Array, bOff: number, bLen: number): number {
-  const first = aLen > 0 ? onesComplementSum(a, aOff, aLen) : 0;
-  let second = bLen > 0 ? onesComplementSum(b, bOff, bLen) : 0;
+  const first = onesComplementSumNaive(a, aOff, aLen);
+  let second = onesComplementSumNaive(b, bOff, bLen);
   if ((aLen & 1) !== 0) second = ((second & 0xff) << 8) | (second >>> 8);
   const sum = first + second;
   return (sum & 0xffff) + (sum >>> 16);
