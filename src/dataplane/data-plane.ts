@@ -242,7 +242,8 @@ export class DataPlane {
       vni: this.opts.vxlan?.vni ?? 0,
       vtepMac: this.opts.vxlan?.vtepMac ?? new Uint8Array(6),
       sendFds: slot.sendFds,
-      sendPorts: slot.sendPorts,
+      // By send queue: the IPv6 underlay's senders follow the IPv4 ones (captures and traces show their ports).
+      sendPorts: [...slot.sendPorts, ...slot.send6Ports],
       ...(slot.udp6Fd >= 0
         ? {
             udp6Fd: slot.udp6Fd,

@@ -4,7 +4,15 @@
 // when it exists, so a node that observes nothing pays one comparison per
 // stage. Allocation here is limited to traced packets (a handful).
 import { WorkerTracer, type WorkerTraceConfig } from '../observe/worker-tracer.js';
-import { WorkerCaptures, writeSyntheticUdpPrefix, SYNTHETIC_UDP_PREFIX, wallClockNs } from '../observe/pcap-writer.js';
+import {
+  WorkerCaptures,
+  writeSyntheticUdpPrefix,
+  writeSyntheticUdp6Prefix,
+  udpPayloadSum,
+  SYNTHETIC_UDP_PREFIX,
+  SYNTHETIC_UDP6_PREFIX,
+  wallClockNs,
+} from '../observe/pcap-writer.js';
 import type { TraceEvent, TraceLayers } from '../observe/trace-event.js';
 import { formatIPv4 } from '../control/ipv4-address.js';
 import { formatIPv6 } from '../control/ipv6-address.js';
@@ -42,7 +50,10 @@ export class ForwarderObserver {
   captures: WorkerCaptures | undefined;
   /** The loop's last clock reading, for the trace limiter (no clock read per packet). */
   nowMs = 0;
-  private readonly prefix = new Uint8Array(SYNTHETIC_UDP_PREFIX);
+  /** Scratch for a capture record's synthetic headers, either family. */
+  private readonly prefix = new Uint8Array(SYNTHETIC_UDP6_PREFIX);
+  /** localIp6 as four big-endian int32 words, for IPv6-underlay captures (zeros without one). */
+  private readonly localIp6Words = new Int32Array(4);
   private pendingSends: PendingSend[] = [];
   private pendingWrites: PendingWrite[] = [];
   private captureTimeNs = 0;
@@ -57,7 +68,13 @@ export class ForwarderObserver {
     private readonly payloadLayers: TraceLayers,
     /** This node's public IPv6 (16 bytes), when it has the IPv6 underlay: the outer source traces show. */
     private readonly localIp6: Uint8Array | undefined = undefined,
-  ) {}
+  ) {
+    if (localIp6 !== undefined) {
+      for (let w = 0; w < 4; w++) {
+        this.localIp6Words[w] = (localIp6[4 * w] << 24) | (localIp6[4 * w + 1] << 16) | (localIp6[4 * w + 2] << 8) | localIp6[4 * w + 3];
+      }
+    }
+  }
 
   /** Starts (or replaces) the trace; events go to `post`. */
   startTrace(cfg: WorkerTraceConfig, post: (ev: TraceEvent) => void): void {
@@ -177,6 +194,25 @@ export class ForwarderObserver {
     cap.udpOut.end();
   }
 
+  /**
+   * captureUdpOut for a datagram over the IPv6 underlay, to the PublicIPv6 at
+   * peer6[peer6At..+4) (the lease table's publicIpv6Words): an outer IPv6
+   * header, and the UDP checksum computed over the pieces (see
+   * writeSyntheticUdp6Prefix for why).
+   */
+  captureUdpOut6(buf: Uint8Array, headerOff: number, headerLength: number, payloadOff: number, payloadLength: number, peer6: Int32Array, peer6At: number, queue: number): void {
+    const cap = this.captures;
+    if (cap === undefined) return;
+    const length = headerLength + payloadLength;
+    const sum = udpPayloadSum(buf, headerOff, headerLength, buf, payloadOff, payloadLength);
+    writeSyntheticUdp6Prefix(this.prefix, 0, this.localIp6Words, 0, peer6, peer6At, this.sendPorts[queue] ?? this.peerPort, this.peerPort, length, sum);
+    cap.udpOut.begin(SYNTHETIC_UDP6_PREFIX + length, this.captureTimeNs);
+    cap.udpOut.append(this.prefix, 0, SYNTHETIC_UDP6_PREFIX);
+    if (headerLength > 0) cap.udpOut.append(buf, headerOff, headerLength);
+    cap.udpOut.append(buf, payloadOff, payloadLength);
+    cap.udpOut.end();
+  }
+
   // ---- UDP → TUN ----
 
   captureUdpIn(buf: Uint8Array, off: number, length: number, peerIp: number, peerPort: number): void {
@@ -185,6 +221,18 @@ export class ForwarderObserver {
     writeSyntheticUdpPrefix(this.prefix, 0, undefined, undefined, peerIp | 0, this.localIp | 0, peerPort, this.localPort, length, 0);
     cap.udpIn.begin(SYNTHETIC_UDP_PREFIX + length, this.captureTimeNs);
     cap.udpIn.append(this.prefix, 0, SYNTHETIC_UDP_PREFIX);
+    cap.udpIn.append(buf, off, length);
+    cap.udpIn.end();
+  }
+
+  /** captureUdpIn for a datagram received over the IPv6 underlay, from the address at from6[from6At..+4) (the batch's sourceIp6). */
+  captureUdpIn6(buf: Uint8Array, off: number, length: number, from6: Int32Array, from6At: number, peerPort: number): void {
+    const cap = this.captures;
+    if (cap === undefined) return;
+    const sum = udpPayloadSum(buf, off, length, buf, off, 0);
+    writeSyntheticUdp6Prefix(this.prefix, 0, from6, from6At, this.localIp6Words, 0, peerPort, this.localPort, length, sum);
+    cap.udpIn.begin(SYNTHETIC_UDP6_PREFIX + length, this.captureTimeNs);
+    cap.udpIn.append(this.prefix, 0, SYNTHETIC_UDP6_PREFIX);
     cap.udpIn.append(buf, off, length);
     cap.udpIn.end();
   }

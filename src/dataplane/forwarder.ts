@@ -93,7 +93,7 @@ export interface ForwarderConfig {
   /** Dual-stack: this node's IPv6 subnet (16 bytes) and prefix length; absent: IPv6 packets are not-ipv4 drops, as before. */
   ownNetwork6?: Uint8Array;
   ownPrefix6?: number;
-  /** For trace events and captures: this node's name (its subnet key), public IP and the send sockets' ports. */
+  /** For trace events and captures: this node's name (its subnet key), public IP and the send sockets' ports (by send queue: the IPv4 senders', then the IPv6 underlay's). */
   node: string;
   publicIp: number;
   /** This node's public IPv6 (16 bytes) when it has the IPv6 underlay: traces show it as the outer source. */
@@ -370,7 +370,8 @@ export class Forwarder {
     queue.add(start, off + length - start);
     queue.end();
     if (o !== undefined) {
-      o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
+      if (six) o.captureUdpOut6(bytes, 0, 0, start, off + length - start, this.leaseTable.publicIpv6Words, 4 * lease, k);
+      else o.captureUdpOut(bytes, 0, 0, start, off + length - start, peer, k);
       if (traced >= 0) {
         o.encapsulated(traced, bytes, start, off + length - start, 1);
         o.queuedSend(traced, k, bytes, start, off + length - start, peer, 1, six ? this.publicIpv6Of(lease) : undefined);
@@ -417,7 +418,11 @@ export class Forwarder {
         const start = this.encap.encapsulate(bytes, header, seg.headerLength[i] + seg.payloadLength[i], lease);
         queue.add(start, header + seg.headerLength[i] - start);
         queue.add(seg.payloadOffset[i], seg.payloadLength[i]);
-        o?.captureUdpOut(bytes, start, header + seg.headerLength[i] - start, seg.payloadOffset[i], seg.payloadLength[i], peer, k);
+        if (o !== undefined) {
+          const headerLength = header + seg.headerLength[i] - start;
+          if (six) o.captureUdpOut6(bytes, start, headerLength, seg.payloadOffset[i], seg.payloadLength[i], this.leaseTable.publicIpv6Words, 4 * lease, k);
+          else o.captureUdpOut(bytes, start, headerLength, seg.payloadOffset[i], seg.payloadLength[i], peer, k);
+        }
       }
       queue.end();
     }
@@ -535,6 +540,7 @@ export class Forwarder {
     }
     c[Counter.UdpReceivedBytes] += length;
     const s = batch.sourceIp6;
+    this.observer?.captureUdpIn6(bytes, off, length, s, 4 * i, batch.sourcePort[i]);
     const peer = this.leaseTable.findByPublicIpv6(s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]);
     if (peer < 0) {
       this.drop(DropReason.UnknownPeer);

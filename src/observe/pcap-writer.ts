@@ -14,7 +14,10 @@
 // tun-in-w0.1.pcap, .1 becomes .2, …, and the oldest beyond maxFiles goes.
 import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS } from '../encap/udp-frame.js';
+import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS, UDP_HEADER } from '../encap/udp-frame.js';
+import { IPV6_DEFAULT_HOP_LIMIT, IPV6_HEADER } from '../encap/ipv6.js';
+import { IP_PROTOCOL_UDP } from '../encap/ipv4.js';
+import { onesComplementSumNaive } from '../encap/checksum.js';
 
 /** Raw IP: each record starts with the IPv4 header (what crosses the TUN). */
 export const LINKTYPE_RAW = 101;
@@ -26,7 +29,7 @@ export const PCAP_RECORD_HEADER = 16;
 const PCAP_MAGIC_MICROSECONDS = 0xa1b2c3d4;
 /** Default buffer: 1 MiB, a few milliseconds of traffic at line rate between two flushes. */
 export const PCAP_DEFAULT_BUFFER = 1 << 20;
-/** The buffer must hold the largest record: the 16-byte header plus a 64 KiB packet with its 42-byte synthetic prefix. */
+/** The buffer must hold the largest record: the 16-byte header plus a 64 KiB packet with its 42- or 62-byte synthetic prefix. */
 const PCAP_MIN_BUFFER = 128 * 1024;
 
 export interface PcapWriterOptions {
@@ -245,6 +248,100 @@ export function writeSyntheticUdpPrefix(
   // As int32: an address above 2^31 as a uint32 would be boxed in a heap number at every call.
   buildOuterIPv4Udp(out, off + 14, srcIp | 0, dstIp | 0, srcPort, dstPort, payloadLen, ipId, false);
   return SYNTHETIC_UDP_PREFIX;
+}
+
+/** Length of the synthetic Ethernet + IPv6 + UDP prefix of a datagram over the IPv6 underlay. */
+export const SYNTHETIC_UDP6_PREFIX = 14 + IPV6_HEADER + UDP_HEADER; // 62
+
+/**
+ * The IPv6 underlay's twin of writeSyntheticUdpPrefix: Ethernet (ethertype
+ * 0x86dd), the outer IPv6 header (traffic class and flow label 0, next header
+ * UDP, hop limit 64: the kernel's default, which our sockets keep; on receive
+ * the real one is not read, so 64 is written there too) and the UDP header,
+ * at out[off .. off+62). Addresses as four big-endian int32 words at
+ * src[srcAt..srcAt+4) and dst[dstAt..dstAt+4): the forms the lease table
+ * (publicIpv6Words) and the receive batch (sourceIp6) hold them in.
+ *
+ * The UDP checksum is computed, not left 0: it is mandatory over IPv6 (RFC
+ * 8200 §8.1, a zero one is invalid and tcpdump -vv / Wireshark flag it), and
+ * our IPv6 sockets always send one, so the computed value is the one on the
+ * wire. `payloadSum` is the folded one's complement sum of the payload
+ * (udpPayloadSum), which the caller has since the payload comes in pieces.
+ * MACs are derived from the addresses' last four bytes (02:00:…). Returns
+ * SYNTHETIC_UDP6_PREFIX. No allocation.
+ */
+export function writeSyntheticUdp6Prefix(
+  out: Uint8Array,
+  off: number,
+  src: Int32Array,
+  srcAt: number,
+  dst: Int32Array,
+  dstAt: number,
+  srcPort: number,
+  dstPort: number,
+  payloadLength: number,
+  payloadSum: number,
+): number {
+  writeMac(out, off, undefined, dst[dstAt + 3]);
+  writeMac(out, off + 6, undefined, src[srcAt + 3]);
+  out[off + 12] = 0x86;
+  out[off + 13] = 0xdd;
+  const ip = off + 14;
+  const udpLength = UDP_HEADER + payloadLength;
+  out[ip] = 0x60;
+  out[ip + 1] = 0;
+  out[ip + 2] = 0;
+  out[ip + 3] = 0;
+  out[ip + 4] = udpLength >>> 8;
+  out[ip + 5] = udpLength;
+  out[ip + 6] = IP_PROTOCOL_UDP;
+  out[ip + 7] = IPV6_DEFAULT_HOP_LIMIT;
+  // Pseudo-header (addresses, UDP length, next header), UDP header, payload.
+  let sum = udpLength + IP_PROTOCOL_UDP + srcPort + dstPort + udpLength + payloadSum;
+  for (let w = 0; w < 4; w++) {
+    const s = src[srcAt + w];
+    const d = dst[dstAt + w];
+    writeWord(out, ip + 8 + 4 * w, s);
+    writeWord(out, ip + 24 + 4 * w, d);
+    sum += (s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff);
+  }
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  // A computed 0 goes out as 0xffff (RFC 768): 0 would read as "no checksum".
+  const checksum = ~sum & 0xffff || 0xffff;
+  const udp = ip + IPV6_HEADER;
+  out[udp] = srcPort >>> 8;
+  out[udp + 1] = srcPort;
+  out[udp + 2] = dstPort >>> 8;
+  out[udp + 3] = dstPort;
+  out[udp + 4] = udpLength >>> 8;
+  out[udp + 5] = udpLength;
+  out[udp + 6] = checksum >>> 8;
+  out[udp + 7] = checksum;
+  return SYNTHETIC_UDP6_PREFIX;
+}
+
+/**
+ * The folded one's complement sum of a payload in two pieces, a[aOff..+aLen)
+ * then b[bOff..+bLen), as the UDP checksum pairs its bytes: after an odd first
+ * piece the second one's bytes pair the other way round, so its sum is
+ * byte-swapped (RFC 1071 §2(B)). For writeSyntheticUdp6Prefix. No allocation:
+ * the plain 16-bit loop, whose sum of a datagram (≤ 32 Ki words) stays a small
+ * integer; checksum.ts's fast path adds 32-bit words, and called from here its
+ * partial sums came back as heap numbers, one per call (observe-allocation.test.ts).
+ */
+export function udpPayloadSum(a: Uint8Array, aOff: number, aLen: number, b: Uint8Array, bOff: number, bLen: number): number {
+  const first = onesComplementSumNaive(a, aOff, aLen);
+  let second = onesComplementSumNaive(b, bOff, bLen);
+  if ((aLen & 1) !== 0) second = ((second & 0xff) << 8) | (second >>> 8);
+  const sum = first + second;
+  return (sum & 0xffff) + (sum >>> 16);
+}
+
+function writeWord(out: Uint8Array, at: number, word: number): void {
+  out[at] = word >>> 24;
+  out[at + 1] = word >>> 16;
+  out[at + 2] = word >>> 8;
+  out[at + 3] = word;
 }
 
 function writeMac(out: Uint8Array, at: number, mac: Uint8Array | undefined, ip: number): void {

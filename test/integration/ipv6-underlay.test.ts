@@ -4,7 +4,7 @@
 // programs it, then agent to agent), while IPv4 pods stay on the IPv4
 // underlay; an IPv6-only cluster over an IPv6-only underlay; the path MTU
 // over it (ICMPv6 packet too big); a datagram from an IPv6 address no lease
-// has, counted as a drop; the trace's outer IPv6 header. Where the outer packets went is read from the
+// has, counted as a drop; the trace's outer IPv6 header; --capture's. Where the outer packets went is read from the
 // agents' counters (UnderlayIpv6SentPackets / ReceivedPackets) and, for the
 // kernel node, from its own UDP counters per family (/proc/net/snmp6).
 // One cluster per suite; every cluster is destroyed in after().
@@ -16,7 +16,11 @@ import { ping } from '../../src/testbed/measure.js';
 import { tcpTransfer } from '../support/pod-traffic.js';
 import { readAgentStats } from '../support/agent-stats.js';
 import { requireTools } from '../support/required-tool.js';
-import { isRunning, stopChild, type CapturedChild } from '../../src/testbed/exec.js';
+import { isRunning, stopChild, waitForLine, type CapturedChild } from '../../src/testbed/exec.js';
+import { runRequiredTool } from '../support/required-tool.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { traceEventFromJson } from '../../src/observe/trace-event.js';
 import { describeLayers } from '../../src/observe/trace-render.js';
 
@@ -155,6 +159,42 @@ udp('a hand-over (a new agent while the old one runs, then SIGTERM to the old) k
   assert.is(r.received, 5, JSON.stringify(r));
   const c = await counters(cluster.agent(1));
   assert.ok(c.UnderlayIpv6SentPackets >= 5 && c.UnderlayIpv6ReceivedPackets >= 5, 'the new agent\'s IPv6 sockets send and receive');
+});
+
+udp('--capture: the datagrams over the IPv6 underlay are IP6 between the PublicIPv6s in udp-out and udp-in, UDP checksums good (tcpdump -vv)', async () => {
+  const [n1, n2] = [cluster.node(1), cluster.node(2)];
+  const [p1, p2] = [cluster.pod(1), cluster.pod(2)];
+  const dir = mkdtempSync(join(tmpdir(), 'flannel-udp-capture6-'));
+  // Node 1's agent again, with --capture (the cluster gives every agent the same flags; only node 1 captures).
+  assert.is((await cluster.stopAgent(1)).code, 0);
+  const agent = cluster.spawn(n1.ns, process.execPath, [
+    agentCliPath, 'up', '--subnet-file', n1.subnetFile, '--leases', cluster.leasesFile,
+    '--public-ip', n1.underlayIp, '--public-ipv6', n1.underlayIp6, '--workers', '1', '--capture', dir,
+  ]);
+  try {
+    await waitForLine(agent, /flannel-udp agent ready/, 15_000);
+    assert.is((await ping(cluster, p1.ns, p2.ip6!, { count: 3, intervalS: 0.1 })).received, 3);
+    // TCP: super-packets cut into segments, each captured from two pieces (header, payload).
+    const r = await tcpTransfer(cluster, over6(p1), over6(p2), 1 << 20);
+    assert.is(r.received.sha256, r.sent.sha256);
+    assert.is((await stopChild(agent, 'SIGTERM', 5000)).code, 0, 'stopped: every capture closed and flushed');
+    const lines = (file: string) =>
+      runRequiredTool('tcpdump', 'tcpdump', ['-nn', '-vv', '-r', join(dir, file)], { stdio: ['ignore', 'pipe', 'pipe'] })
+        .split('\n')
+        .filter((l) => /^\d\d:\d\d:\d\d\.\d{6} /.test(l));
+    const out = lines('udp-out-w0.pcap');
+    const inbound = lines('udp-in-w0.pcap');
+    const v6 = (from: string, to: string) => new RegExp(`IP6 \\(hlim 64, next-header UDP \\(17\\) payload length: \\d+\\) ${from}\\.\\d+ > ${to}\\.8285: \\[udp sum ok\\] UDP, length \\d+`);
+    const outV6 = out.filter((l) => v6(n1.underlayIp6, n2.underlayIp6).test(l));
+    const inV6 = inbound.filter((l) => v6(n2.underlayIp6, n1.underlayIp6).test(l));
+    assert.ok(outV6.length >= 3 + (1 << 20) / 1500, `node 1 captured ${outV6.length} datagrams to ${n2.underlayIp6}:\n${out.slice(0, 5).join('\n')}`);
+    assert.ok(inV6.length >= 3, `node 1 captured ${inV6.length} datagrams from ${n2.underlayIp6}:\n${inbound.slice(0, 5).join('\n')}`);
+    for (const l of [...out, ...inbound]) assert.not.match(l, /bad udp cksum|0\.0\.0\.0/, l);
+    assert.is(outV6.length, out.length, 'every datagram sent went over the IPv6 underlay, captured as such');
+  } finally {
+    await stopChild(agent);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 udp.run();

@@ -10,11 +10,12 @@ import { MemoryBind } from '../../src/dataplane/memory-bind.js';
 import { WorkerMemory } from '../../src/dataplane/worker-memory.js';
 import { COUNTERS_PER_WORKER, Counter, DROPS_BASE } from '../../src/dataplane/worker-stats.js';
 import type { WorkerControlMessage, WorkerReport } from '../../src/dataplane/worker-messages.js';
+import type { CaptureConfig } from '../../src/dataplane/forwarder-observer.js';
 import { DropReason } from '../../src/encap/drop-reasons.js';
 import { VXLAN_HEADROOM } from '../../src/encap/vxlan.js';
 import { buildLeaseTableSnapshot, type LeaseTableSnapshot } from '../../src/control/lease-table.js';
 import { parseCidr, parseIPv4 } from '../../src/control/ipv4-address.js';
-import { parseCidr6 } from '../../src/control/ipv6-address.js';
+import { parseCidr6, parseIPv6 } from '../../src/control/ipv6-address.js';
 import { type Lease, formatSubnetKey } from '../../src/control/lease.js';
 import { buildIPv4Header, IP_PROTOCOL_TCP, IP_PROTOCOL_UDP } from '../../src/encap/ipv4.js';
 import { internetChecksum, pseudoHeaderSum } from '../../src/encap/checksum.js';
@@ -53,6 +54,10 @@ export interface HarnessOptions {
   /** The IPv6 underlay: this many more senders (the last ones), and its path MTU. */
   senders6?: number;
   pathMtu6?: number;
+  /** This node's public IPv6 (the IPv6 underlay's outer source in traces and captures). */
+  publicIpv6?: string;
+  /** --capture: the worker writes its pcap files there. */
+  capture?: CaptureConfig;
 }
 
 export class Harness {
@@ -106,6 +111,8 @@ export class Harness {
       node: '10.244.1.0-24',
       publicIp: OWN_PUBLIC,
       sendPorts: [PORT],
+      ...(opts.publicIpv6 !== undefined ? { publicIpv6: parseIPv6(opts.publicIpv6) } : {}),
+      ...(opts.capture !== undefined ? { capture: opts.capture } : {}),
     };
     this.forwarder = new Forwarder(cfg, this.tun, this.bind, this.memory, (r) => this.reports.push(r));
   }

@@ -1,7 +1,7 @@
 // The IPv6 underlay's pieces (issue 24): sockaddr_in6 as the kernel reads and
 // writes it (real AF_INET6 sockets on ::1 through KernelBind), the lease
 // table's PublicIPv6 lookups, and the forwarder's choice of underlay, path
-// MTU and receive checks on in-memory devices.
+// MTU, receive checks and captures on in-memory devices.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as libc from '../../src/dataplane/libc.js';
@@ -17,6 +17,11 @@ import { detectPublicIpv6 } from '../../src/agent.js';
 import { formatIPv6 } from '../../src/control/ipv6-address.js';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { capturePath } from '../../src/observe/pcap-writer.js';
+import { runRequiredTool } from '../support/required-tool.js';
 
 const words = (a: Uint8Array) => [0, 4, 8, 12].map((i) => (a[i] << 24) | (a[i + 1] << 16) | (a[i + 2] << 8) | a[i + 3]);
 
@@ -194,6 +199,68 @@ test('receive over the IPv6 underlay: only from a lease\'s PublicIPv6, IPv6 pods
     assert.is(h.count('UnderlayIpv6ReceivedPackets'), 4);
   });
 });
+
+test('--capture over the IPv6 underlay: udp-out and udp-in hold Ethernet + outer IPv6 (our PublicIPv6 and the peer\'s) + UDP, checksum good; IPv4 datagrams keep their IPv4 header', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flannel-udp-capture6-'));
+  try {
+    const h = new Harness({
+      leases: LEASES, ipv6Subnet: 'fd00:10:244:1::/64', senders6: 1, pathMtu6: 1452,
+      publicIpv6: '2001:db8::1', capture: { dir, rotateBytes: 0, maxFiles: 1 },
+    });
+    const request = echo6(OWN6, PEER6, 57);
+    const reply = echo6(PEER6, OWN6, 57);
+    try {
+      h.tun.inject(request);
+      h.tun.inject(packet({ src: OWN_POD, dst: PEER_POD }));
+      h.forwarder.drive(true, false);
+      h.bind.inject6(reply, parseIPv6(PEER_V6_UNDERLAY), 8285);
+      h.bind.inject6(reply, parseIPv6('2001:db8::99'), 40000); // no lease has it: dropped, and captured as received (as over IPv4)
+      h.forwarder.drive(false, true);
+      assert.is(h.tun.writtenPackets().length, 1);
+    } finally {
+      h.close(); // closes (flushes) the captures
+    }
+    const out = tcpdumpLines(capturePath(dir, 'udp-out', 0));
+    assert.is(out.length, 2, out.join('\n'));
+    // Hop limits: the inner one as forwarded (63), the outer one the kernel's default (64).
+    assert.match(out[0], /IP6 \(hlim 64, next-header UDP \(17\) payload length: 113\) 2001:db8::1\.8285 > 2001:db8::2\.8285: \[udp sum ok\] UDP, length 105/);
+    assert.match(out[1], / IP \(tos 0x0, ttl 64, .*proto UDP \(17\)/, 'the IPv4 pod packet: over IPv4, as before');
+    const inbound = tcpdumpLines(capturePath(dir, 'udp-in', 0));
+    assert.is(inbound.length, 2, inbound.join('\n'));
+    assert.match(inbound[0], /IP6 \(hlim 64, next-header UDP \(17\) payload length: 113\) 2001:db8::2\.8285 > 2001:db8::1\.8285: \[udp sum ok\] UDP, length 105/);
+    assert.match(inbound[1], /2001:db8::99\.40000 > 2001:db8::1\.8285: \[udp sum ok\]/);
+    // The payload is the datagram as sent: the inner packet with its hop limit decremented.
+    const frames = readPcapFrames(capturePath(dir, 'udp-out', 0));
+    assert.is((frames[1][12] << 8) | frames[1][13], 0x0800);
+    const sentInner = frames[0].subarray(62);
+    assert.equal([...sentInner.subarray(8, 40)], [...request.subarray(8, 40)]);
+    assert.is(sentInner[7], 63);
+    assert.equal([...readPcapFrames(capturePath(dir, 'udp-in', 0))[0].subarray(62)], [...reply]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** tcpdump -vv's line per packet of a capture (tcpdump checks the UDP checksums at -v). */
+function tcpdumpLines(path: string): string[] {
+  return runRequiredTool('tcpdump', 'tcpdump', ['-nn', '-vv', '-r', path], { stdio: ['ignore', 'pipe', 'pipe'] })
+    .split('\n')
+    .filter((l) => /^\d\d:\d\d:\d\d\.\d{6} /.test(l));
+}
+
+/** The records of a classic pcap file (native little-endian, as PcapWriter writes), read here by hand. */
+function readPcapFrames(path: string): Uint8Array[] {
+  const f = readFileSync(path);
+  assert.is(f.readUInt32LE(0), 0xa1b2c3d4);
+  assert.is(f.readUInt32LE(20), 1, 'LINKTYPE_ETHERNET');
+  const frames: Uint8Array[] = [];
+  for (let at = 24; at < f.length; ) {
+    const captured = f.readUInt32LE(at + 8);
+    frames.push(Uint8Array.from(f.subarray(at + 16, at + 16 + captured)));
+    at += 16 + captured;
+  }
+  return frames;
+}
 
 test('detectPublicIpv6, as flanneld without --public-ipv6: the global IPv6 address of the interface holding the public IPv4; link-local never', () => {
   const addr = (family: 'IPv4' | 'IPv6', address: string): NetworkInterfaceInfo =>

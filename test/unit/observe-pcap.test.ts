@@ -1,5 +1,6 @@
 // The pcap writer: files that pcap-parser and tcpdump read back exactly, the
-// synthetic Ethernet/IPv4/UDP prefix of UDP-side captures, truncation,
+// synthetic Ethernet/IPv4/UDP prefix of UDP-side captures and its IPv6
+// underlay twin (Ethernet/IPv6/UDP, checksum computed), truncation,
 // buffering and size rotation. Every file lives in a temp dir removed at the end.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -15,10 +16,13 @@ import {
   PCAP_SNAPLEN,
   PcapWriter,
   SYNTHETIC_UDP_PREFIX,
+  SYNTHETIC_UDP6_PREFIX,
   WorkerCaptures,
   capturePath,
   rotatedPath,
+  udpPayloadSum,
   writeSyntheticUdpPrefix,
+  writeSyntheticUdp6Prefix,
 } from '../../src/observe/pcap-writer.js';
 import { ICMP_ECHO_REQUEST, buildIcmpEcho } from '../../src/encap/icmp.js';
 import { createOuterUdpFields, parseOuterIPv4Udp } from '../../src/encap/udp-frame.js';
@@ -196,6 +200,98 @@ test('UDP side: synthetic Ethernet + outer IPv4 + UDP prefix, then the payload, 
   assert.is(lines.length, 4);
   assert.match(lines[0], /02:00:c0:00:02:01 > 02:00:c0:00:02:02, ethertype IPv4 \(0x0800\).*192\.0\.2\.1\.8285 > 192\.0\.2\.2\.8285: UDP, length 84/);
   assert.match(lines[3], /192\.0\.2\.1\.40000 > 192\.0\.2\.2\.8472/);
+});
+
+/** Four big-endian int32 words of an IPv6 address, as the lease table and the receive batch hold them. */
+const words6 = (text: string) => {
+  const a = parseIPv6(text);
+  return Int32Array.from([0, 4, 8, 12], (i) => (a[i] << 24) | (a[i + 1] << 16) | (a[i + 2] << 8) | a[i + 3]);
+};
+
+/**
+ * The UDP-over-IPv6 checksum of a decoded frame, computed here the long way
+ * (RFC 8200 §8.1: pseudo-header of addresses, upper-layer length and next
+ * header 17, then the UDP header with a zero checksum field, then the payload,
+ * odd tail padded), independent of src/encap/checksum.ts. 0 comes out as 0xffff.
+ */
+function udp6ChecksumOf(frame: Uint8Array): number {
+  const ip = 14;
+  const udpLength = (frame[ip + 4] << 8) | frame[ip + 5];
+  const bytes = [...frame.subarray(ip + 8, ip + 40), 0, 0, udpLength >> 8, udpLength & 255, 0, 0, 0, 17, ...frame.subarray(ip + 40, ip + 40 + udpLength)];
+  bytes[40 + 6] = 0; // the checksum field itself counts as zero
+  bytes[40 + 7] = 0;
+  if (bytes.length % 2) bytes.push(0);
+  let sum = 0;
+  for (let i = 0; i < bytes.length; i += 2) sum += bytes[i] * 256 + bytes[i + 1];
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return 0xffff - sum || 0xffff;
+}
+
+test('IPv6 underlay: Ethernet 0x86dd + outer IPv6 + UDP with a computed checksum, over a payload in odd pieces; pcap-parser, tcpdump -vv and an independent checksum agree', async () => {
+  const path = join(tempDir(), 'udp-out-w0.pcap');
+  const w = new PcapWriter(path, LINKTYPE_ETHERNET, NO_ROTATION);
+  const src = words6('2001:db8::1');
+  const dst = words6('2001:db8::2');
+  // Records as the forwarder writes them: [prefix, a header piece, a payload piece]; odd piece lengths and offsets.
+  const payload = new Uint8Array(40 + 8 + 57);
+  buildIcmpv6Echo(payload, 0, parseIPv6('fd00:10:244:1::2'), parseIPv6('fd00:10:244:2::2'), ICMPV6_ECHO_REQUEST, 20, 7, 57);
+  const slot = new Uint8Array(3 + payload.length);
+  slot.set(payload, 3);
+  const prefix = new Uint8Array(SYNTHETIC_UDP6_PREFIX + 1);
+  const cases: Array<{ headerLength: number; srcPort: number }> = [
+    { headerLength: 0, srcPort: 8285 }, // UDP mode: one piece
+    { headerLength: 41, srcPort: 40001 }, // an odd header piece: the payload piece's bytes pair the other way round
+    { headerLength: 48, srcPort: 40002 },
+  ];
+  for (const c of cases) {
+    const sum = udpPayloadSum(slot, 3, c.headerLength, slot, 3 + c.headerLength, payload.length - c.headerLength);
+    assert.is(writeSyntheticUdp6Prefix(prefix, 1, src, 0, dst, 0, c.srcPort, 8285, payload.length, sum), 62);
+    w.begin(SYNTHETIC_UDP6_PREFIX + payload.length, 1_700_000_000_000_000_000);
+    w.append(prefix, 1, SYNTHETIC_UDP6_PREFIX);
+    if (c.headerLength > 0) w.append(slot, 3, c.headerLength);
+    w.append(slot, 3 + c.headerLength, payload.length - c.headerLength);
+    w.end();
+  }
+  // A payload whose checksum computes to 0: written as 0xffff, since 0 would mean none (and is invalid over IPv6).
+  const zero = new Uint8Array(20).fill(0x5a);
+  zero[18] = zero[19] = 0;
+  const prefixFor = (p: Uint8Array) => writeSyntheticUdp6Prefix(prefix, 1, src, 0, dst, 0, 8285, 8285, p.length, udpPayloadSum(p, 0, p.length, p, 0, 0));
+  prefixFor(zero);
+  const fix = (prefix[1 + 14 + 40 + 6] << 8) | prefix[1 + 14 + 40 + 7]; // the checksum as the last word makes the sum 0xffff
+  zero[18] = fix >> 8;
+  zero[19] = fix & 255;
+  prefixFor(zero);
+  w.begin(SYNTHETIC_UDP6_PREFIX + zero.length, 1_700_000_000_000_000_000);
+  w.append(prefix, 1, SYNTHETIC_UDP6_PREFIX);
+  w.append(zero, 0, zero.length);
+  w.end();
+  w.close();
+
+  const { packets } = await readPcap(path);
+  assert.is(packets.length, 4);
+  packets.forEach((p, i) => {
+    const f = Uint8Array.from(p.data);
+    const body = i < 3 ? payload : zero;
+    assert.is(p.header.capturedLength, 62 + body.length);
+    assert.equal([...f.subarray(0, 12)], [0x02, 0x00, 0, 0, 0, 2, 0x02, 0x00, 0, 0, 0, 1], 'MACs from the addresses\' last four bytes');
+    assert.is((f[12] << 8) | f[13], 0x86dd, 'ethertype IPv6');
+    assert.equal([...f.subarray(14, 18)], [0x60, 0, 0, 0], 'version 6, traffic class and flow label 0');
+    assert.is((f[18] << 8) | f[19], 8 + body.length, 'payload length: UDP header + payload');
+    assert.is(f[20], 17, 'next header UDP');
+    assert.is(f[21], 64, 'hop limit');
+    assert.equal(f.subarray(22, 38), parseIPv6('2001:db8::1'));
+    assert.equal(f.subarray(38, 54), parseIPv6('2001:db8::2'));
+    assert.is((f[54] << 8) | f[55], i < 3 ? cases[i].srcPort : 8285);
+    assert.is((f[56] << 8) | f[57], 8285);
+    assert.is((f[58] << 8) | f[59], 8 + body.length, 'UDP length');
+    assert.is((f[60] << 8) | f[61], udp6ChecksumOf(f), `record ${i}: the checksum an independent computation gives`);
+    assert.equal(f.subarray(62), body);
+  });
+  assert.is((packets[3].data[60] << 8) | packets[3].data[61], 0xffff, 'a computed 0 is written as 0xffff');
+  const lines = tcpdump(path, '-vv');
+  assert.is(lines.length, 4);
+  for (const l of lines) assert.match(l, /IP6 \(hlim 64, next-header UDP \(17\) payload length: \d+\) 2001:db8::1\.\d+ > 2001:db8::2\.8285: \[udp sum ok\] UDP, length \d+/);
+  assert.match(lines[1], /2001:db8::1\.40001 > 2001:db8::2\.8285: \[udp sum ok\] UDP, length 105/);
 });
 
 test('a packet longer than what is appended, and one longer than the snaplen, become truncated records', async () => {
