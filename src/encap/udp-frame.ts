@@ -43,14 +43,7 @@ export function buildOuterIPv4Udp(
   const udpLength = UDP_HEADER + payloadLength;
   buildIPv4Header(out, off, IPV4_MIN_HEADER + udpLength, ipId, IPV4_DEFAULT_TTL, IP_PROTOCOL_UDP, srcAddr, dstAddr, true);
   const udp = off + IPV4_MIN_HEADER;
-  out[udp] = srcPort >>> 8;
-  out[udp + 1] = srcPort;
-  out[udp + 2] = dstPort >>> 8;
-  out[udp + 3] = dstPort;
-  out[udp + 4] = udpLength >>> 8;
-  out[udp + 5] = udpLength;
-  out[udp + 6] = 0;
-  out[udp + 7] = 0;
+  writeUdpHeader(out, udp, srcPort, dstPort, udpLength, 0);
   if (withUdpChecksum) {
     let checksum = internetChecksum(out, udp, udpLength, pseudoHeaderSum(srcAddr, dstAddr, IP_PROTOCOL_UDP, udpLength));
     // A computed 0 is sent as its one's complement twin, since 0 means "none".
@@ -113,4 +106,16 @@ export function parseOuterIPv4Udp(buf: Uint8Array, off: number, len: number, int
   into.payloadOffset = udp + UDP_HEADER;
   into.payloadLength = udpLength - UDP_HEADER;
   return DropReason.None;
+}
+
+/** The 8-byte UDP header at `udp`: ports, length (header included) and checksum (0: none), big-endian. */
+export function writeUdpHeader(out: Uint8Array, udp: number, srcPort: number, dstPort: number, udpLength: number, checksum: number): void {
+  out[udp] = srcPort >>> 8;
+  out[udp + 1] = srcPort;
+  out[udp + 2] = dstPort >>> 8;
+  out[udp + 3] = dstPort;
+  out[udp + 4] = udpLength >>> 8;
+  out[udp + 5] = udpLength;
+  out[udp + 6] = checksum >>> 8;
+  out[udp + 7] = checksum;
 }

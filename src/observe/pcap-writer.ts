@@ -14,7 +14,7 @@
 // tun-in-w0.1.pcap, .1 becomes .2, …, and the oldest beyond maxFiles goes.
 import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS, UDP_HEADER } from '../encap/udp-frame.js';
+import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS, UDP_HEADER, writeUdpHeader } from '../encap/udp-frame.js';
 import { IPV6_DEFAULT_HOP_LIMIT, IPV6_HEADER } from '../encap/ipv6.js';
 import { IP_PROTOCOL_UDP } from '../encap/ipv4.js';
 import { onesComplementSumNaive } from '../encap/checksum.js';
@@ -308,15 +308,7 @@ export function writeSyntheticUdp6Prefix(
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   // A computed 0 goes out as 0xffff (RFC 768): 0 would read as "no checksum".
   const checksum = ~sum & 0xffff || 0xffff;
-  const udp = ip + IPV6_HEADER;
-  out[udp] = srcPort >>> 8;
-  out[udp + 1] = srcPort;
-  out[udp + 2] = dstPort >>> 8;
-  out[udp + 3] = dstPort;
-  out[udp + 4] = udpLength >>> 8;
-  out[udp + 5] = udpLength;
-  out[udp + 6] = checksum >>> 8;
-  out[udp + 7] = checksum;
+  writeUdpHeader(out, ip + IPV6_HEADER, srcPort, dstPort, udpLength, checksum);
   return SYNTHETIC_UDP6_PREFIX;
 }
 

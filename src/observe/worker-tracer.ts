@@ -3,7 +3,9 @@
 // a traced packet's stages (allocation is fine there, it is a handful of
 // packets). The forwarder holds `tracer: WorkerTracer | undefined` and checks
 // it before each stage, so a node without a trace pays one comparison.
-import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS } from '../encap/udp-frame.js';
+import { buildOuterIPv4Udp, OUTER_IPV4_UDP_HEADERS, UDP_HEADER, writeUdpHeader } from '../encap/udp-frame.js';
+import { buildIPv6Header, IPV6_DEFAULT_HOP_LIMIT, IPV6_HEADER } from '../encap/ipv6.js';
+import { IP_PROTOCOL_UDP } from '../encap/ipv4.js';
 import { compileTraceFilter, type TraceFilter } from './trace-filter.js';
 import {
   TRACE_HEADER_BYTES,
@@ -130,20 +132,12 @@ export class WorkerTracer {
     len: number,
     extra: TraceExtra = {},
   ): void {
-    const headers = 48;
+    const headers = IPV6_HEADER + UDP_HEADER;
     const scratch = new Uint8Array(TRACE_HEADER_BYTES);
     const shown = Math.min(len, TRACE_HEADER_BYTES - headers);
     scratch.set(buf.subarray(off, off + shown), headers);
-    const v = new DataView(scratch.buffer);
-    scratch[0] = 0x60;
-    v.setUint16(4, 8 + len);
-    scratch[6] = 17;
-    scratch[7] = 64;
-    scratch.set(src6.subarray(0, 16), 8);
-    scratch.set(dst6.subarray(0, 16), 24);
-    v.setUint16(40, srcPort);
-    v.setUint16(42, dstPort);
-    v.setUint16(44, 8 + len);
+    buildIPv6Header(scratch, 0, UDP_HEADER + len, IP_PROTOCOL_UDP, IPV6_DEFAULT_HOP_LIMIT, src6, 0, dst6, 0);
+    writeUdpHeader(scratch, IPV6_HEADER, srcPort, dstPort, UDP_HEADER + len, 0);
     this.emit(packet, stage, 'outer-ip', scratch, 0, headers + shown, { bytes: headers + len, ...extra });
   }
 }
